@@ -1,0 +1,94 @@
+"""Where the database is, and the defaults that carry their unit in their name.
+
+One resolution is shared by the CLI and the library::
+
+    --database-url  >  JOBQUEUE_DATABASE_URL  >  DATABASE_URL  >  embedded PostgreSQL 18
+
+The embedded server lives in ``$JOBQUEUE_HOME/pgdata`` (default ``./.jobqueue``), is started
+on demand and left running between commands (``jobqueue db stop`` stops it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from jobqueue.errors import ConfigurationError
+
+#: Environment variables consulted, in order, after an explicit URL.
+URL_ENV_VARS = ("JOBQUEUE_DATABASE_URL", "DATABASE_URL")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+CONNECT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """A resolved database: its URL and where the URL came from (for error messages)."""
+
+    url: str
+    source: str
+
+    @property
+    def display(self) -> str:
+        return f"{redact(self.url)} (from {self.source})"
+
+
+def resolve_database(explicit: str | None = None, *, start_embedded: bool = True) -> DatabaseTarget:
+    """Resolve the database URL; start the embedded server when nothing is configured.
+
+    Raises ConfigurationError for a URL that is not PostgreSQL, EmbeddedServerError when the
+    embedded server cannot start.
+    """
+    candidates = [("--database-url", explicit)] + [(name, os.environ.get(name)) for name in URL_ENV_VARS]
+    for source, value in candidates:
+        if value is not None and value.strip():
+            return DatabaseTarget(validate_url(value.strip(), source), source)
+    from jobqueue.embedded import EmbeddedServer
+
+    server = EmbeddedServer()
+    if not start_embedded:
+        status = server.status()
+        if status.url is None:
+            raise ConfigurationError("no database configured and the embedded server is not running")
+        return DatabaseTarget(status.url, "embedded")
+    return DatabaseTarget(server.ensure_running(), "embedded")
+
+
+def validate_url(url: str, source: str) -> str:
+    """Accept a PostgreSQL URL or libpq ``key=value`` string; refuse anything else by name."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    if "://" in url:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in POSTGRES_SCHEMES:
+            raise ConfigurationError(
+                f"{source} is not a PostgreSQL URL: scheme {scheme!r}, expected postgresql://"
+            )
+    elif "=" not in url:
+        raise ConfigurationError(f"{source} is not a PostgreSQL URL or key=value connection string")
+    try:
+        conninfo_to_dict(url)
+    except Exception as exc:  # psycopg raises ProgrammingError with libpq's reason
+        raise ConfigurationError(f"{source} is not a valid PostgreSQL URL: {_first_line(exc)}") from exc
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``, for messages and logs."""
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+            return urlunsplit(parts._replace(netloc=netloc))
+        return url
+    words = []
+    for word in url.split():
+        key, _, _value = word.partition("=")
+        words.append(f"{key}=***" if key.strip() == "password" else word)
+    return " ".join(words)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,122 @@
+"""Connections, and the one place where driver errors become jobqueue errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+
+from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget
+from jobqueue.errors import (
+    DatabaseUnavailable,
+    InvalidInput,
+    JobNotFound,
+    JobQueueError,
+    PermissionDenied,
+    QueueFull,
+    SchemaOutOfDate,
+)
+
+#: The schema version (``jobqueue.schema_version()``) this package needs.
+REQUIRED_SCHEMA_VERSION = 1
+
+#: SQLSTATE -> error class, for errors raised by the SQL API.
+_SQLSTATE_ERRORS: dict[str, type[JobQueueError]] = {
+    "22023": InvalidInput,  # invalid_parameter_value: the message names the field
+    "22001": InvalidInput,  # string_data_right_truncation
+    "22P02": InvalidInput,  # invalid_text_representation (bad JSON, bad number)
+    "22P05": InvalidInput,  # untranslatable_character (\u0000 in JSON)
+    "22007": InvalidInput,  # invalid_datetime_format
+    "22008": InvalidInput,  # datetime_field_overflow
+    "22003": InvalidInput,  # numeric_value_out_of_range
+    "23514": InvalidInput,  # check_violation
+    "53400": QueueFull,
+    "P0002": JobNotFound,
+    "42501": PermissionDenied,
+}
+
+
+def connect(target: DatabaseTarget, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Open a connection; an unreachable server becomes DatabaseUnavailable naming the URL."""
+    try:
+        return psycopg.connect(
+            target.url,
+            autocommit=autocommit,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            row_factory=dict_row,
+            **kwargs,
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"could not connect to {target.display}: {_reason(exc)}") from exc
+
+
+def translate(exc: psycopg.Error) -> JobQueueError:
+    """The jobqueue error for a driver error (DatabaseUnavailable for lost connections)."""
+    state = exc.sqlstate or ""
+    cls = _SQLSTATE_ERRORS.get(state)
+    message = _reason(exc)
+    if cls is InvalidInput:
+        return InvalidInput(message, field=exc.diag.column_name)
+    if cls is not None:
+        return cls(message)
+    if isinstance(exc, psycopg.OperationalError) or state.startswith("08") or state in _RECONNECTABLE:
+        return DatabaseUnavailable(message)
+    return JobQueueError(message)
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Run a block, turning psycopg errors into jobqueue errors."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int | None:
+    """The installed ``jobqueue.schema_version()``, or None when there is no jobqueue schema."""
+    present = scalar(conn, "SELECT to_regprocedure('jobqueue.schema_version()') IS NOT NULL")
+    return int(scalar(conn, "SELECT jobqueue.schema_version()")) if present else None
+
+
+def server_version(conn: psycopg.Connection[Any]) -> str:
+    return str(scalar(conn, "SELECT current_setting('server_version')"))
+
+
+def scalar(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any:
+    """The first column of the first row (None when there is no row), whatever the row factory."""
+    with translated():
+        row = conn.cursor(row_factory=tuple_row).execute(query, params).fetchone()
+    return None if row is None else row[0]
+
+
+def check_schema(conn: psycopg.Connection[Any], target: DatabaseTarget) -> int:
+    """Return the schema version; raise SchemaOutOfDate when it is missing or too old."""
+    version = schema_version(conn)
+    if version is None:
+        raise SchemaOutOfDate(f"{target.display} has no jobqueue schema; run `jobqueue migrate`")
+    if version < REQUIRED_SCHEMA_VERSION:
+        raise SchemaOutOfDate(
+            f"{target.display} has jobqueue schema version {version}, this version needs "
+            f"{REQUIRED_SCHEMA_VERSION}; run `jobqueue migrate`"
+        )
+    return version
+
+
+#: Server shutting down, crash recovery, too many connections: retry after reconnecting.
+_RECONNECTABLE = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def _reason(exc: BaseException) -> str:
+    """libpq's message, first line, without the 'connection to server at ... failed:' noise."""
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[0]
+    if "failed: " in line:
+        line = line.rsplit("failed: ", 1)[1]
+    return line

@@ -1,0 +1,154 @@
+"""MIG-01: upgrading an empty database through every revision gives exactly sql/schema.sql."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from jobqueue import migrations
+from jobqueue.config import DatabaseTarget
+from jobqueue.db import REQUIRED_SCHEMA_VERSION, check_schema, connect
+from jobqueue.embedded import tool
+from jobqueue.errors import SchemaOutOfDate
+
+pytestmark = pytest.mark.timeout(300)
+
+#: Lines of a pg_dump that say nothing about the schema (headers, session settings, and the
+#: random \restrict key pg_dump 18 writes).
+_NOISE = re.compile(r"^(--|SET |SELECT pg_catalog\.set_config|\\restrict|\\unrestrict)")
+
+
+@pytest.fixture
+def empty_database(server: Any) -> Iterator[Callable[[], DatabaseTarget]]:
+    made: list[str] = []
+
+    def _make() -> DatabaseTarget:
+        name = f"jq_mig_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(server.url(server.maintenance_db), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        made.append(name)
+        return DatabaseTarget(server.url(name), "test")
+
+    yield _make
+    with psycopg.connect(server.url(server.maintenance_db), autocommit=True) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def schema_dump(target: DatabaseTarget) -> list[str]:
+    out = subprocess.run(
+        [
+            str(tool("pg_dump")),
+            "--schema-only",
+            "--no-owner",
+            "--schema=jobqueue",
+            "--exclude-table=jobqueue.alembic_version",
+            f"--dbname={target.url}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in out.splitlines() if line.strip() and not _NOISE.match(line)]
+
+
+def apply_schema_sql(target: DatabaseTarget, psql: str) -> None:
+    schema = migrations.resource_dir("sql") / "schema.sql"
+    proc = subprocess.run(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(schema), target.url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, f"psql -f sql/schema.sql failed: {proc.stderr}"
+
+
+def test_upgrade_through_every_revision_equals_schema_sql(
+    empty_database: Callable[[], DatabaseTarget], psql: str
+) -> None:
+    fresh, migrated = empty_database(), empty_database()
+    apply_schema_sql(fresh, psql)
+    migrations.upgrade(migrated)
+    expected, actual = schema_dump(fresh), schema_dump(migrated)
+    diff = "\n".join(difflib.unified_diff(expected, actual, "sql/schema.sql", "alembic head", lineterm=""))
+    assert not diff, f"alembic head differs from sql/schema.sql; add a revision:\n{diff}"
+    assert len(expected) > 3  # the comparison saw a real schema
+
+
+def test_migrate_is_idempotent_and_records_head(empty_database: Callable[[], DatabaseTarget]) -> None:
+    target = empty_database()
+    assert not migrations.state(target).up_to_date
+    migrations.upgrade(target)
+    before = schema_dump(target)
+    migrations.upgrade(target)
+    state = migrations.state(target)
+    assert state.up_to_date and state.current == state.head
+    assert schema_dump(target) == before
+
+
+def test_two_hosts_migrating_at_once(empty_database: Callable[[], DatabaseTarget]) -> None:
+    """Four `jobqueue migrate` processes on one empty database: all succeed, one schema results."""
+    target = empty_database()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jobqueue", "--database-url", target.url, "migrate"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [(proc.wait(timeout=120), proc.communicate()) for proc in procs]
+    assert [code for code, _ in results] == [0, 0, 0, 0], results
+    outputs = sorted(out.strip().split(" ")[0] for _, (out, _err) in results)
+    assert outputs == ["already", "already", "already", "migrated"], results
+    assert migrations.state(target).up_to_date
+
+
+def test_downgrade_to_base_then_upgrade(empty_database: Callable[[], DatabaseTarget]) -> None:
+    from alembic import command
+
+    target = empty_database()
+    migrations.upgrade(target)
+    expected = schema_dump(target)
+    command.downgrade(migrations.alembic_config(target), "base")
+    assert migrations.state(target).current is None
+    migrations.upgrade(target)
+    assert schema_dump(target) == expected
+
+
+def test_offline_sql_takes_the_lock_and_sets_lock_timeout_per_revision() -> None:
+    text = migrations.upgrade_sql()
+    assert f"pg_advisory_xact_lock({migrations.MIGRATION_LOCK_KEY})" in text
+    revisions = len(list((migrations.resource_dir("alembic") / "versions").glob("[0-9]*_*.py")))
+    assert text.count("SET LOCAL lock_timeout") == revisions
+    assert "jobqueue.schema_version()" in text
+
+
+def test_schema_check_refuses_missing_or_old_schema(empty_database: Callable[[], DatabaseTarget]) -> None:
+    target = empty_database()
+    with connect(target) as conn:
+        with pytest.raises(SchemaOutOfDate, match="run `jobqueue migrate`"):
+            check_schema(conn, target)
+        conn.execute("CREATE SCHEMA jobqueue")
+        conn.execute(
+            f"CREATE FUNCTION jobqueue.schema_version() RETURNS int LANGUAGE sql "
+            f"AS 'SELECT {REQUIRED_SCHEMA_VERSION - 1}'"
+        )
+        with pytest.raises(SchemaOutOfDate, match=r"version 0, this version needs 1; run `jobqueue migrate`"):
+            check_schema(conn, target)
+
+
+def test_migrated_schema_passes_the_check(db_url: str) -> None:
+    target = DatabaseTarget(db_url, "test")
+    with connect(target) as conn:
+        assert check_schema(conn, target) == REQUIRED_SCHEMA_VERSION
