@@ -1,7 +1,19 @@
-"""jobqueue: a job queue whose whole state lives in PostgreSQL."""
+"""jobqueue: a job queue whose whole state lives in PostgreSQL.
+
+    from jobqueue import JobQueue
+
+    jq = JobQueue()                      # $JOBQUEUE_DATABASE_URL, $DATABASE_URL or embedded
+
+    @jq.task(queue="email", max_attempts=5)
+    def send_email(to: str, subject: str) -> None: ...
+
+    send_email.enqueue(to="a@example.com", subject="hi")
+    jq.run_worker(queues=("email",))
+"""
 
 from __future__ import annotations
 
+from jobqueue.client import JobQueue
 from jobqueue.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -13,15 +25,31 @@ from jobqueue.errors import (
     QueueFull,
     SchemaOutOfDate,
 )
+from jobqueue.models import ErrorClass, Job, JobState, Priority
+from jobqueue.retry import Cancel, Retry, Snooze
+from jobqueue.tasks import JobContext, Task, current_job
+from jobqueue.worker import WorkerConfig
 
 __all__ = [
+    "Cancel",
     "ConfigurationError",
     "DatabaseUnavailable",
     "EmbeddedServerError",
+    "ErrorClass",
     "InvalidInput",
+    "Job",
+    "JobContext",
     "JobNotFound",
+    "JobQueue",
     "JobQueueError",
+    "JobState",
     "PermissionDenied",
+    "Priority",
     "QueueFull",
+    "Retry",
     "SchemaOutOfDate",
+    "Snooze",
+    "Task",
+    "WorkerConfig",
+    "current_job",
 ]

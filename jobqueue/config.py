@@ -62,9 +62,7 @@ def validate_url(url: str, source: str) -> str:
     if "://" in url:
         scheme = urlsplit(url).scheme.lower()
         if scheme not in POSTGRES_SCHEMES:
-            raise ConfigurationError(
-                f"{source} is not a PostgreSQL URL: scheme {scheme!r}, expected postgresql://"
-            )
+            raise ConfigurationError(f"{source} is not a PostgreSQL URL: scheme {scheme!r}, expected postgresql://")
     elif "=" not in url:
         raise ConfigurationError(f"{source} is not a PostgreSQL URL or key=value connection string")
     try:

@@ -155,9 +155,7 @@ class EmbeddedServer:
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
-            raise ConfigurationError(
-                f"JOBQUEUE_HOME {self.home} is not writable: {exc.strerror or exc}"
-            ) from exc
+            raise ConfigurationError(f"JOBQUEUE_HOME {self.home} is not writable: {exc.strerror or exc}") from exc
 
     def _initdb(self) -> None:
         if self.pgdata.exists():
@@ -184,9 +182,7 @@ class EmbeddedServer:
         if stale.exists():
             stale.unlink()  # _running_pid() said no live postmaster owns it
         options = " ".join((*SERVER_OPTIONS, f"-k '{socket_dir}'"))
-        self._pg_ctl(
-            "start", "-w", "-t", str(START_TIMEOUT_S), "-l", str(self.log), "-o", options, log_tail=True
-        )
+        self._pg_ctl("start", "-w", "-t", str(START_TIMEOUT_S), "-l", str(self.log), "-o", options, log_tail=True)
 
     def _ensure_database(self) -> None:
         import psycopg  # local import: keep `jobqueue db status` fast
@@ -195,9 +191,7 @@ class EmbeddedServer:
         while True:
             try:
                 with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as conn:
-                    exists = conn.execute(
-                        "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
-                    ).fetchone()
+                    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
                     if not exists:
                         conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
                     return
@@ -286,9 +280,7 @@ class EmbeddedServer:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _failure(self, reason: str) -> EmbeddedServerError:
-        return EmbeddedServerError(
-            f"no database configured and the embedded server failed to start: {reason}"
-        )
+        return EmbeddedServerError(f"no database configured and the embedded server failed to start: {reason}")
 
 
 def _server_user() -> str | None:

@@ -15,9 +15,7 @@ import pytest
 pytestmark = pytest.mark.timeout(180)
 
 
-def run(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The CLI with no database configured unless `env` says so, and XDG_RUNTIME_DIR unset (as in CI)."""
     unset = ("DATABASE_URL", "JOBQUEUE_DATABASE_URL", "XDG_RUNTIME_DIR")
     base = {k: v for k, v in os.environ.items() if k not in unset}

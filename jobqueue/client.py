@@ -1,0 +1,461 @@
+"""The Python face of the SQL API: enqueue (also inside your own transaction), reads, admin.
+
+Every call goes through a named statement in ``sql/queries.sql`` that calls the same public
+SQL functions other services call; nothing here re-implements queue logic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import ConnectionPool
+
+from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, resolve_database
+from jobqueue.db import check_schema, connect, translate, translated
+from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound
+from jobqueue.models import ErrorClass, Job, Priority
+from jobqueue.retry import RetryCallable, as_timedelta
+from jobqueue.sql import query
+from jobqueue.tasks import ENQUEUE_OPTIONS, Registry, TaskDecorator
+
+if TYPE_CHECKING:
+    from jobqueue.worker import WorkerConfig
+
+POOL_MAX_SIZE = 10
+#: Keep trying to reconnect for as long as the process lives: a queue must outlast outages.
+POOL_RECONNECT_TIMEOUT_S = 365 * 24 * 3600.0
+POOL_GET_TIMEOUT_S = 30.0
+#: At or above this many jobs, enqueue_many loads them with COPY instead of one JSON array.
+COPY_THRESHOLD = 1000
+
+_INTERVAL_OPTIONS = ("delay", "timeout", "visibility_timeout")
+
+# Aliases: inside JobQueue, `list` is a method name.
+Rows = list[dict[str, Any]]
+Tuples = list[tuple[Any, ...]]
+Ids = list[int]
+Jobs = list[Job]
+_JSON_OPTIONS = ("retry_policy", "metadata")
+
+
+class JobQueue:
+    """A handle on one jobqueue database.
+
+    ``JobQueue()`` resolves the database like the CLI (``JOBQUEUE_DATABASE_URL``,
+    ``DATABASE_URL``, else the embedded server). Connections come from a pool opened on
+    first use.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        pool_size: int = POOL_MAX_SIZE,
+        error_classes: Mapping[type[BaseException], ErrorClass | str] | None = None,
+    ) -> None:
+        self._database_url = database_url
+        self._target: DatabaseTarget | None = None
+        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] | None = None
+        self.pool_size = pool_size
+        self.registry = Registry()
+        #: Exception type -> error class, consulted before the defaults (see retry.classify).
+        self.error_classes: dict[type[BaseException], ErrorClass | str] = dict(error_classes or {})
+
+    # -- connections -------------------------------------------------------------------------
+
+    def use_database(self, url: str) -> None:
+        """Point this handle at another database (before first use; the CLI's --database-url)."""
+        self.close()
+        self._database_url = url
+        self._target = None
+
+    @property
+    def target(self) -> DatabaseTarget:
+        if self._target is None:
+            self._target = resolve_database(self._database_url)
+        return self._target
+
+    @property
+    def pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self.target.url,
+                min_size=1,
+                max_size=self.pool_size,
+                kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_S},
+                check=ConnectionPool.check_connection,
+                reconnect_timeout=POOL_RECONNECT_TIMEOUT_S,
+                timeout=POOL_GET_TIMEOUT_S,
+                name="jobqueue",
+                open=True,
+            )
+        return self._pool
+
+    def connection(self) -> psycopg.Connection[dict[str, Any]]:
+        """A new autocommit connection (not pooled), e.g. for LISTEN."""
+        return connect(self.target)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_schema(self) -> int:
+        with self._conn() as conn:
+            return check_schema(conn, self.target)
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | str | Priority | None = None,
+        max_attempts: int | None = None,
+        retry: Mapping[str, Any] | RetryCallable | None = None,
+        timeout: float | timedelta | None = None,
+        visibility_timeout: float | timedelta | None = None,
+        unique: bool | Callable[..., str] = False,
+    ) -> TaskDecorator:
+        """Register a handler: ``@jq.task(name="email.send", queue="email", retry={...})``.
+
+        ``retry`` is a policy dict (strategy, initial_delay, multiplier, max_delay, delays,
+        jitter) stored with each job, or a callable ``(attempt, exc) -> seconds`` the worker
+        applies. ``unique=True`` enqueues at most one live job per payload; a callable returns
+        the unique key from the payload.
+        """
+        options = {
+            "queue": queue,
+            "priority": priority,
+            "max_attempts": max_attempts,
+            "timeout": timeout,
+            "visibility_timeout": visibility_timeout,
+        }
+        return TaskDecorator(self, name, options, retry, unique)
+
+    # -- enqueue -----------------------------------------------------------------------------
+
+    def enqueue(
+        self, type: str, payload: Mapping[str, Any] | None = None, *, connection: Any = None, **options: Any
+    ) -> int:
+        """Enqueue one job; returns its id (a live duplicate's id for a repeated unique_key).
+
+        Pass ``connection`` (a psycopg Connection, SQLAlchemy Connection or Session) to
+        enqueue inside your transaction: the job exists if and only if it commits.
+        """
+        params = enqueue_params(type, payload, options)
+        rows = self._run(connection, "enqueue", params)
+        return int(rows[0][0])
+
+    def enqueue_many(self, jobs: Iterable[Mapping[str, Any]], *, connection: Any = None) -> Ids:
+        """Enqueue many jobs, all or nothing; returns their ids in order.
+
+        Each job is a mapping with ``type``, ``payload`` and any enqueue option. Large
+        batches are loaded with COPY into a temporary table, then handed to
+        ``jobqueue.enqueue_many`` in the same transaction.
+        """
+        documents = [job_document(i, job) for i, job in enumerate(jobs)]
+        if not documents:
+            return []
+        if connection is None and len(documents) >= COPY_THRESHOLD:
+            return self._enqueue_copy(documents)
+        text = "[" + ",".join(documents) + "]"
+        rows = self._run(connection, "enqueue_many", {"jobs": text})
+        return [int(row[0]) for row in rows]
+
+    def _enqueue_copy(self, documents: list[str]) -> Ids:
+        with self._conn() as conn, translated(), conn.transaction():
+            cur = conn.cursor(row_factory=tuple_row)
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS jobqueue_copy_batch (n int, job jsonb) ON COMMIT DELETE ROWS")
+            with cur.copy("COPY jobqueue_copy_batch (n, job) FROM STDIN") as copy:
+                for n, doc in enumerate(documents):
+                    copy.write_row((n, doc))
+            rows = cur.execute(
+                "SELECT id FROM jobqueue.enqueue_many("
+                "(SELECT jsonb_agg(job ORDER BY n) FROM jobqueue_copy_batch)) AS id"
+            ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, id: int) -> Job:
+        rows = self._fetch("get_job", {"id": id})
+        if not rows:
+            raise JobNotFound(f"job {id} not found")
+        return Job.from_row(rows[0])
+
+    def list(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+        tenant_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> Jobs:
+        """Jobs newest first; page with ``before_id`` = the last id of the previous page."""
+        if limit < 1 or limit > 10_000:
+            raise InvalidInput("limit: must be between 1 and 10000", field="limit")
+        rows = self._fetch(
+            "list_jobs",
+            {
+                "states": list(states) if states else None,
+                "queue": queue,
+                "type": type,
+                "tenant_id": tenant_id,
+                "before_id": before_id,
+                "limit": limit,
+            },
+        )
+        return [Job.from_row(row) for row in rows]
+
+    def logs(self, id: int) -> Rows:
+        return self._fetch("job_logs", {"id": id})
+
+    def dead_letters(
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        reason: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> Rows:
+        return self._fetch(
+            "list_dead_letters",
+            {"queue": queue, "type": type, "reason": reason, "before_id": before_id, "limit": limit},
+        )
+
+    def stats(self) -> Rows:
+        return self._fetch("queue_stats", {})
+
+    def metrics(self, window: float | timedelta = 3600) -> Rows:
+        return self._fetch("metrics", {"window": as_timedelta(window)})
+
+    def queues(self) -> Rows:
+        return self._fetch("list_queues", {})
+
+    def workers(self) -> Rows:
+        return self._fetch("list_workers", {})
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def cancel(self, id: int, reason: str | None = None) -> str:
+        return str(self._fetch("cancel", {"id": id, "reason": reason})[0]["status"])
+
+    def retry(self, id: int) -> int:
+        return int(self._fetch("retry", {"id": id})[0]["id"])
+
+    def redrive(self, filter: Mapping[str, Any] | None = None, *, limit: int = 1000, dry_run: bool = False) -> Ids:
+        rows = self._fetch(
+            "redrive", {"filter": dumps(dict(filter or {}), "filter"), "limit": limit, "dry_run": dry_run}
+        )
+        return [int(row["id"]) for row in rows]
+
+    def archive_dead_letters(self, max_age_days: int | None = None) -> int:
+        return int(self._fetch("archive_dead_letters", {"max_age_days": max_age_days})[0]["archived"])
+
+    def purge_dead_letters(self, filter: Mapping[str, Any] | None = None, *, limit: int = 1000) -> int:
+        rows = self._fetch("purge_dead_letters", {"filter": dumps(dict(filter or {}), "filter"), "limit": limit})
+        return int(rows[0]["purged"])
+
+    def pause(self, queue: str) -> None:
+        self._fetch("pause_queue", {"queue": queue})
+
+    def resume(self, queue: str) -> None:
+        self._fetch("resume_queue", {"queue": queue})
+
+    def configure_queue(self, queue: str, **settings: Any) -> dict[str, Any]:
+        """Set queue settings (max_size, visibility_timeout, max_attempts, retry_policy, ...)."""
+        clean = {k: (seconds(v) if isinstance(v, timedelta) else v) for k, v in settings.items()}
+        rows = self._fetch("configure_queue", {"queue": queue, "settings": dumps(clean, "settings")})
+        return dict(rows[0]["settings"] or {})
+
+    def set_retry_policy(self, type: str, policy: Mapping[str, Any]) -> None:
+        self._fetch("set_retry_policy", {"type": type, "policy": dumps(dict(policy), "policy")})
+
+    def reconcile(self, *, batch: int = 1000, dry_run: bool = False) -> dict[str, Any]:
+        rows = self._fetch("reconcile", {"batch": batch, "dry_run": dry_run})
+        return dict(rows[0]["summary"])
+
+    # -- worker ------------------------------------------------------------------------------
+
+    def run_worker(self, config: WorkerConfig | None = None, **options: Any) -> int:
+        """Run a worker in this process until it is stopped (or drained, with burst=True).
+
+        Returns the exit code: 0 after a clean stop.
+        """
+        from jobqueue.worker import Worker, WorkerConfig
+
+        cfg = config or WorkerConfig(**options)
+        return Worker(self, cfg).run()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _conn(self) -> AbstractContextManager[psycopg.Connection[dict[str, Any]]]:
+        try:
+            return self.pool.connection()
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"could not connect to {self.target.display}: {exc}") from exc
+
+    def _fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
+        with self._conn() as conn, translated():
+            cur = conn.execute(query(name), params)
+            return cur.fetchall() if cur.description else []
+
+    def _run(self, connection: Any, name: str, params: Mapping[str, Any]) -> Tuples:
+        """Run a statement on the caller's connection (their transaction) or a pooled one."""
+        sql = query(name)
+        if connection is None:
+            with self._conn() as conn, translated():
+                pooled: Tuples = conn.cursor(row_factory=tuple_row).execute(sql, params).fetchall()
+                return pooled
+        try:
+            if isinstance(connection, psycopg.Connection):
+                rows: Tuples = connection.cursor(row_factory=tuple_row).execute(sql, params).fetchall()
+                return rows
+            return _run_sqlalchemy(connection, sql, params)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+
+def _run_sqlalchemy(connection: Any, sql: str, params: Mapping[str, Any]) -> Tuples:
+    """A SQLAlchemy Connection or Session: run on its DBAPI connection, inside its transaction."""
+    try:
+        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.orm import Session
+    except ImportError:  # pragma: no cover - sqlalchemy is a dependency
+        raise TypeError("connection must be a psycopg or SQLAlchemy connection") from None
+    if isinstance(connection, Session):
+        connection = connection.connection()
+    if not hasattr(connection, "exec_driver_sql"):
+        raise TypeError(f"connection must be a psycopg or SQLAlchemy connection, not {type(connection).__name__}")
+    try:
+        result = connection.exec_driver_sql(sql, dict(params))
+        return [tuple(row) for row in result.fetchall()]
+    except DBAPIError as exc:
+        if isinstance(exc.orig, psycopg.Error):
+            raise translate(exc.orig) from exc
+        raise
+
+
+# -- parameter shaping (pure) --------------------------------------------------------------------
+
+
+def dumps(value: Any, field: str) -> str:
+    """JSON text for the database; NaN, Infinity and non-JSON values are refused by field."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"), default=_json_default)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{field}: {exc}", field=field) from exc
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def seconds(value: timedelta) -> float:
+    return value.total_seconds()
+
+
+def enqueue_params(type: str, payload: Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The named parameters of the ``enqueue`` statement; unknown options refused by name."""
+    unknown = set(options) - ENQUEUE_OPTIONS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidInput(f"{name}: not an enqueue option", field=name)
+    if not isinstance(type, str):
+        raise InvalidInput("type: must be a string", field="type")
+    if payload is not None and not isinstance(payload, Mapping):
+        raise InvalidInput("payload: must be a JSON object (a mapping)", field="payload")
+    params: dict[str, Any] = {name: None for name in ENQUEUE_OPTIONS}
+    params.update({k: v for k, v in options.items() if v is not None})
+    params["type"] = type
+    params["payload"] = dumps(dict(payload or {}), "payload")
+    params["priority"] = priority_param(params["priority"])
+    for name in _INTERVAL_OPTIONS:
+        params[name] = interval_param(params[name], name)
+    for name in _JSON_OPTIONS:
+        if params[name] is not None:
+            params[name] = dumps(params[name], name)
+    if params["tags"] is not None:
+        if isinstance(params["tags"], str) or not all(isinstance(t, str) for t in params["tags"]):
+            raise InvalidInput("tags: must be a list of strings", field="tags")
+        params["tags"] = list(params["tags"])
+    if params["depends_on"] is not None:
+        deps = list(params["depends_on"])
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in deps):
+            raise InvalidInput("depends_on: must be a list of job ids", field="depends_on")
+        params["depends_on"] = deps
+    for name in ("run_at", "expires_at"):
+        value = params[name]
+        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+            raise InvalidInput(f"{name}: must be a timezone-aware datetime", field=name)
+    return params
+
+
+def job_document(index: int, job: Mapping[str, Any]) -> str:
+    """One element of an enqueue_many batch as JSON text (intervals as seconds)."""
+    if not isinstance(job, Mapping) or "type" not in job:
+        raise InvalidInput(f"jobs[{index}]: must be a mapping with a 'type'", field="jobs")
+    doc: dict[str, Any] = {}
+    for key, value in job.items():
+        if key not in ENQUEUE_OPTIONS and key not in ("type", "payload"):
+            raise InvalidInput(f"jobs[{index}].{key}: not an enqueue option", field=key)
+        if value is None:
+            continue
+        if key == "priority":
+            value = priority_param(value)
+        elif key in _INTERVAL_OPTIONS:
+            interval = interval_param(value, key)
+            value = None if interval is None else interval.total_seconds()
+        elif isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise InvalidInput(f"jobs[{index}].{key}: must be a timezone-aware datetime", field=key)
+            value = value.isoformat()
+        doc[key] = value
+    return dumps(doc, f"jobs[{index}]")
+
+
+def priority_param(value: Any) -> int | str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidInput("priority: must be 0..10 or low, normal, high, critical", field="priority")
+    if isinstance(value, Priority):
+        return int(value)
+    if isinstance(value, int | str):
+        return value
+    raise InvalidInput("priority: must be 0..10 or low, normal, high, critical", field="priority")
+
+
+def interval_param(value: Any, name: str) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{name}: must be a finite number of seconds", field=name)
+    try:
+        return as_timedelta(value)
+    except TypeError as exc:
+        raise InvalidInput(f"{name}: {exc}", field=name) from exc

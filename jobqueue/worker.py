@@ -1,0 +1,769 @@
+"""The worker: claim -> run -> acknowledge, with heartbeats, timeouts and a graceful stop.
+
+Threads, each owning one thing:
+
+* main        claims up to its free slots; sleeps until a NOTIFY, a freed slot, its poll
+              timer or the next delayed job's due time wakes it
+* listener    LISTEN on a dedicated connection (jobqueue.listener)
+* keeper      heartbeats leases, enforces timeouts, self-fences on lost leases, refreshes
+              the worker row and runs reconcile every so often
+* acker       batches completions: those within ACK_BATCH_WINDOW_S share one statement
+* handlers    a pool of threads for plain functions; one event loop thread for async ones
+
+No database transaction is open while a handler runs: the claim commits, the handler runs,
+the acknowledgement is a new short statement. Every database error in these loops is met
+with a capped, jittered back-off and a retry, never with an exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import random
+import signal
+import socket
+import threading
+import time
+import traceback as tb
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
+from jobqueue.listener import Listener
+from jobqueue.models import AckStatus, ClaimedJob, ErrorClass
+from jobqueue.retry import Cancel, Retry, Snooze, as_timedelta, classify
+from jobqueue.sql import query
+from jobqueue.tasks import JobContext, Task, _current
+
+if TYPE_CHECKING:
+    from jobqueue.client import JobQueue
+
+POLL_INTERVAL_S = 2.0
+CONCURRENCY = 10
+SHUTDOWN_TIMEOUT_S = 30.0
+#: Lease used when neither the worker, the job nor its queue sets one (as in the SQL API).
+DEFAULT_VISIBILITY_TIMEOUT_S = 30.0
+#: Heartbeat a lease when a third of it has passed; stop trusting it this long before expiry.
+HEARTBEAT_FRACTION = 1 / 3
+LEASE_SAFETY_MARGIN_S = 1.0
+RECONCILE_INTERVAL_S = 5.0
+WORKER_HEARTBEAT_S = 10.0
+ACK_BATCH_WINDOW_S = 0.002
+ACK_BATCH_MAX = 500
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 10.0
+KEEPER_TICK_S = 0.25
+MAX_CLAIM_BATCH = 1000
+ERROR_TEXT_MAX = 2000
+
+log = logging.getLogger("jobqueue.worker")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker runs. ``validate()`` refuses nonsense, naming the field."""
+
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = CONCURRENCY
+    name: str | None = None
+    burst: bool = False
+    poll_interval_s: float = POLL_INTERVAL_S
+    listen: bool = True
+    shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
+    #: Lease length asked for at claim; None: the job's, then its queue's, then 30 s.
+    visibility_timeout_s: float | None = None
+    reconcile_interval_s: float = RECONCILE_INTERVAL_S
+    #: Job types to claim; None: the types this worker has handlers for.
+    types: tuple[str, ...] | None = None
+    install_signal_handlers: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.queues, str):
+            object.__setattr__(self, "queues", tuple(q for q in self.queues.split(",") if q))
+
+    def validate(self) -> WorkerConfig:
+        if not self.queues:
+            raise ConfigurationError("queues: at least one queue is needed")
+        if not 1 <= self.concurrency <= 10_000:
+            raise ConfigurationError("concurrency: must be between 1 and 10000")
+        if not 0.01 <= self.poll_interval_s <= 3600:
+            raise ConfigurationError("poll_interval: must be between 0.01 and 3600 seconds")
+        if not 0 <= self.shutdown_timeout_s <= 86_400:
+            raise ConfigurationError("shutdown_timeout: must be between 0 and 86400 seconds")
+        if self.visibility_timeout_s is not None and not 1 <= self.visibility_timeout_s <= 43_200:
+            raise ConfigurationError("visibility_timeout: must be between 1 and 43200 seconds")
+        if not 0 <= self.reconcile_interval_s <= 86_400:
+            raise ConfigurationError("reconcile_interval: must be between 0 (off) and 86400 seconds")
+        return self
+
+
+@dataclass
+class Running:
+    """A job this worker holds, and what the keeper thread needs to look after it."""
+
+    job: ClaimedJob
+    ctx: JobContext
+    task: Task[Any, Any] | None
+    started: float
+    lease_s: float
+    next_heartbeat: float
+    lease_deadline: float
+    deadline: float | None
+    future: concurrent.futures.Future[Any] | None = None
+    abandoned: bool = False
+    finished: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Backoff:
+    """Capped exponential back-off with jitter, and quiet logging while it lasts."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.delay = BACKOFF_MIN_S
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> float:
+        self.failures += 1
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        log.log(
+            level,
+            f"{self.what} failed; backing off",
+            extra={
+                "action": "db_error",
+                "step": self.what,
+                "error": _one_line(exc),
+                "retry_in_s": round(self.delay, 2),
+                "failures": self.failures,
+            },
+        )
+        wait = self.delay * (0.5 + random.random() / 2)
+        self.delay = min(self.delay * 2, BACKOFF_MAX_S)
+        return wait
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.info(
+                f"{self.what} works again",
+                extra={"action": "db_recovered", "step": self.what, "failures": self.failures},
+            )
+        self.delay = BACKOFF_MIN_S
+        self.failures = 0
+
+
+#: Errors the loops meet with a back-off instead of an exit.
+RETRYABLE = (psycopg.Error, PoolTimeout, JobQueueError, OSError)
+#: SQLSTATEs that mean "try again": connection lost, server restarting, too many
+#: connections, serialization failure, deadlock.
+RETRYABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the database is not answering right now (as opposed to refusing the call)."""
+    from jobqueue.errors import DatabaseUnavailable
+
+    if isinstance(exc, PoolTimeout | DatabaseUnavailable | OSError | psycopg.OperationalError | psycopg.InterfaceError):
+        return True
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate or ""
+        return state.startswith("08") or state in RETRYABLE_SQLSTATES
+    return False
+
+
+class Worker:
+    def __init__(self, jq: JobQueue, config: WorkerConfig) -> None:
+        self.jq = jq
+        self.config = config.validate()
+        self.id = config.name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.types = list(config.types) if config.types is not None else jq.registry.names()
+        self._running: dict[int, Running] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._signals = 0
+        self._acks: queue.Queue[tuple[Running, Any] | None] = queue.Queue()
+        self._handler_queue: queue.Queue[Running | None] = queue.Queue()
+        self._handler_threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._next_due: float | None = None
+        self.jobs_done = 0
+        self.listener: Listener | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        if not self.types:
+            raise ConfigurationError("no tasks registered: nothing for this worker to run (see --app)")
+        if self.config.install_signal_handlers and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        self._wait_for_database()
+        if self._stopping.is_set():
+            return 0
+        self._call_retrying(
+            "register",
+            "register_worker",
+            {
+                "worker_id": self.id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": list(self.config.queues),
+                "concurrency": self.config.concurrency,
+                "metadata": json.dumps({"types": self.types}),
+            },
+        )
+        log.info(
+            "worker started",
+            extra={
+                "action": "worker_started",
+                "worker_id": self.id,
+                "queues": ",".join(self.config.queues),
+                "concurrency": self.config.concurrency,
+            },
+        )
+        threads = [
+            threading.Thread(target=self._keeper, name="jobqueue-keeper", daemon=True),
+            threading.Thread(target=self._acker, name="jobqueue-acker", daemon=True),
+        ]
+        for _ in range(self.config.concurrency):
+            self._spawn_handler_thread()
+        if self.config.listen:
+            self.listener = Listener(
+                self.jq.target.url,
+                self.config.queues,
+                self._wake.set,
+                application_name=f"jobqueue-listen:{self.id}"[:63],
+            )
+            self.listener.start()
+        for thread in threads:
+            thread.start()
+        try:
+            self._main_loop()
+        finally:
+            self._shutdown(threads)
+        return 0
+
+    def stop(self) -> None:
+        """Ask the worker to stop gracefully (what SIGTERM does)."""
+        self._stopping.set()
+        self._wake.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second signal: exiting at once", extra={"action": "worker_killed"})
+            os._exit(128 + signum)
+        log.info(
+            "stopping: no new claims; waiting for running jobs",
+            extra={"action": "worker_stopping", "signal": signal.Signals(signum).name, "running": len(self._running)},
+        )
+        self.stop()
+
+    def _wait_for_database(self) -> None:
+        backoff = Backoff("schema check")
+        while not self._stopping.is_set():
+            try:
+                self.jq.check_schema()
+                backoff.succeeded()
+                return
+            except SchemaOutOfDate:
+                raise
+            except RETRYABLE as exc:
+                if isinstance(exc, JobQueueError) and not is_transient(exc):
+                    raise
+                self._stopping.wait(backoff.failed(exc))
+
+    # -- main loop: claim ---------------------------------------------------------------------
+
+    def _main_loop(self) -> None:
+        backoff = Backoff("claim")
+        while not self._stopping.is_set():
+            free = self.config.concurrency - len(self._running)
+            claimed = 0
+            if free > 0:
+                try:
+                    claimed = self._claim(min(free, MAX_CLAIM_BATCH))
+                    backoff.succeeded()
+                except RETRYABLE as exc:
+                    self._wake.wait(backoff.failed(exc))
+                    self._wake.clear()
+                    continue
+                if claimed == free:
+                    continue  # there may be more: claim again as soon as slots free up
+                if self.config.burst and claimed == 0 and not self._running:
+                    log.info("burst: nothing left to claim", extra={"action": "worker_drained"})
+                    return
+            timeout = self.config.poll_interval_s * (0.8 + random.random() * 0.4)
+            if claimed == 0 and free > 0:
+                due = self._time_to_next_due()
+                if due is not None:
+                    timeout = min(timeout, max(due, 0.0))
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _claim(self, batch: int) -> int:
+        vt = self.config.visibility_timeout_s
+        with self.jq.pool.connection() as conn:
+            rows = conn.execute(
+                query("claim"),
+                {
+                    "queues": list(self.config.queues),
+                    "worker_id": self.id,
+                    "batch": batch,
+                    "visibility_timeout": timedelta(seconds=vt) if vt else None,
+                    "types": self.types,
+                },
+            ).fetchall()
+        now = time.monotonic()
+        for row in rows:
+            self._start(ClaimedJob.from_row(row), row, now)
+        return len(rows)
+
+    def _time_to_next_due(self) -> float | None:
+        try:
+            with self.jq.pool.connection() as conn:
+                row = conn.execute(query("next_due"), {"queues": list(self.config.queues)}).fetchone()
+        except RETRYABLE:
+            return None
+        seconds = None if row is None else row["seconds"]
+        return None if seconds is None else float(seconds)
+
+    def _start(self, job: ClaimedJob, row: dict[str, Any], now: float) -> None:
+        lease = row.get("visibility_timeout")
+        lease_s = (
+            lease.total_seconds()
+            if isinstance(lease, timedelta)
+            else (self.config.visibility_timeout_s or DEFAULT_VISIBILITY_TIMEOUT_S)
+        )
+        ctx = JobContext(
+            id=job.id,
+            token=job.token,
+            queue=job.queue,
+            type=job.type,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            metadata=job.metadata,
+            log=partial(self._fenced, "add_log", job, "message"),
+            progress=partial(self._fenced, "set_progress", job, "percent"),
+        )
+        running = Running(
+            job=job,
+            ctx=ctx,
+            task=self.jq.registry.get(job.type),
+            started=now,
+            lease_s=lease_s,
+            next_heartbeat=now + lease_s * HEARTBEAT_FRACTION,
+            lease_deadline=now + lease_s - LEASE_SAFETY_MARGIN_S,
+            deadline=now + job.timeout.total_seconds() if job.timeout else None,
+        )
+        with self._lock:
+            self._running[job.id] = running
+        log.debug("job claimed", extra=_job_extra(job, "job_claimed"))
+        if running.task is not None and running.task.is_async:
+            running.future = asyncio.run_coroutine_threadsafe(self._run_async(running), self._event_loop())
+        else:
+            self._handler_queue.put(running)
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def _spawn_handler_thread(self) -> None:
+        thread = threading.Thread(target=self._handler_loop, name="jobqueue-handler", daemon=True)
+        self._handler_threads.append(thread)
+        thread.start()
+
+    def _handler_loop(self) -> None:
+        while True:
+            running = self._handler_queue.get()
+            if running is None:
+                return
+            outcome = self._invoke(running)
+            self._finish(running, outcome)
+            if running.abandoned:
+                return  # a replacement thread took this one's place when it was abandoned
+
+    def _invoke(self, running: Running) -> Any:
+        token = _current.set(running.ctx)
+        try:
+            task = running.task
+            if task is None:
+                raise _NoHandler(f"no handler for job type {running.job.type!r} in this worker")
+            args, kwargs = task.arguments_from(running.job.payload)
+            if task.wants_context:
+                args = [running.ctx, *args]
+            return _Success(task.fn(*args, **kwargs))
+        except Exception as exc:
+            return exc
+        finally:
+            _current.reset(token)
+
+    async def _run_async(self, running: Running) -> None:
+        token = _current.set(running.ctx)
+        outcome: Any
+        try:
+            task = running.task
+            assert task is not None
+            args, kwargs = task.arguments_from(running.job.payload)
+            if task.wants_context:
+                args = [running.ctx, *args]
+            outcome = _Success(await task.fn(*args, **kwargs))
+        except asyncio.CancelledError:
+            return  # timed out or shutting down: the keeper or shutdown acknowledged it
+        except Exception as exc:
+            outcome = exc
+        finally:
+            _current.reset(token)
+        await asyncio.get_running_loop().run_in_executor(None, self._finish, running, outcome)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="jobqueue-async", daemon=True).start()
+            self._loop = loop
+        return self._loop
+
+    # -- acknowledgements ------------------------------------------------------------------------
+
+    def _finish(self, running: Running, outcome: Any) -> None:
+        """Acknowledge a handler's outcome (unless the job was abandoned), free its slot."""
+        with running.lock:
+            if running.abandoned or running.finished:
+                return
+            running.finished = True
+        job = running.job
+        try:
+            if isinstance(outcome, _Success):
+                self._acks.put((running, outcome.value))
+                return
+            if isinstance(outcome, Snooze):
+                self._ack(running, "snooze", delay=outcome.delay)
+            elif isinstance(outcome, Cancel):
+                self._ack(
+                    running,
+                    "fail",
+                    error=outcome.reason,
+                    error_class=ErrorClass.CANCELLED.value,
+                    retry_in=None,
+                    traceback=None,
+                )
+            elif isinstance(outcome, Retry):
+                self._ack(
+                    running,
+                    "fail",
+                    error=outcome.reason,
+                    error_class=ErrorClass.TRANSIENT.value,
+                    retry_in=outcome.after,
+                    traceback=None,
+                )
+            else:
+                exc: BaseException = outcome
+                error_class = (
+                    ErrorClass.PERMANENT if isinstance(exc, _NoHandler) else classify(exc, self.jq.error_classes)
+                )
+                retry_in = None
+                if running.task is not None and running.task.retry is not None:
+                    retry_in = as_timedelta(running.task.retry(job.attempt, exc))
+                self._ack(
+                    running,
+                    "fail",
+                    error=_error_text(exc),
+                    error_class=error_class.value,
+                    retry_in=retry_in,
+                    traceback="".join(tb.format_exception(exc))[-8000:],
+                )
+        finally:
+            if not isinstance(outcome, _Success):
+                self._release_slot(job.id)
+
+    def _ack(self, running: Running, name: str, **params: Any) -> str:
+        try:
+            row = self._call_retrying(name, name, {"id": running.job.id, "token": running.job.token, **params})
+        except RETRYABLE as exc:
+            # The database refused the call itself (not an outage): say so and move on; the
+            # lease runs out and reconcile puts the job back.
+            log.error(f"{name} refused", extra=_job_extra(running.job, "ack_error", error=_one_line(exc)))
+            return "error"
+        status = str(row["status"])
+        self._log_ack(running.job, status, name)
+        return status
+
+    def _acker(self) -> None:
+        """Flush completions in batches: one complete_many per ACK_BATCH_WINDOW_S."""
+        while True:
+            first = self._acks.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + ACK_BATCH_WINDOW_S
+            stop = False
+            while len(batch) < ACK_BATCH_MAX:
+                try:
+                    item = self._acks.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._complete_batch(batch)
+            if stop:
+                return
+
+    def _complete_batch(self, batch: list[tuple[Running, Any]]) -> None:
+        params = {
+            "ids": [r.job.id for r, _ in batch],
+            "tokens": [r.job.token for r, _ in batch],
+            "outputs": [_output_json(value) for _, value in batch],
+        }
+        backoff = Backoff("complete")
+        while True:
+            try:
+                with self.jq.pool.connection() as conn:
+                    rows = conn.execute(query("complete_many"), params).fetchall()
+                backoff.succeeded()
+                break
+            except RETRYABLE as exc:
+                if not is_transient(exc):
+                    log.error("complete refused", extra={"action": "ack_error", "error": _one_line(exc)})
+                    rows = []
+                    break
+                time.sleep(backoff.failed(exc))
+        statuses = {row["id"]: row["status"] for row in rows}
+        for running, _ in batch:
+            self._log_ack(running.job, str(statuses.get(running.job.id)), "complete")
+            self._release_slot(running.job.id)
+
+    def _log_ack(self, job: ClaimedJob, status: str, what: str) -> None:
+        if status == AckStatus.LEASE_LOST:
+            log.warning(
+                f"{what} rejected: this worker no longer holds the lease",
+                extra=_job_extra(job, "ack_rejected", status=status),
+            )
+        else:
+            if status in (AckStatus.COMPLETED, AckStatus.ALREADY_COMPLETED):
+                self.jobs_done += 1
+            log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}"))
+
+    def _release_slot(self, job_id: int) -> None:
+        with self._lock:
+            self._running.pop(job_id, None)
+        self._wake.set()
+
+    def _fenced(self, name: str, job: ClaimedJob, param: str, value: Any) -> None:
+        """add_log / set_progress from a handler: fenced by the lease, errors raised to it."""
+        with self.jq.pool.connection() as conn:
+            row = conn.execute(query(name), {"id": job.id, "token": job.token, param: value}).fetchone()
+        if row and row["status"] == AckStatus.LEASE_LOST:
+            running = self._running.get(job.id)
+            if running is not None:
+                running.ctx._lease_lost.set()
+
+    def _call_retrying(self, what: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run a statement until the database answers (a lost ack must not be dropped).
+
+        Acknowledgements are idempotent by token, so repeating one whose commit outcome
+        was unknown is safe.
+        """
+        backoff = Backoff(what)
+        while True:
+            try:
+                with self.jq.pool.connection() as conn:
+                    row = conn.execute(query(name), params).fetchone()
+                backoff.succeeded()
+                return row or {}
+            except RETRYABLE as exc:
+                if not is_transient(exc):
+                    raise
+                time.sleep(backoff.failed(exc))
+
+    # -- keeper: heartbeats, timeouts, worker row, reconcile ------------------------------------
+
+    def _keeper(self) -> None:
+        next_worker_beat = time.monotonic() + WORKER_HEARTBEAT_S
+        interval = self.config.reconcile_interval_s
+        next_reconcile = time.monotonic() + (interval * random.random() if interval else 0)
+        backoff = Backoff("heartbeat")
+        while not self._stopping.wait(KEEPER_TICK_S) or self._running:
+            now = time.monotonic()
+            self._enforce_timeouts(now)
+            due = [
+                r
+                for r in list(self._running.values())
+                if r.next_heartbeat <= now and not r.finished and not r.abandoned
+            ]
+            if due:
+                try:
+                    self._heartbeat(due)
+                    backoff.succeeded()
+                except RETRYABLE as exc:
+                    backoff.failed(exc)
+            for running in list(self._running.values()):
+                if now > running.lease_deadline and not running.ctx.lease_lost:
+                    running.ctx._lease_lost.set()  # self-fence: heartbeats have not got through
+                    log.warning(
+                        "lease deadline passed without a heartbeat; stop side effects",
+                        extra=_job_extra(running.job, "lease_self_fenced"),
+                    )
+            if self._stopping.is_set():
+                continue
+            if now >= next_worker_beat:
+                next_worker_beat = now + WORKER_HEARTBEAT_S
+                self._quietly("worker_heartbeat", {"worker_id": self.id, "jobs_done": self.jobs_done})
+            if interval and now >= next_reconcile:
+                next_reconcile = now + interval
+                self._quietly("reconcile", {"batch": 1000, "dry_run": False})
+
+    def _heartbeat(self, due: list[Running]) -> None:
+        extend = max(r.lease_s for r in due)
+        sent = time.monotonic()
+        with self.jq.pool.connection() as conn:
+            rows = conn.execute(
+                query("heartbeat_many"),
+                {
+                    "ids": [r.job.id for r in due],
+                    "tokens": [r.job.token for r in due],
+                    "extend_by": timedelta(seconds=extend),
+                },
+            ).fetchall()
+        by_id = {row["id"]: row for row in rows}
+        for running in due:
+            row = by_id.get(running.job.id)
+            if row is None:
+                continue
+            if row["status"] == AckStatus.LEASE_LOST:
+                running.ctx._lease_lost.set()
+                running.ctx._cancelled.set()
+                running.next_heartbeat = float("inf")
+                log.warning("lease lost while running", extra=_job_extra(running.job, "lease_lost"))
+                continue
+            running.next_heartbeat = sent + extend * HEARTBEAT_FRACTION
+            running.lease_deadline = sent + extend - LEASE_SAFETY_MARGIN_S
+            if row["cancel_requested"] and not running.ctx.cancelled:
+                running.ctx._cancelled.set()
+                log.info("cancel requested", extra=_job_extra(running.job, "job_cancel_requested"))
+
+    def _enforce_timeouts(self, now: float) -> None:
+        for running in list(self._running.values()):
+            if running.deadline is None or now < running.deadline:
+                continue
+            with running.lock:
+                if running.finished or running.abandoned:
+                    continue
+                running.abandoned = True
+            running.ctx._cancelled.set()
+            if running.future is not None:
+                running.future.cancel()
+            elif running.task is not None:
+                self._spawn_handler_thread()  # the stuck thread keeps its slot until it returns
+            limit = running.job.timeout.total_seconds() if running.job.timeout else 0
+            log.warning("job timed out; abandoning it", extra=_job_extra(running.job, "job_timeout"))
+            self._ack(
+                running,
+                "fail",
+                error=f"timed out after {limit:g}s",
+                error_class=ErrorClass.TIMEOUT.value,
+                retry_in=None,
+                traceback=None,
+            )
+            self._release_slot(running.job.id)
+
+    def _quietly(self, name: str, params: dict[str, Any]) -> None:
+        try:
+            with self.jq.pool.connection() as conn:
+                row = conn.execute(query(name), params).fetchone()
+            if name == "reconcile" and row and any(v for v in (row["summary"] or {}).values() if isinstance(v, int)):
+                log.info("reconcile", extra={"action": "reconcile", **row["summary"]})
+        except RETRYABLE as exc:
+            log.debug(f"{name} failed", extra={"action": "db_error", "step": name, "error": _one_line(exc)})
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def _shutdown(self, threads: list[threading.Thread]) -> None:
+        self._stopping.set()
+        deadline = time.monotonic() + self.config.shutdown_timeout_s
+        while self._running and time.monotonic() < deadline:
+            self._wake.wait(0.05)
+            self._wake.clear()
+        leftover = [r for r in list(self._running.values()) if not r.finished]
+        for running in leftover:
+            with running.lock:
+                if running.finished or running.abandoned:
+                    continue
+                running.abandoned = True
+            running.ctx._cancelled.set()
+            if running.future is not None:
+                running.future.cancel()
+            status = self._ack(running, "release")
+            log.info("handed back unfinished job", extra=_job_extra(running.job, "job_released", status=status))
+            self._release_slot(running.job.id)
+        self._acks.put(None)
+        for thread in threads:
+            thread.join(timeout=30)
+        for _ in self._handler_threads:
+            self._handler_queue.put(None)
+        if self.listener is not None:
+            self.listener.stop()
+        self._quietly("unregister_worker", {"worker_id": self.id})
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        log.info(
+            "worker stopped",
+            extra={
+                "action": "worker_stopped",
+                "worker_id": self.id,
+                "jobs_done": self.jobs_done,
+                "released": len(leftover),
+            },
+        )
+
+
+class _Success:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _NoHandler(Exception):
+    pass
+
+
+def _output_json(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, allow_nan=False, default=str)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text[:ERROR_TEXT_MAX]
+
+
+def _job_extra(job: ClaimedJob, action: str, **more: Any) -> dict[str, Any]:
+    return {
+        "action": action,
+        "job_id": job.id,
+        "job_type": job.type,
+        "queue": job.queue,
+        "attempt": job.attempt,
+        "token": job.token,
+        **more,
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,151 @@
+-- Every statement the Python library runs, each headed "-- name: <name>".
+-- They call the public SQL API (schema jobqueue), the same functions other services call.
+-- Parameters are psycopg named placeholders; casts pin the types so that one prepared
+-- statement serves every call.
+
+-- name: enqueue
+SELECT jobqueue.enqueue(
+    type => %(type)s::text,
+    payload => %(payload)s::jsonb,
+    queue => %(queue)s::text,
+    priority => %(priority)s,
+    run_at => %(run_at)s::timestamptz,
+    delay => %(delay)s::interval,
+    max_attempts => %(max_attempts)s::int,
+    retry_policy => %(retry_policy)s::jsonb,
+    unique_key => %(unique_key)s::text,
+    expires_at => %(expires_at)s::timestamptz,
+    tenant_id => %(tenant_id)s::text,
+    user_id => %(user_id)s::text,
+    tags => %(tags)s::text[],
+    metadata => %(metadata)s::jsonb,
+    depends_on => %(depends_on)s::bigint[],
+    timeout => %(timeout)s::interval,
+    visibility_timeout => %(visibility_timeout)s::interval
+) AS id;
+
+-- name: enqueue_many
+SELECT id FROM jobqueue.enqueue_many(%(jobs)s::jsonb) AS id;
+
+-- name: claim
+SELECT * FROM jobqueue.claim(
+    queues => %(queues)s::text[],
+    worker_id => %(worker_id)s::text,
+    batch => %(batch)s::int,
+    visibility_timeout => %(visibility_timeout)s::interval,
+    types => %(types)s::text[]
+);
+
+-- name: heartbeat_many
+SELECT u.id, h.status, h.lease_expires_at, h.cancel_requested
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS u(id, token)
+CROSS JOIN LATERAL jobqueue.heartbeat(u.id, u.token, %(extend_by)s::interval) AS h;
+
+-- name: complete
+SELECT jobqueue.complete(%(id)s::bigint, %(token)s::bigint, %(output)s::jsonb) AS status;
+
+-- name: complete_many
+SELECT id, status FROM jobqueue.complete_many(%(ids)s::bigint[], %(tokens)s::bigint[], %(outputs)s::jsonb[]);
+
+-- name: fail
+SELECT jobqueue.fail(
+    id => %(id)s::bigint,
+    token => %(token)s::bigint,
+    error => %(error)s::text,
+    error_class => %(error_class)s::text,
+    retry_in => %(retry_in)s::interval,
+    traceback => %(traceback)s::text
+) AS status;
+
+-- name: snooze
+SELECT jobqueue.snooze(%(id)s::bigint, %(token)s::bigint, %(delay)s::interval) AS status;
+
+-- name: release
+SELECT jobqueue.release(%(id)s::bigint, %(token)s::bigint) AS status;
+
+-- name: add_log
+SELECT jobqueue.add_log(%(id)s::bigint, %(token)s::bigint, %(message)s::text) AS status;
+
+-- name: set_progress
+SELECT jobqueue.set_progress(%(id)s::bigint, %(token)s::bigint, %(percent)s::numeric) AS status;
+
+-- name: next_due
+SELECT jobqueue.next_due(%(queues)s::text[]) AS seconds;
+
+-- name: register_worker
+SELECT jobqueue.register_worker(
+    %(worker_id)s::text, %(host)s::text, %(pid)s::int, %(queues)s::text[], %(concurrency)s::int, %(metadata)s::jsonb
+);
+
+-- name: worker_heartbeat
+SELECT jobqueue.worker_heartbeat(%(worker_id)s::text, %(jobs_done)s::bigint);
+
+-- name: unregister_worker
+SELECT jobqueue.unregister_worker(%(worker_id)s::text);
+
+-- name: reconcile
+SELECT jobqueue.reconcile(batch => %(batch)s::int, dry_run => %(dry_run)s::boolean) AS summary;
+
+-- name: get_job
+SELECT * FROM jobqueue.jobs WHERE id = %(id)s::bigint;
+
+-- name: list_jobs
+SELECT * FROM jobqueue.jobs
+WHERE (%(states)s::text[] IS NULL OR state::text = ANY(%(states)s::text[]))
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s::int;
+
+-- name: job_logs
+SELECT * FROM jobqueue.job_logs(%(id)s::bigint);
+
+-- name: list_dead_letters
+SELECT * FROM jobqueue.dead_letters
+WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(reason)s::text IS NULL OR reason = %(reason)s::text)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s::int;
+
+-- name: cancel
+SELECT jobqueue.cancel(%(id)s::bigint, %(reason)s::text) AS status;
+
+-- name: retry
+SELECT jobqueue.retry(%(id)s::bigint) AS id;
+
+-- name: redrive
+SELECT id FROM jobqueue.redrive(%(filter)s::jsonb, %(limit)s::int, %(dry_run)s::boolean) AS id;
+
+-- name: archive_dead_letters
+SELECT jobqueue.archive_dead_letters(%(max_age_days)s::int) AS archived;
+
+-- name: purge_dead_letters
+SELECT jobqueue.purge_dead_letters(%(filter)s::jsonb, %(limit)s::int) AS purged;
+
+-- name: pause_queue
+SELECT jobqueue.pause_queue(%(queue)s::text);
+
+-- name: resume_queue
+SELECT jobqueue.resume_queue(%(queue)s::text);
+
+-- name: configure_queue
+SELECT jobqueue.configure_queue(%(queue)s::text, %(settings)s::jsonb) AS settings;
+
+-- name: set_retry_policy
+SELECT jobqueue.set_retry_policy(%(type)s::text, %(policy)s::jsonb);
+
+-- name: list_queues
+SELECT * FROM jobqueue.queues ORDER BY name;
+
+-- name: queue_stats
+SELECT * FROM jobqueue.queue_stats() ORDER BY queue;
+
+-- name: metrics
+SELECT * FROM jobqueue.metrics(%(window)s::interval) ORDER BY queue;
+
+-- name: list_workers
+SELECT * FROM jobqueue.workers ORDER BY started_at DESC;
