@@ -1,14 +1,14 @@
 """jobqueue: a job queue whose whole state lives in PostgreSQL.
 
-    from jobqueue import JobQueue
+from jobqueue import JobQueue
 
-    jq = JobQueue()                      # $JOBQUEUE_DATABASE_URL, $DATABASE_URL or embedded
+jq = JobQueue()                      # $JOBQUEUE_DATABASE_URL, $DATABASE_URL or embedded
 
-    @jq.task(queue="email", max_attempts=5)
-    def send_email(to: str, subject: str) -> None: ...
+@jq.task(queue="email", max_attempts=5)
+def send_email(to: str, subject: str) -> None: ...
 
-    send_email.enqueue(to="a@example.com", subject="hi")
-    jq.run_worker(queues=("email",))
+send_email.enqueue(to="a@example.com", subject="hi")
+jq.run_worker(queues=("email",))
 """
 
 from __future__ import annotations

@@ -276,6 +276,7 @@ def worker(
     shutdown_timeout: float,
     poll_interval: float,
     no_listen: bool,
+    listen_url: str | None,
     visibility_timeout: float | None,
     reconcile_interval: float,
     log_level: str,
@@ -300,6 +301,7 @@ def worker(
         shutdown_timeout_s=shutdown_timeout,
         visibility_timeout_s=visibility_timeout,
         reconcile_interval_s=reconcile_interval,
+        listen_url=listen_url,
     )
     try:
         code = jq.run_worker(config)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
@@ -59,8 +60,11 @@ class JobQueue:
         *,
         pool_size: int = POOL_MAX_SIZE,
         error_classes: Mapping[type[BaseException], ErrorClass | str] | None = None,
+        application_name: str | None = None,
     ) -> None:
         self._database_url = database_url
+        #: Shown in pg_stat_activity (default: $PGAPPNAME, else "jobqueue").
+        self.application_name = application_name or os.environ.get("PGAPPNAME") or "jobqueue"
         self._target: DatabaseTarget | None = None
         self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] | None = None
         self.pool_size = pool_size
@@ -89,7 +93,12 @@ class JobQueue:
                 self.target.url,
                 min_size=1,
                 max_size=self.pool_size,
-                kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_S},
+                kwargs={
+                    "autocommit": True,
+                    "row_factory": dict_row,
+                    "connect_timeout": CONNECT_TIMEOUT_S,
+                    "application_name": self.application_name,
+                },
                 check=ConnectionPool.check_connection,
                 reconnect_timeout=POOL_RECONNECT_TIMEOUT_S,
                 timeout=POOL_GET_TIMEOUT_S,

@@ -126,14 +126,16 @@ class EmbeddedServer:
             url=self.url() if pid is not None else None,
         )
 
-    def stop(self) -> bool:
-        """Stop the server; return False when it was not running."""
+    def stop(self, mode: str = "fast") -> bool:
+        """Stop the server (pg_ctl mode fast, smart or immediate); False when it was not running."""
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"mode: must be smart, fast or immediate, not {mode!r}")
         if not (self.pgdata / "PG_VERSION").exists():
             return False
         with self._locked():
             if self._running_pid() is None:
                 return False
-            self._pg_ctl("stop", "-m", "fast", "-w", "-t", str(START_TIMEOUT_S))
+            self._pg_ctl("stop", "-m", mode, "-w", "-t", str(START_TIMEOUT_S))
             return True
 
     def url(self, database: str = DATABASE_NAME) -> str:

@@ -86,6 +86,9 @@ class WorkerConfig:
     reconcile_interval_s: float = RECONCILE_INTERVAL_S
     #: Job types to claim; None: the types this worker has handlers for.
     types: tuple[str, ...] | None = None
+    #: A direct (or session-pooled) URL for LISTEN when the main URL goes through
+    #: PgBouncer in transaction mode; None: the main URL.
+    listen_url: str | None = None
     install_signal_handlers: bool = True
 
     def __post_init__(self) -> None:
