@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from jobqueue import migrations
 from jobqueue.config import DatabaseTarget, resolve_database
-from jobqueue.errors import JobQueueError
+from jobqueue.errors import InvalidInput, JobNotFound, JobQueueError
+from jobqueue.models import TERMINAL_STATES, Job, JobState, Priority
 from jobqueue.worker import CONCURRENCY, POLL_INTERVAL_S, RECONCILE_INTERVAL_S, SHUTDOWN_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from jobqueue.client import JobQueue
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,9 +37,29 @@ DATABASE_URL_HELP = (
 class Context:
     def __init__(self, database_url: str | None) -> None:
         self.database_url = database_url
+        self._queue: JobQueue | None = None
 
     def target(self, *, start_embedded: bool = True) -> DatabaseTarget:
         return resolve_database(self.database_url, start_embedded=start_embedded)
+
+    def queue(self) -> JobQueue:
+        """The library handle the verbs call, closed when the command ends.
+
+        One direct connection first checks the server answers and the schema is current, so
+        that a cron run fails fast with one line and its exit code (69 unreachable, 75 not
+        migrated) instead of waiting on the pool.
+        """
+        if self._queue is None:
+            from jobqueue.client import JobQueue
+            from jobqueue.db import check_schema, connect
+
+            target = self.target()
+            with connect(target) as conn:
+                check_schema(conn, target)
+            jq = JobQueue(target.url, pool_size=2)
+            click.get_current_context().call_on_close(jq.close)
+            self._queue = jq
+        return self._queue
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -308,6 +336,1041 @@ def worker(
     finally:
         jq.close()
     sys.exit(code)
+
+
+# -- input types (parsing only: every check here is also made by the SQL API) ----------------
+
+_DURATION = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+#: Written as a duration or setting value, clears a queue setting (back to the default).
+CLEAR_WORDS = frozenset({"none", "null", "default"})
+
+
+class Cleared:
+    """The value of a queue setting option given as ``none``: remove the setting."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+CLEAR = Cleared()
+
+
+class Duration(click.ParamType):
+    """``30``, ``30s``, ``250ms``, ``5m``, ``2h``, ``1d`` (a bare number is seconds)."""
+
+    name = "duration"
+
+    def __init__(self, *, allow_zero: bool = True, clearable: bool = False) -> None:
+        self.allow_zero = allow_zero
+        self.clearable = clearable
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "DURATION|none" if self.clearable else "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta | Cleared:
+        if isinstance(value, timedelta | Cleared):
+            return value
+        text = str(value).strip().lower()
+        if self.clearable and text in CLEAR_WORDS:
+            return CLEAR
+        match = _DURATION.fullmatch(text)
+        if match is None:
+            self.fail(f"{value!r} is not a duration (examples: 30, 30s, 250ms, 5m, 2h, 1d)", param, ctx)
+        number = float(match[1])
+        if number < 0:
+            self.fail(f"{value!r} is negative; a duration must be 0 or more", param, ctx)
+        if number == 0 and not self.allow_zero:
+            self.fail(f"{value!r} must be more than 0", param, ctx)
+        try:
+            return timedelta(seconds=number * _UNIT_S[match[2]])
+        except OverflowError:
+            self.fail(f"{value!r} is too long", param, ctx)
+
+
+class PriorityType(click.ParamType):
+    """0..10 or low, normal, high, critical (higher runs first)."""
+
+    name = "priority"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "0-10|low|normal|high|critical"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            text = str(value).strip().lower()
+            if text.upper() in Priority.__members__:
+                return int(Priority[text.upper()])
+            try:
+                number = int(text)
+            except ValueError:
+                self.fail(f"{value!r} is not 0..10 or one of low, normal, high, critical", param, ctx)
+        if not 0 <= number <= 10:
+            self.fail(f"{value!r} is not 0..10 or one of low, normal, high, critical", param, ctx)
+        return number
+
+
+class Timestamp(click.ParamType):
+    """ISO-8601 with a time zone: ``2030-01-01T09:00:00Z``, ``2030-01-01 09:00+02:00``."""
+
+    name = "timestamp"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "ISO-8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            parsed = value
+        else:
+            try:
+                parsed = datetime.fromisoformat(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not an ISO-8601 timestamp (e.g. 2030-01-01T09:00:00Z)", param, ctx)
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            self.fail(f"{value!r} has no time zone; add Z or an offset like +02:00", param, ctx)
+        return parsed
+
+
+class Clearable(click.ParamType):
+    """An integer setting, or ``none`` to remove it."""
+
+    def __init__(self, low: int, high: int | None = None) -> None:
+        self.inner = click.IntRange(low, high)
+        self.name = f"integer|none"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "N|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | Cleared:
+        if isinstance(value, Cleared) or str(value).strip().lower() in CLEAR_WORDS:
+            return CLEAR
+        result: int = self.inner.convert(value, param, ctx)
+        return result
+
+
+DURATION = Duration()
+POSITIVE_DURATION = Duration(allow_zero=False)
+PRIORITY = PriorityType()
+TIMESTAMP = Timestamp()
+JOB_ID = click.IntRange(1, 2**63 - 1)
+STATES = [state.value for state in JobState]
+
+
+def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
+    """click.option whose environment variable (JOBQUEUE_<COMMAND>_<OPTION>) shows in --help."""
+    attrs.setdefault("show_envvar", True)
+    decorator: Callable[[F], F] = click.option(*decls, **attrs)
+    return decorator
+
+
+def json_option(*decls: str, **attrs: Any) -> Callable[[F], F]:
+    """``--json``: one machine-readable JSON document on stdout instead of tables."""
+    return option(*(decls or ("--json", "as_json")), is_flag=True, help="Print one JSON document.", **attrs)
+
+
+def limit_option(default: int = 50) -> Callable[[F], F]:
+    return option(
+        "--limit",
+        type=click.IntRange(1, 10_000),
+        default=default,
+        show_default=True,
+        help="Rows per page.",
+    )
+
+
+def before_option() -> Callable[[F], F]:
+    return option(
+        "--before-id",
+        type=JOB_ID,
+        metavar="ID",
+        help="Page: rows with smaller ids (the next page starts after the last id shown).",
+    )
+
+
+# -- data documents (payload, JSON options): bad data is exit 65, nothing written -------------
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value
+
+
+def json_object(text: str, field: str, source: str = "") -> dict[str, Any]:
+    """A JSON object from text; anything else (NaN, Infinity, arrays, bad JSON) is InvalidInput."""
+    where = f" ({source})" if source else ""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"{field}: not valid JSON{where}: {exc.msg} at line {exc.lineno} column {exc.colno}", field=field
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"{field}: not valid JSON{where}: {exc}", field=field) from exc
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field}: must be a JSON object, not {_json_kind(value)}{where}", field=field)
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def read_payload(spec: str | None) -> dict[str, Any]:
+    """PAYLOAD as given: JSON object text, ``-`` for stdin, ``@path`` for a file; none is ``{}``."""
+    if spec is None:
+        return {}
+    if spec == "-":
+        text = click.get_text_stream("stdin").read()
+        if not text.strip():
+            raise InvalidInput("payload: stdin is empty (expected a JSON object)", field="payload")
+        return json_object(text, "payload", "stdin")
+    if spec.startswith("@"):
+        path = spec[1:]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            raise InvalidInput(f"payload: file {path!r} does not exist", field="payload") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InvalidInput(f"payload: cannot read file {path!r}: {reason}", field="payload") from None
+        if not text.strip():
+            raise InvalidInput(f"payload: file {path!r} is empty (expected a JSON object)", field="payload")
+        return json_object(text, "payload", path)
+    return json_object(spec, "payload")
+
+
+def _optional_object(text: str | None, field: str) -> dict[str, Any] | None:
+    return None if text is None else json_object(text, field)
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, Job):
+        return value.as_dict()
+    return str(value)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def cell(value: Any) -> str:
+    """A value as a table cell: timestamps to the second in UTC, durations in seconds."""
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds():g}s"
+    if isinstance(value, Decimal | float):
+        return f"{float(value):.4g}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, default=_json_default, separators=(",", ":"))
+    return str(value)
+
+
+def print_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows as a rich table; ``columns`` are (key, heading). Keys missing from a row show '-'."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for key, heading in columns:
+        table.add_column(heading, justify="right" if key in _NUMERIC else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(cell(row.get(key)) for key, _ in columns))
+    console().print(table)
+
+
+def print_fields(title: str, fields: Mapping[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_header=False, show_edge=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in fields.items():
+        table.add_row(key, cell(value))
+    console().print(table)
+
+
+_NUMERIC = frozenset(
+    {
+        "id",
+        "priority",
+        "attempt",
+        "pending",
+        "scheduled",
+        "retrying",
+        "processing",
+        "dead_letters",
+        "oldest_pending_age_s",
+        "completed",
+        "failed",
+        "jobs_done",
+        "concurrency",
+        "pid",
+        "max_size",
+    }
+)
+
+
+def next_page_hint(rows: Sequence[Mapping[str, Any]], limit: int) -> int | None:
+    """The --before-id of the next page, when this page is full."""
+    return int(rows[-1]["id"]) if rows and len(rows) == limit else None
+
+
+def _attempts(row: Mapping[str, Any]) -> str:
+    return f"{row.get('attempt', 0)}/{row.get('max_attempts', '?')}"
+
+
+def _last_error(row: Mapping[str, Any]) -> str | None:
+    errors = row.get("errors") or []
+    if not errors:
+        return None
+    last = errors[-1]
+    if isinstance(last, dict):
+        return str(last.get("error") or last.get("message") or last)
+    return str(last)
+
+
+# -- enqueue -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("type_", metavar="TYPE")
+@click.argument("payload", required=False, metavar="[PAYLOAD|-|@FILE]")
+@option("--queue", "-q", default=None, help="Queue to put the job on.  [default: default]")
+@option("--priority", "-p", type=PRIORITY, default=None, help="Higher runs first.  [default: normal (5)]")
+@option("--delay", type=DURATION, default=None, help="Run no earlier than this long from now.")
+@option("--run-at", type=TIMESTAMP, default=None, help="Run no earlier than this time (needs a time zone).")
+@option("--max-attempts", type=click.IntRange(1, 1000), default=None, help="Attempts before it is dead-lettered.")
+@option("--retry-policy", metavar="JSON", default=None, help='Retry policy, e.g. \'{"strategy": "fixed", "initial_delay": 5}\'.')
+@option("--unique-key", metavar="KEY", default=None, help="At most one live job per key: a duplicate prints the live job's id.")
+@option("--expires-at", type=TIMESTAMP, default=None, help="Dead-letter it (reason expired) if not started by then.")
+@option("--expires-in", type=POSITIVE_DURATION, default=None, help="Same as --expires-at, relative to now (this machine's clock).")
+@option("--tenant", metavar="ID", default=None, help="Tenant id (row-level security in multi-tenant setups).")
+@option("--user", metavar="ID", default=None, help="User id, for auditing.")
+@option("--tag", "tags", multiple=True, metavar="TAG", help="A tag (repeatable).")
+@option("--metadata", metavar="JSON", default=None, help="A JSON object stored with the job (not given to the handler).")
+@option("--depends-on", type=JOB_ID, multiple=True, metavar="ID", help="Run only after job ID completes (repeatable).")
+@option("--timeout", type=POSITIVE_DURATION, default=None, help="Longest one attempt may run.")
+@option("--visibility-timeout", type=POSITIVE_DURATION, default=None, help="Lease length per claim.")
+@option("--wait", is_flag=True, help="Wait for the outcome: print the output; exit 0 completed, 1 failed or cancelled.")
+@option("--wait-timeout", type=DURATION, default=None, help="With --wait: give up after this long (exit 124).")
+@json_option()
+@pass_context
+def enqueue(
+    ctx: Context,
+    type_: str,
+    payload: str | None,
+    queue: str | None,
+    priority: int | None,
+    delay: timedelta | None,
+    run_at: datetime | None,
+    max_attempts: int | None,
+    retry_policy: str | None,
+    unique_key: str | None,
+    expires_at: datetime | None,
+    expires_in: timedelta | None,
+    tenant: str | None,
+    user: str | None,
+    tags: tuple[str, ...],
+    metadata: str | None,
+    depends_on: tuple[int, ...],
+    timeout: timedelta | None,
+    visibility_timeout: timedelta | None,
+    wait: bool,
+    wait_timeout: timedelta | None,
+    as_json: bool,
+) -> None:
+    """Enqueue one job of TYPE; print its id.
+
+    PAYLOAD is a JSON object (default {}); `-` reads it from stdin, `@FILE` from a file.
+    Bad data (not JSON, NaN, not an object, empty or missing input) exits 65 and writes nothing.
+
+    \b
+    Examples:
+      jobqueue enqueue email.send '{"to": "a@example.com"}' -q email --priority high
+      jobqueue enqueue report.build @params.json --delay 5m --tag nightly
+      echo '{"n": 1}' | jobqueue enqueue compute - --wait --wait-timeout 30s
+    """
+    if delay is not None and run_at is not None:
+        raise click.UsageError("--delay and --run-at cannot be used together")
+    if expires_at is not None and expires_in is not None:
+        raise click.UsageError("--expires-at and --expires-in cannot be used together")
+    if wait_timeout is not None and not wait:
+        raise click.UsageError("--wait-timeout needs --wait")
+    document = read_payload(payload)
+    policy = _optional_object(retry_policy, "retry_policy")
+    meta = _optional_object(metadata, "metadata")
+    if expires_in is not None:
+        expires_at = datetime.now(UTC) + expires_in
+    jq = ctx.queue()
+    job_id = jq.enqueue(
+        type_,
+        document,
+        queue=queue,
+        priority=priority,
+        delay=delay,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        retry_policy=policy,
+        unique_key=unique_key,
+        expires_at=expires_at,
+        tenant_id=tenant,
+        user_id=user,
+        tags=list(tags) or None,
+        metadata=meta,
+        depends_on=list(depends_on) or None,
+        timeout=timeout,
+        visibility_timeout=visibility_timeout,
+    )
+    if not wait:
+        if as_json:
+            echo_json({"id": job_id})
+        else:
+            click.echo(job_id)
+        return
+    job = wait_for(jq, job_id, wait_timeout)
+    if as_json:
+        echo_json(job.as_dict())
+    elif job.state == JobState.COMPLETED:
+        output = job.row.get("output")
+        if output is not None:
+            click.echo(json.dumps(output, default=_json_default, ensure_ascii=False))
+    if job.state != JobState.COMPLETED:
+        detail = job.row.get("reason") or _last_error(job.row) or ""
+        click.echo(f"jobqueue: job {job_id} ended {job.state.value}{': ' + detail if detail else ''}", err=True)
+        sys.exit(1)
+
+
+#: Exit code of `enqueue --wait` when the job has not finished in --wait-timeout (like timeout(1)).
+WAIT_TIMEOUT_EXIT = 124
+WAIT_POLL_MIN_S = 0.05
+WAIT_POLL_MAX_S = 1.0
+
+
+def wait_for(jq: JobQueue, job_id: int, timeout: timedelta | None) -> Job:
+    """Poll the job until it is finished (completed, dead letter, cancelled, archived)."""
+    deadline = None if timeout is None else time.monotonic() + timeout.total_seconds()
+    pause = WAIT_POLL_MIN_S
+    while True:
+        job = jq.get(job_id)
+        if job.state in TERMINAL_STATES:
+            return job
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                click.echo(
+                    f"jobqueue: error: job {job_id} is still {job.state.value} after "
+                    f"{timeout.total_seconds() if timeout else 0:g}s (--wait-timeout)",
+                    err=True,
+                )
+                sys.exit(WAIT_TIMEOUT_EXIT)
+            time.sleep(min(pause, left))
+        else:
+            time.sleep(pause)
+        pause = min(pause * 1.5, WAIT_POLL_MAX_S)
+
+
+# -- jobs --------------------------------------------------------------------------------------
+
+JOB_COLUMNS = (
+    ("id", "id"),
+    ("state", "state"),
+    ("queue", "queue"),
+    ("type", "type"),
+    ("priority", "prio"),
+    ("attempts", "attempts"),
+    ("run_at", "run at (UTC)"),
+    ("created_at", "created (UTC)"),
+    ("reason", "reason"),
+)
+
+
+def _job_row(job: Job) -> dict[str, Any]:
+    row = dict(job.row)
+    row["attempts"] = _attempts(row)
+    return row
+
+
+@cli.group()
+def jobs() -> None:
+    """Look at jobs in any state; cancel or retry one."""
+
+
+@jobs.command("list")
+@option("--state", "states", multiple=True, type=click.Choice(STATES), help="Only jobs in this state (repeatable).")
+@option("--queue", "-q", default=None, help="Only jobs on this queue.")
+@option("--type", "type_", default=None, help="Only jobs of this type.")
+@option("--tenant", default=None, help="Only jobs of this tenant.")
+@limit_option()
+@before_option()
+@json_option()
+@pass_context
+def jobs_list(
+    ctx: Context,
+    states: tuple[str, ...],
+    queue: str | None,
+    type_: str | None,
+    tenant: str | None,
+    limit: int,
+    before_id: int | None,
+    as_json: bool,
+) -> None:
+    """List jobs, newest first. Page with --before-id (printed when there is more)."""
+    found = ctx.queue().list(
+        states=list(states) or None, queue=queue, type=type_, tenant_id=tenant, before_id=before_id, limit=limit
+    )
+    rows = [_job_row(job) for job in found]
+    more = next_page_hint(rows, limit)
+    if as_json:
+        echo_json({"jobs": [job.as_dict() for job in found], "next_before_id": more})
+        return
+    print_table(f"jobs ({len(rows)})", JOB_COLUMNS, rows)
+    if more is not None:
+        click.echo(f"more: --before-id {more}", err=True)
+
+
+@jobs.command("show")
+@click.argument("job_id", type=JOB_ID, metavar="ID")
+@json_option()
+@pass_context
+def jobs_show(ctx: Context, job_id: int, as_json: bool) -> None:
+    """Everything on one job: options, payload, output, and every failed attempt."""
+    job = ctx.queue().get(job_id)
+    if as_json:
+        echo_json(job.as_dict())
+        return
+    show_job(job)
+
+
+def show_job(job: Job) -> None:
+    fields = {k: v for k, v in job.row.items() if k not in ("errors",)}
+    fields["attempts"] = _attempts(job.row)
+    print_fields(f"job {job.id}", fields)
+    errors = job.row.get("errors") or []
+    if errors:
+        rows = [e if isinstance(e, dict) else {"error": e} for e in errors]
+        columns = [("attempt", "attempt"), ("at", "at (UTC)"), ("error_class", "class"), ("error", "error")]
+        print_table(f"failed attempts ({len(rows)})", columns, rows)
+        last_tb = next((e.get("traceback") for e in reversed(rows) if e.get("traceback")), None)
+        if last_tb:
+            click.echo("last traceback:")
+            click.echo(str(last_tb).rstrip())
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=JOB_ID, metavar="ID")
+@option("--reason", default=None, help="Why (kept on the job).")
+@json_option()
+@pass_context
+def jobs_cancel(ctx: Context, job_id: int, reason: str | None, as_json: bool) -> None:
+    """Cancel a job: a waiting one at once, a running one is asked to stop (its worker sees it).
+
+    Exit 1 when the job had already finished.
+    """
+    status = ctx.queue().cancel(job_id, reason)
+    if as_json:
+        echo_json({"id": job_id, "status": status})
+    else:
+        click.echo(f"job {job_id}: {status.replace('_', ' ')}")
+    if status == "already_finished":
+        sys.exit(1)
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=JOB_ID, metavar="ID")
+@json_option()
+@pass_context
+def jobs_retry(ctx: Context, job_id: int, as_json: bool) -> None:
+    """Put a dead-lettered job back to pending (same id, a fresh attempt budget)."""
+    new_id = ctx.queue().retry(job_id)
+    if as_json:
+        echo_json({"id": new_id})
+    else:
+        click.echo(f"job {new_id}: pending")
+
+
+@jobs.command("logs")
+@click.argument("job_id", type=JOB_ID, metavar="ID")
+@json_option()
+@pass_context
+def jobs_logs(ctx: Context, job_id: int, as_json: bool) -> None:
+    """The log lines its handlers wrote (ctx.log), oldest first."""
+    jq = ctx.queue()
+    jq.get(job_id)  # an unknown id is an error, not an empty log
+    rows = jq.logs(job_id)
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        attempt = f" attempt {row['attempt']}" if row.get("attempt") is not None else ""
+        click.echo(f"{cell(row.get('at'))}{attempt}  {row.get('message', '')}")
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+DLQ_COLUMNS = (
+    ("id", "id"),
+    ("queue", "queue"),
+    ("type", "type"),
+    ("reason", "reason"),
+    ("attempts", "attempts"),
+    ("finished_at", "failed (UTC)"),
+    ("last_error", "last error"),
+)
+#: Jobs per redrive/purge call; big filters run in chunks of this size.
+DLQ_CHUNK = 1000
+
+
+def _dlq_filter(
+    queue: str | None, type_: str | None, reason: str | None, error_class: str | None = None
+) -> dict[str, Any]:
+    found = {"queue": queue, "type": type_, "reason": reason, "error_class": error_class}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _dlq_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["attempts"] = _attempts(row)
+    out["last_error"] = _last_error(row)
+    return out
+
+
+@cli.group()
+def dlq() -> None:
+    """The dead-letter queue: jobs that failed for good, with their input and every error."""
+
+
+@dlq.command("list")
+@option("--queue", "-q", default=None, help="Only this queue.")
+@option("--type", "type_", default=None, help="Only this job type.")
+@option("--reason", default=None, help="Only this reason (max_retries_exceeded, permanent_error, expired, ...).")
+@limit_option()
+@before_option()
+@json_option()
+@pass_context
+def dlq_list(
+    ctx: Context,
+    queue: str | None,
+    type_: str | None,
+    reason: str | None,
+    limit: int,
+    before_id: int | None,
+    as_json: bool,
+) -> None:
+    """List dead letters, newest first."""
+    rows = ctx.queue().dead_letters(queue=queue, type=type_, reason=reason, before_id=before_id, limit=limit)
+    more = next_page_hint(rows, limit)
+    if as_json:
+        echo_json({"dead_letters": rows, "next_before_id": more})
+        return
+    print_table(f"dead letters ({len(rows)})", DLQ_COLUMNS, [_dlq_row(r) for r in rows])
+    if more is not None:
+        click.echo(f"more: --before-id {more}", err=True)
+
+
+@dlq.command("show")
+@click.argument("job_id", type=JOB_ID, metavar="ID")
+@json_option()
+@pass_context
+def dlq_show(ctx: Context, job_id: int, as_json: bool) -> None:
+    """One dead letter: its input, the reason and every attempt's error."""
+    job = ctx.queue().get(job_id)
+    if job.state not in (JobState.DEAD_LETTER, JobState.ARCHIVED):
+        raise JobNotFound(f"job {job_id} is not a dead letter (it is {job.state.value}); see `jobqueue jobs show`")
+    if as_json:
+        echo_json(job.as_dict())
+        return
+    show_job(job)
+
+
+@dlq.command("redrive")
+@click.argument("job_ids", type=JOB_ID, nargs=-1, metavar="[ID]...")
+@option("--queue", "-q", default=None, help="Dead letters of this queue.")
+@option("--type", "type_", default=None, help="Dead letters of this job type.")
+@option("--reason", default=None, help="Dead letters with this reason.")
+@option("--error-class", default=None, help="Dead letters whose last error has this class.")
+@option("--limit", type=click.IntRange(1), default=None, help="Redrive at most this many.  [default: all that match]")
+@option("--chunk-size", type=click.IntRange(1, 10_000), default=DLQ_CHUNK, show_default=True, help="Jobs per statement.")
+@option("--dry-run", is_flag=True, help="Print what would be redriven; change nothing.")
+@json_option()
+@pass_context
+def dlq_redrive(
+    ctx: Context,
+    job_ids: tuple[int, ...],
+    queue: str | None,
+    type_: str | None,
+    reason: str | None,
+    error_class: str | None,
+    limit: int | None,
+    chunk_size: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Put dead letters back to pending: the IDs given, or every one matching the filters.
+
+    Each keeps its id, input and error history and gets a fresh attempt budget. With no ID
+    and no filter, every dead letter is redriven.
+    """
+    filt = _dlq_filter(queue, type_, reason, error_class)
+    if job_ids and filt:
+        raise click.UsageError("give job IDs or filters (--queue, --type, --reason, --error-class), not both")
+    jq = ctx.queue()
+    if job_ids:
+        filt = {"ids": list(job_ids)}
+        limit = min(limit or len(job_ids), len(job_ids))
+    if dry_run:
+        ids = jq.redrive(filt, limit=limit or 2**31 - 1, dry_run=True)
+    else:
+        ids = _in_chunks(lambda n: jq.redrive(filt, limit=n), limit, chunk_size, "redriving", as_json)
+    if as_json:
+        echo_json({"dry_run": dry_run, "count": len(ids), "ids": ids})
+        return
+    verb = "would redrive" if dry_run else "redrove"
+    shown = ", ".join(str(i) for i in ids[:20]) + (", ..." if len(ids) > 20 else "")
+    click.echo(f"{verb} {len(ids)} dead letter{'s' if len(ids) != 1 else ''}{': ' + shown if ids else ''}")
+
+
+def _in_chunks(
+    step: Callable[[int], list[int]], limit: int | None, chunk: int, what: str, quiet: bool
+) -> list[int]:
+    """Call ``step(n)`` until it returns fewer than asked (or ``limit`` is reached).
+
+    A progress bar shows once more than one chunk is needed (never with --json).
+    """
+    done: list[int] = []
+    progress = None
+    task = None
+    try:
+        while limit is None or len(done) < limit:
+            ask = chunk if limit is None else min(chunk, limit - len(done))
+            got = step(ask)
+            done.extend(got)
+            if progress is None and len(got) == ask and not quiet and (limit is None or len(done) < limit):
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                progress = Progress(
+                    TextColumn(what),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=Console(stderr=True),
+                )
+                progress.start()
+                task = progress.add_task(what, total=limit)
+            if progress is not None and task is not None:
+                progress.update(task, completed=len(done))
+            if len(got) < ask:
+                break
+    finally:
+        if progress is not None:
+            progress.stop()
+    return done
+
+
+@dlq.command("archive")
+@option(
+    "--max-age-days",
+    type=click.IntRange(1, 36_500),
+    default=None,
+    help="Archive dead letters older than this.  [default: each queue's dead_letter_max_age_days, else 14]",
+)
+@json_option()
+@pass_context
+def dlq_archive(ctx: Context, max_age_days: int | None, as_json: bool) -> None:
+    """Archive old dead letters (kept for inspection, no longer in `dlq list`)."""
+    count = ctx.queue().archive_dead_letters(max_age_days)
+    if as_json:
+        echo_json({"archived": count})
+    else:
+        click.echo(f"archived {count} dead letter{'s' if count != 1 else ''}")
+
+
+@dlq.command("purge")
+@option("--queue", "-q", default=None, help="Dead letters of this queue.")
+@option("--type", "type_", default=None, help="Dead letters of this job type.")
+@option("--reason", default=None, help="Dead letters with this reason.")
+@option("--yes", is_flag=True, help="Needed to purge every dead letter (no filter).")
+@json_option()
+@pass_context
+def dlq_purge(
+    ctx: Context, queue: str | None, type_: str | None, reason: str | None, yes: bool, as_json: bool
+) -> None:
+    """Delete dead letters for good (the audit trail keeps that they existed)."""
+    filt = _dlq_filter(queue, type_, reason)
+    if not filt and not yes:
+        raise click.UsageError("purging every dead letter needs --yes (or narrow it with --queue/--type/--reason)")
+    jq = ctx.queue()
+    total = 0
+    while True:
+        count = jq.purge_dead_letters(filt, limit=DLQ_CHUNK)
+        total += count
+        if count < DLQ_CHUNK:
+            break
+    if as_json:
+        echo_json({"purged": total})
+    else:
+        click.echo(f"purged {total} dead letter{'s' if total != 1 else ''}")
+
+
+# -- queues ------------------------------------------------------------------------------------
+
+QUEUE_COLUMNS = (
+    ("name", "queue"),
+    ("paused", "paused"),
+    ("max_size", "max size"),
+    ("visibility_timeout", "visibility"),
+    ("max_attempts", "max attempts"),
+    ("retry_policy", "retry policy"),
+    ("dead_letter_max_age_days", "dlq days"),
+    ("history_retention", "history"),
+    ("aging_interval", "aging"),
+)
+
+
+@cli.group()
+def queues() -> None:
+    """Queues: list, pause, resume, and their settings."""
+
+
+@queues.command("list")
+@json_option()
+@pass_context
+def queues_list(ctx: Context, as_json: bool) -> None:
+    """Every queue with its settings (unset settings use the defaults)."""
+    rows = ctx.queue().queues()
+    if as_json:
+        echo_json(rows)
+        return
+    print_table(f"queues ({len(rows)})", QUEUE_COLUMNS, rows)
+
+
+@queues.command("pause")
+@click.argument("name")
+@pass_context
+def queues_pause(ctx: Context, name: str) -> None:
+    """Stop workers claiming from NAME (enqueue still works; running jobs finish)."""
+    ctx.queue().pause(name)
+    click.echo(f"queue {name}: paused")
+
+
+@queues.command("resume")
+@click.argument("name")
+@pass_context
+def queues_resume(ctx: Context, name: str) -> None:
+    """Let workers claim from NAME again."""
+    ctx.queue().resume(name)
+    click.echo(f"queue {name}: resumed")
+
+
+@queues.command("set")
+@click.argument("name")
+@option("--max-size", type=Clearable(1), default=None, help="Backlog cap: enqueue beyond it is refused (exit 75).")
+@option("--visibility-timeout", type=Duration(allow_zero=False, clearable=True), default=None, help="Default lease.")
+@option("--max-attempts", type=Clearable(1, 1000), default=None, help="Default attempts per job.")
+@option("--retry-policy", metavar="JSON|none", default=None, help="Default retry policy of the queue's jobs.")
+@option("--dead-letter-max-age-days", type=Clearable(1), default=None, help="Archive dead letters older than this.")
+@option("--history-retention", type=Duration(allow_zero=False, clearable=True), default=None, help="Keep finished jobs this long.")
+@option("--aging-interval", type=Duration(allow_zero=False, clearable=True), default=None, help="Raise a waiting job's priority by one this often.")
+@json_option()
+@pass_context
+def queues_set(
+    ctx: Context,
+    name: str,
+    max_size: int | Cleared | None,
+    visibility_timeout: timedelta | Cleared | None,
+    max_attempts: int | Cleared | None,
+    retry_policy: str | None,
+    dead_letter_max_age_days: int | Cleared | None,
+    history_retention: timedelta | Cleared | None,
+    aging_interval: timedelta | Cleared | None,
+    as_json: bool,
+) -> None:
+    """Change queue NAME's settings; `none` clears one back to the default.
+
+    \b
+    Example:
+      jobqueue queues set email --max-size 100000 --visibility-timeout 2m --max-attempts none
+    """
+    given: dict[str, Any] = {
+        "max_size": max_size,
+        "visibility_timeout": visibility_timeout,
+        "max_attempts": max_attempts,
+        "dead_letter_max_age_days": dead_letter_max_age_days,
+        "history_retention": history_retention,
+        "aging_interval": aging_interval,
+    }
+    if retry_policy is not None:
+        cleared = retry_policy.strip().lower() in CLEAR_WORDS
+        given["retry_policy"] = CLEAR if cleared else json_object(retry_policy, "retry_policy")
+    settings = {k: (None if isinstance(v, Cleared) else v) for k, v in given.items() if v is not None}
+    if not settings:
+        raise click.UsageError("nothing to set: give at least one setting option (see --help)")
+    result = ctx.queue().configure_queue(name, **settings)
+    if as_json:
+        echo_json({"queue": name, "settings": result})
+        return
+    print_fields(f"queue {name}", result)
+
+
+# -- workers, stats, reconcile -----------------------------------------------------------------
+
+WORKER_COLUMNS = (
+    ("worker_id", "worker"),
+    ("status", "status"),
+    ("host", "host"),
+    ("pid", "pid"),
+    ("queues", "queues"),
+    ("concurrency", "slots"),
+    ("jobs_done", "jobs done"),
+    ("started_at", "started (UTC)"),
+    ("last_seen_at", "last seen (UTC)"),
+)
+
+
+@cli.group()
+def workers() -> None:
+    """Worker processes, as they register and heartbeat."""
+
+
+@workers.command("list")
+@json_option()
+@pass_context
+def workers_list(ctx: Context, as_json: bool) -> None:
+    """Workers that are running or stopped recently."""
+    rows = ctx.queue().workers()
+    if as_json:
+        echo_json(rows)
+        return
+    print_table(f"workers ({len(rows)})", WORKER_COLUMNS, rows)
+
+
+STATS_COLUMNS = (
+    ("queue", "queue"),
+    ("paused", "paused"),
+    ("pending", "pending"),
+    ("scheduled", "scheduled"),
+    ("retrying", "retrying"),
+    ("processing", "processing"),
+    ("dead_letters", "dead"),
+    ("oldest_pending_age_s", "oldest (s)"),
+    ("completed", "done/win"),
+    ("failed", "failed/win"),
+    ("jobs_per_minute", "jobs/min"),
+    ("error_rate", "error rate"),
+)
+
+
+def stats_rows(jq: JobQueue, window: timedelta) -> list[dict[str, Any]]:
+    """queue_stats joined with metrics(window) by queue."""
+    rows = [dict(r) for r in jq.stats()]
+    by_queue = {r["queue"]: r for r in jq.metrics(window)}
+    for row in rows:
+        for key, value in by_queue.get(row["queue"], {}).items():
+            row.setdefault(key, value)
+    return rows
+
+
+def stats_table(rows: Sequence[Mapping[str, Any]], window: timedelta) -> Any:
+    from rich.table import Table
+
+    table = Table(
+        title=f"queues (rates over the last {cell(window)}, at {datetime.now(UTC):%H:%M:%S} UTC)",
+        title_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
+    for key, heading in STATS_COLUMNS:
+        table.add_column(heading, justify="left" if key == "queue" else "right")
+    for row in rows:
+        table.add_row(*(cell(row.get(key)) for key, _ in STATS_COLUMNS))
+    return table
+
+
+@cli.command()
+@option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@option("--interval", type=Duration(allow_zero=False), default="2s", show_default=True, help="With --watch: refresh period.")
+@option("--window", type=Duration(allow_zero=False), default="1h", show_default=True, help="Period of the rates.")
+@json_option()
+@pass_context
+def stats(ctx: Context, watch: bool, interval: timedelta, window: timedelta, as_json: bool) -> None:
+    """Per queue: depth, scheduled, retrying, processing, dead letters, age of the oldest, rates."""
+    if watch and as_json:
+        raise click.UsageError("--watch and --json cannot be used together")
+    jq = ctx.queue()
+    if as_json:
+        echo_json(stats_rows(jq, window))
+        return
+    if not watch:
+        console().print(stats_table(stats_rows(jq, window), window))
+        return
+    from rich.live import Live
+
+    try:
+        with Live(stats_table(stats_rows(jq, window), window), console=console(), auto_refresh=False) as live:
+            while True:
+                time.sleep(interval.total_seconds())
+                live.update(stats_table(stats_rows(jq, window), window), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
+@option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Rows per step.")
+@json_option()
+@pass_context
+def reconcile(ctx: Context, dry_run: bool, batch: int, as_json: bool) -> None:
+    """Expire leases, dead-letter exhausted and expired jobs, archive and prune by retention.
+
+    Safe to run from many hosts at once; meant for cron. Exit codes: 0 done; 69 database
+    unreachable; 75 schema out of date; 77 not allowed; 78 bad configuration.
+    """
+    summary = ctx.queue().reconcile(batch=batch, dry_run=dry_run)
+    if as_json:
+        echo_json(summary)
+        return
+    prefix = "would have: " if dry_run else ""
+    parts = [f"{key.replace('_', ' ')} {value}" for key, value in summary.items() if not isinstance(value, dict)]
+    click.echo(f"reconcile: {prefix}{', '.join(parts) or 'nothing to do'}")
 
 
 # -- demo ------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ brings its own callable policy.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
@@ -18,10 +17,9 @@ from jobqueue.models import ErrorClass
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 409, 410, 413, 415, 422})
 
-#: The default table, most specific first is not needed: the MRO decides (see classify()).
+#: The default table; for an exception, the nearest class in its MRO decides (see classify()).
 DEFAULT_ERROR_CLASSES: Mapping[type[BaseException], ErrorClass] = {
     TimeoutError: ErrorClass.TIMEOUT,
-    socket.timeout: ErrorClass.TIMEOUT,
     ConnectionError: ErrorClass.TRANSIENT,
     OSError: ErrorClass.SYSTEM,
     MemoryError: ErrorClass.SYSTEM,

@@ -443,50 +443,39 @@ class Worker:
             if running.abandoned or running.finished:
                 return
             running.finished = True
-        job = running.job
+        if isinstance(outcome, _Success):
+            self._acks.put((running, outcome.value))  # the acker frees the slot once it is acknowledged
+            return
         try:
-            if isinstance(outcome, _Success):
-                self._acks.put((running, outcome.value))
-                return
-            if isinstance(outcome, Snooze):
-                self._ack(running, "snooze", delay=outcome.delay)
-            elif isinstance(outcome, Cancel):
-                self._ack(
-                    running,
-                    "fail",
-                    error=outcome.reason,
-                    error_class=ErrorClass.CANCELLED.value,
-                    retry_in=None,
-                    traceback=None,
-                )
-            elif isinstance(outcome, Retry):
-                self._ack(
-                    running,
-                    "fail",
-                    error=outcome.reason,
-                    error_class=ErrorClass.TRANSIENT.value,
-                    retry_in=outcome.after,
-                    traceback=None,
-                )
-            else:
-                exc: BaseException = outcome
-                error_class = (
-                    ErrorClass.PERMANENT if isinstance(exc, _NoHandler) else classify(exc, self.jq.error_classes)
-                )
-                retry_in = None
-                if running.task is not None and running.task.retry is not None:
-                    retry_in = as_timedelta(running.task.retry(job.attempt, exc))
-                self._ack(
-                    running,
-                    "fail",
-                    error=_error_text(exc),
-                    error_class=error_class.value,
-                    retry_in=retry_in,
-                    traceback="".join(tb.format_exception(exc))[-8000:],
-                )
+            name, params = self._failure_ack(running, outcome)
+            self._ack(running, name, **params)
         finally:
-            if not isinstance(outcome, _Success):
-                self._release_slot(job.id)
+            self._release_slot(running.job.id)
+
+    def _failure_ack(self, running: Running, outcome: BaseException) -> tuple[str, dict[str, Any]]:
+        """The acknowledgement for a handler that raised: which call, with what."""
+        if isinstance(outcome, Snooze):
+            return "snooze", {"delay": outcome.delay}
+        if isinstance(outcome, Cancel):
+            return "fail", _fail(outcome.reason, ErrorClass.CANCELLED)
+        if isinstance(outcome, Retry):
+            return "fail", _fail(outcome.reason, ErrorClass.TRANSIENT, retry_in=outcome.after)
+        trace = "".join(tb.format_exception(outcome))[-8000:]
+        try:
+            if isinstance(outcome, _NoHandler):
+                error_class = ErrorClass.PERMANENT
+            else:
+                error_class = classify(outcome, self.jq.error_classes)
+            retry_in = None
+            if running.task is not None and running.task.retry is not None:
+                retry_in = as_timedelta(running.task.retry(running.job.attempt, outcome))
+        except Exception as exc:  # a bad error_class attribute or a raising retry callable
+            log.error(
+                "could not classify a failure; retrying it as transient",
+                extra=_job_extra(running.job, "classify_error", error=_one_line(exc)),
+            )
+            error_class, retry_in = ErrorClass.TRANSIENT, None
+        return "fail", _fail(_error_text(outcome), error_class, retry_in=retry_in, traceback=trace)
 
     def _ack(self, running: Running, name: str, **params: Any) -> str:
         try:
@@ -596,14 +585,16 @@ class Worker:
         interval = self.config.reconcile_interval_s
         next_reconcile = time.monotonic() + (interval * random.random() if interval else 0)
         backoff = Backoff("heartbeat")
-        while not self._stopping.wait(KEEPER_TICK_S) or self._running:
+        while True:
+            if self._stopping.is_set():
+                if not self._running:
+                    return  # keep leases alive until the last running job is done or handed back
+                time.sleep(KEEPER_TICK_S)
+            else:
+                self._stopping.wait(KEEPER_TICK_S)
             now = time.monotonic()
             self._enforce_timeouts(now)
-            due = [
-                r
-                for r in list(self._running.values())
-                if r.next_heartbeat <= now and not r.finished and not r.abandoned
-            ]
+            due = [r for r in list(self._running.values()) if r.next_heartbeat <= now and not r.abandoned]
             if due:
                 try:
                     self._heartbeat(due)
@@ -739,6 +730,12 @@ class _Success:
 
 class _NoHandler(Exception):
     pass
+
+
+def _fail(
+    error: str, error_class: ErrorClass, *, retry_in: timedelta | None = None, traceback: str | None = None
+) -> dict[str, Any]:
+    return {"error": error, "error_class": error_class.value, "retry_in": retry_in, "traceback": traceback}
 
 
 def _output_json(value: Any) -> str | None:

@@ -45,8 +45,9 @@ def count_jobs(db: psycopg.Connection[Any]) -> int:
 
 def burst(jq: JobQueue, **options: Any) -> None:
     """Run a worker in this thread until nothing is left to claim."""
-    config = WorkerConfig(burst=True, install_signal_handlers=False, poll_interval_s=0.05,
-                          reconcile_interval_s=0, **options)
+    config = WorkerConfig(
+        burst=True, install_signal_handlers=False, poll_interval_s=0.05, reconcile_interval_s=0, **options
+    )
     assert jq.run_worker(config) == 0
 
 
@@ -56,9 +57,18 @@ def burst(jq: JobQueue, **options: Any) -> None:
 def test_enqueue_with_options_is_visible_on_the_job(jq: JobQueue) -> None:
     run_at = datetime.now(UTC) + timedelta(hours=1)
     job_id = jq.enqueue(
-        "email.send", {"to": "a@example.com"}, queue="email", priority=Priority.HIGH, run_at=run_at,
-        max_attempts=7, tags=["x", "y"], metadata={"trace": "abc"}, tenant_id="t1", user_id="u1",
-        timeout=timedelta(seconds=90), visibility_timeout=45,
+        "email.send",
+        {"to": "a@example.com"},
+        queue="email",
+        priority=Priority.HIGH,
+        run_at=run_at,
+        max_attempts=7,
+        tags=["x", "y"],
+        metadata={"trace": "abc"},
+        tenant_id="t1",
+        user_id="u1",
+        timeout=timedelta(seconds=90),
+        visibility_timeout=45,
     )
     job = jq.get(job_id)
     assert job.state is JobState.PENDING
@@ -77,8 +87,12 @@ def test_priority_names_and_unique_keys(jq: JobQueue) -> None:
 
 def test_sql_errors_come_back_as_invalid_input_naming_the_field(jq: JobQueue, db: psycopg.Connection[Any]) -> None:
     before = count_jobs(db)
-    for options, field in [({"priority": 11}, "priority"), ({"queue": "bad queue!"}, "queue"),
-                            ({"max_attempts": 0}, "max_attempts"), ({"delay": -5}, "delay")]:
+    for options, field in [
+        ({"priority": 11}, "priority"),
+        ({"queue": "bad queue!"}, "queue"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"delay": -5}, "delay"),
+    ]:
         with pytest.raises(InvalidInput) as err:
             jq.enqueue("t", {}, **options)
         assert err.value.field == field, (options, str(err.value))
@@ -113,8 +127,7 @@ def test_transactional_enqueue_with_psycopg(jq: JobQueue, db_url: str, connect: 
 
         pending = jq.enqueue("tx.job", {"n": 2}, connection=conn)
         # Not committed yet: another session cannot see or claim it.
-        assert other.execute("SELECT count(*) AS n FROM jobqueue.claim(ARRAY['default'], 'w', 10)"
-                             ).fetchone()["n"] == 0
+        assert other.execute("SELECT count(*) AS n FROM jobqueue.claim(ARRAY['default'], 'w', 10)").fetchone()["n"] == 0
         conn.commit()
     claimed = other.execute("SELECT id FROM jobqueue.claim(ARRAY['default'], 'w', 10)").fetchall()
     assert [row["id"] for row in claimed] == [pending]

@@ -52,9 +52,17 @@ def test_bad_options_are_named(options: dict[str, Any], field: str) -> None:
 def test_good_options_are_shaped_for_the_statement() -> None:
     when = datetime(2030, 1, 1, tzinfo=UTC)
     params = enqueue_params(
-        "email.send", {"to": "a@b"},
-        {"priority": Priority.HIGH, "delay": 30, "timeout": timedelta(minutes=2), "run_at": when,
-         "tags": ("a", "b"), "depends_on": [1, 2], "metadata": {"k": 1}},
+        "email.send",
+        {"to": "a@b"},
+        {
+            "priority": Priority.HIGH,
+            "delay": 30,
+            "timeout": timedelta(minutes=2),
+            "run_at": when,
+            "tags": ("a", "b"),
+            "depends_on": [1, 2],
+            "metadata": {"k": 1},
+        },
     )
     assert params["type"] == "email.send"
     assert json.loads(params["payload"]) == {"to": "a@b"}
@@ -68,8 +76,9 @@ def test_good_options_are_shaped_for_the_statement() -> None:
 
 
 def test_batch_documents_carry_intervals_as_seconds_and_name_the_element() -> None:
-    doc = json.loads(job_document(0, {"type": "t", "payload": {"a": 1}, "delay": timedelta(minutes=1),
-                                      "priority": Priority.LOW}))
+    doc = json.loads(
+        job_document(0, {"type": "t", "payload": {"a": 1}, "delay": timedelta(minutes=1), "priority": Priority.LOW})
+    )
     assert doc == {"type": "t", "payload": {"a": 1}, "delay": 60.0, "priority": 0}
     with pytest.raises(InvalidInput, match=r"jobs\[3\]\.colour: not an enqueue option"):
         job_document(3, {"type": "t", "colour": "red"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from datetime import timedelta
 
 import pytest
@@ -35,7 +34,6 @@ class ClientError(Exception):
     ("exc", "expected"),
     [
         (TimeoutError(), ErrorClass.TIMEOUT),
-        (socket.timeout(), ErrorClass.TIMEOUT),
         (ConnectionResetError(), ErrorClass.TRANSIENT),
         (ConnectionRefusedError(), ErrorClass.TRANSIENT),
         (ValueError("bad"), ErrorClass.VALIDATION),
