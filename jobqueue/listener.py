@@ -1,8 +1,9 @@
 """LISTEN loop with reconnect: NOTIFY is only a hint that wakes the worker sooner.
 
 A dedicated autocommit connection listens on channel ``jobqueue`` (payload: a queue name).
-It pings every PING_INTERVAL_S, so a silently dead connection is found; TCP keepalives and
-``tcp_user_timeout`` bound how long a half-open socket can hang a ping. After every
+It pings every PING_INTERVAL_S and gives up on a ping that gets no answer within
+PING_TIMEOUT_S, so a silently dead connection is found even when the path still ACKs at
+the TCP level (a hung proxy or pooler: keepalives alone cannot see that). After every
 (re)connect it wakes the worker once, to catch up on notifications missed while away.
 """
 
@@ -10,16 +11,20 @@ from __future__ import annotations
 
 import logging
 import random
+import select
 import threading
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
 from jobqueue.config import CONNECT_TIMEOUT_S
 
 CHANNEL = "jobqueue"
 PING_INTERVAL_S = 5.0
+PING_TIMEOUT_S = 5.0
 #: How often the loop looks at the stop flag while waiting for notifications.
 STOP_CHECK_S = 0.5
 RECONNECT_MIN_S = 0.2
@@ -100,9 +105,41 @@ class Listener:
                         self.wake()
                 since_ping += STOP_CHECK_S
                 if since_ping >= PING_INTERVAL_S:
-                    conn.execute("SELECT 1")
+                    self._ping(conn)
                     since_ping = 0.0
         self.connected.clear()
+
+    def _ping(self, conn: psycopg.Connection[Any]) -> None:
+        """``SELECT 1`` with a deadline, on the libpq connection (psycopg has no query timeout).
+
+        Notifications that arrive while waiting are delivered, not dropped.
+        """
+        pgconn = conn.pgconn
+        pgconn.send_query(b"SELECT 1")
+        deadline = time.monotonic() + PING_TIMEOUT_S
+        while pgconn.flush():
+            self._wait(pgconn.socket, deadline, write=True)
+        while True:
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                break
+            self._wait(pgconn.socket, deadline)
+        while (result := pgconn.get_result()) is not None:
+            if result.status != pq.ExecStatus.TUPLES_OK:
+                raise psycopg.OperationalError(f"listener ping failed: {result.error_message.decode(errors='replace')}")
+        while (notify := pgconn.notifies()) is not None:
+            if notify.extra.decode(errors="replace") in self.queues:
+                self.wake()
+
+    @staticmethod
+    def _wait(fileno: int, deadline: float, *, write: bool = False) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise psycopg.OperationalError(f"listener ping got no answer within {PING_TIMEOUT_S:g} s")
+        if write:
+            select.select([], [fileno], [], remaining)
+        else:
+            select.select([fileno], [], [], remaining)
 
 
 def _is_tcp(url: str) -> bool:

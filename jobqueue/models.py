@@ -73,6 +73,8 @@ class ClaimedJob:
     timeout: timedelta | None
     lease_expires_at: datetime
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The lease this claim granted (lease_expires_at - claimed_at, by the database clock).
+    lease_duration: timedelta | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ClaimedJob:
@@ -88,6 +90,7 @@ class ClaimedJob:
             timeout=row["timeout"],
             lease_expires_at=row["lease_expires_at"],
             metadata=row["metadata"] or {},
+            lease_duration=row.get("lease_duration"),
         )
 
 

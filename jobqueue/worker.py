@@ -199,6 +199,7 @@ class Worker:
         self._handler_queue: queue.Queue[Running | None] = queue.Queue()
         self._handler_threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._next_due: float | None = None
         self.jobs_done = 0
         self.listener: Listener | None = None
@@ -243,7 +244,7 @@ class Worker:
             self._spawn_handler_thread()
         if self.config.listen:
             self.listener = Listener(
-                self.jq.target.url,
+                self.config.listen_url or self.jq.target.url,
                 self.config.queues,
                 self._wake.set,
                 application_name=f"jobqueue-listen:{self.id}"[:63],
@@ -330,7 +331,7 @@ class Worker:
             ).fetchall()
         now = time.monotonic()
         for row in rows:
-            self._start(ClaimedJob.from_row(row), row, now)
+            self._start(ClaimedJob.from_row(row), now)
         return len(rows)
 
     def _time_to_next_due(self) -> float | None:
@@ -342,8 +343,8 @@ class Worker:
         seconds = None if row is None else row["seconds"]
         return None if seconds is None else float(seconds)
 
-    def _start(self, job: ClaimedJob, row: dict[str, Any], now: float) -> None:
-        lease = row.get("visibility_timeout")
+    def _start(self, job: ClaimedJob, now: float) -> None:
+        lease = job.lease_duration
         lease_s = (
             lease.total_seconds()
             if isinstance(lease, timedelta)
@@ -431,7 +432,8 @@ class Worker:
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="jobqueue-async", daemon=True).start()
+            self._loop_thread = threading.Thread(target=loop.run_forever, name="jobqueue-async", daemon=True)
+            self._loop_thread.start()
             self._loop = loop
         return self._loop
 
@@ -710,6 +712,10 @@ class Worker:
         self._quietly("unregister_worker", {"worker_id": self.id})
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(5)
+            if not self._loop.is_running():
+                self._loop.close()
         log.info(
             "worker stopped",
             extra={

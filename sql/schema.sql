@@ -229,8 +229,10 @@ COMMENT ON TABLE jobqueue.dead_letter IS
 ------------------------------------------------------------------------------------------
 -- Audit trail: one row per transition, append-only
 ------------------------------------------------------------------------------------------
+-- id orders events; it is deliberately not indexed (nothing looks an event up by id, and
+-- an index would cost every transition: enqueue_many writes 100k events at a time).
 CREATE TABLE jobqueue.job_event (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id         bigint GENERATED ALWAYS AS IDENTITY,
     job_id     bigint NOT NULL,
     token      bigint,
     queue      text NOT NULL,
@@ -473,12 +475,8 @@ BEGIN
                 RETURN format('delays must be a list of 1 to 100 numbers of seconds between 0 and %s', max_s);
             END IF;
         WHEN 'jitter' THEN
-            IF jsonb_typeof(v) <> 'boolean' THEN
-                RETURN 'jitter must be true or false';
-            END IF;
-        WHEN 'jitter_ratio' THEN
-            IF jsonb_typeof(v) <> 'number' OR v::numeric < 0 OR v::numeric > 1 THEN
-                RETURN 'jitter_ratio must be a number between 0 and 1';
+            IF jsonb_typeof(v) NOT IN ('boolean', 'number') OR (jsonb_typeof(v) = 'number' AND v::numeric NOT BETWEEN 0 AND 1) THEN
+                RETURN 'jitter must be true, false or a ratio between 0 and 1';
             END IF;
         WHEN 'max_attempts' THEN
             IF jsonb_typeof(v) <> 'number' OR v::numeric <> trunc(v::numeric) OR v::numeric NOT BETWEEN 1 AND 1000 THEN
@@ -486,7 +484,7 @@ BEGIN
             END IF;
         ELSE
             RETURN format('unknown key "%s" (known: strategy, initial_delay, multiplier, increment, '
-                          'max_delay, delays, jitter, jitter_ratio, max_attempts)', k);
+                          'max_delay, delays, jitter, max_attempts)', k);
         END CASE;
     END LOOP;
     IF policy->>'strategy' = 'custom' AND NOT policy ? 'delays' THEN
@@ -563,13 +561,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catal
 AS $$
     SELECT CASE
         WHEN error_class IN ('validation', 'business', 'permanent', 'cancelled') THEN NULL
-        ELSE make_interval(secs => CASE
-            WHEN c.jitter THEN least(c.capped * (1 + c.ratio * (2 * c.u - 1)), c.cap)
-            ELSE c.capped END)
+        ELSE make_interval(secs => least(c.capped * (1 + c.ratio * (2 * c.u - 1)), c.cap))
     END
     FROM (
         SELECT least(b.base * CASE WHEN error_class = 'timeout' THEN 2 ELSE 1 END, b.cap) AS capped,
-               b.cap, b.jitter, b.ratio, b.u
+               b.cap, b.ratio, b.u
         FROM (
             SELECT CASE a.strategy
                        WHEN 'exponential' THEN CASE
@@ -581,8 +577,10 @@ AS $$
                    END AS base,
                    coalesce((a.p->>'max_delay')::float8,
                             CASE WHEN a.strategy IN ('exponential', 'linear') THEN 3600 ELSE 2592000 END) AS cap,
-                   coalesce((a.p->>'jitter')::boolean, true) AS jitter,
-                   coalesce((a.p->>'jitter_ratio')::float8, 0.1) AS ratio,
+                   -- jitter: true = 0.1, false = 0, or the ratio itself
+                   CASE jsonb_typeof(a.p->'jitter') WHEN 'number' THEN (a.p->>'jitter')::float8
+                        WHEN 'boolean' THEN CASE WHEN (a.p->>'jitter')::boolean THEN 0.1 ELSE 0 END
+                        ELSE 0.1 END AS ratio,
                    coalesce(jitter_unit, 0.5) AS u
             FROM (
                 SELECT p.p,
@@ -604,7 +602,7 @@ NULL means 0.5, i.e. no jitter offset). Policy keys (all optional; JSON numbers 
 strategy (exponential | linear | fixed | custom; default exponential), initial_delay (1),
 multiplier (2), increment (= initial_delay), delays (custom: list, the last repeats),
 max_delay (3600 for exponential and linear; 2592000 = 30 days for fixed and custom),
-jitter (true), jitter_ratio (0.1), max_attempts (read by enqueue, not here).
+jitter (true = ratio 0.1; false = 0; or the ratio r in [0,1]), max_attempts (read by enqueue).
 Formula:
   exponential: base = initial_delay * multiplier^(n-1)
   linear:      base = initial_delay + increment * (n-1)
@@ -612,8 +610,8 @@ Formula:
   custom:      base = delays[min(n, len(delays))]
   base = 2 * base when error_class = 'timeout'
   b = min(base, max_delay)
-  delay = jitter ? min(b * (1 + jitter_ratio * (2 * jitter_unit - 1)), max_delay) : b
-so a jittered delay lies in [b * (1 - jitter_ratio), min(max_delay, b * (1 + jitter_ratio))].
+  delay = min(b * (1 + r * (2 * jitter_unit - 1)), max_delay)
+so a delay lies in [b * (1 - r), min(max_delay, b * (1 + r))]; r = 0 gives exactly b.
 NULL for the classes that never retry (validation, business, permanent, cancelled).
 22023 for a malformed policy, attempt < 1, an unknown error_class or jitter_unit outside [0,1).$c$;
 
@@ -664,10 +662,10 @@ DECLARE
     max_delay numeric := jobqueue._conf('max_delay_s');
     max_lease numeric := jobqueue._conf('max_lease_s');
     default_attempts integer := jobqueue._conf('default_max_attempts');
-    dep_idx integer[];        -- per element with dependencies: its index,
-    dep_wait integer[];       -- how many dependencies are still live,
-    dep_failed boolean[];     -- whether one of them already failed for good
+    dep_idx integer[];        -- (element index, dependency id) pairs
     dep_ids bigint[];
+    dep_wait integer[];       -- per element (index + 1): dependencies still live
+    dep_failed boolean[];     -- per element: a dependency already failed for good
     bad record;
     ids bigint[];             -- the id allotted to each element (index + 1)
     result bigint[];          -- the id returned for each element
@@ -676,6 +674,8 @@ DECLARE
     ins_queues text[];
     notify_queues text[];
     got bigint[];
+    all_queues text[] := '{}';
+    full_queue record;
     lost integer[];
     rounds integer := 0;
 BEGIN
@@ -713,9 +713,11 @@ BEGIN
             PERFORM jobqueue._raise('depends_on', format('unknown job id %s', bad.dep),
                 CASE WHEN single THEN 'depends_on' ELSE format('jobs[%s].depends_on', bad.idx) END);
         END IF;
-        SELECT array_agg(s.idx), array_agg(s.wait), array_agg(s.failed)
-        INTO dep_idx, dep_wait, dep_failed
-        FROM (
+        -- dense arrays indexed by element (idx + 1): a subscript per row, not a join
+        SELECT array_agg(s.wait ORDER BY g.idx), array_agg(s.failed ORDER BY g.idx)
+        INTO dep_wait, dep_failed
+        FROM generate_series(0, n - 1) AS g(idx)
+        LEFT JOIN (
             SELECT x.idx,
                    count(*) FILTER (WHERE EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = x.dep))::integer AS wait,
                    bool_or(EXISTS (SELECT 1 FROM jobqueue.dead_letter l WHERE l.id = x.dep)
@@ -723,7 +725,7 @@ BEGIN
                                       WHERE h.id = x.dep AND h.state = 'cancelled')) AS failed
             FROM unnest(dep_idx, dep_ids) AS x(idx, dep)
             GROUP BY x.idx
-        ) s;
+        ) s ON s.idx = g.idx;
     END IF;
 
     ids := ARRAY(SELECT nextval('jobqueue.job_id_seq') FROM generate_series(1, n));
@@ -742,7 +744,7 @@ BEGIN
                    c.retry_policy, c.unique_key, c.expires_at, c.tenant_id, c.user_id, c.tags, c.metadata,
                    c.depends_on,
                    -- a job whose dependency already failed is held (+1) and cancelled below
-                   coalesce(dp.wait, 0) + CASE WHEN dp.failed THEN 1 ELSE 0 END,
+                   coalesce(dep_wait[c.idx + 1], 0) + CASE WHEN dep_failed[c.idx + 1] THEN 1 ELSE 0 END,
                    make_interval(secs => c.timeout_s), make_interval(secs => c.vt_s)
             FROM (
                 SELECT b.*,
@@ -832,8 +834,9 @@ BEGIN
                             CASE WHEN jsonb_typeof(s.e) = 'object' AND s.e - known <> '{}'
                                  THEN (SELECT min(k) FROM jsonb_object_keys(s.e - known) AS k) END AS extra_key,
                             CASE WHEN jsonb_typeof(s.e->'type') = 'string' THEN s.e->>'type' END AS type,
-                            CASE WHEN s.e ? 'payload' THEN s.e->'payload' ELSE '{}'::jsonb END AS payload,
-                            CASE WHEN NOT s.e ? 'queue' THEN 'default'
+                            -- absent or JSON null: the default, for every key (SQL NULL arguments too)
+                            coalesce(nullif(s.e->'payload', 'null'), '{}'::jsonb) AS payload,
+                            CASE WHEN nullif(s.e->'queue', 'null') IS NULL THEN 'default'
                                  WHEN jsonb_typeof(s.e->'queue') = 'string' THEN s.e->>'queue' END AS queue,
                             jobqueue._priority_of(s.e->'priority') AS priority,
                             nullif(s.e->'run_at', 'null') AS run_at_j,
@@ -852,12 +855,12 @@ BEGIN
                         FROM (SELECT (t.o - 1)::integer AS idx, t.e
                               FROM jsonb_array_elements(jobs) WITH ORDINALITY AS t(e, o)) AS s
                         WHERE todo IS NULL OR s.idx = ANY (todo)
-                    ) a
-                ) b
+                        OFFSET 0  -- OFFSET 0 fences each layer: every parsed value is computed once
+                    ) a OFFSET 0
+                ) b OFFSET 0
             ) c
             LEFT JOIN jobqueue.queue q ON q.name = c.queue
             LEFT JOIN jobqueue.retry_policy tp ON tp.type = c.type
-            LEFT JOIN unnest(dep_idx, dep_wait, dep_failed) AS dp(idx, wait, failed) ON dp.idx = c.idx
             WHERE c.err IS NULL
                OR jobqueue._raise(c.err[1], c.err[2],
                       CASE WHEN single THEN c.err[1]
@@ -874,6 +877,7 @@ BEGIN
         FROM ins i;
 
         IF ins_queues IS NOT NULL THEN
+            all_queues := all_queues || ins_queues;
             INSERT INTO jobqueue.queue (name)
             SELECT x FROM unnest(ins_queues) AS x
             WHERE NOT EXISTS (SELECT 1 FROM jobqueue.queue q WHERE q.name = x)
@@ -913,11 +917,27 @@ BEGIN
             SELECT CASE WHEN r.o - 1 = ANY (todo) THEN nextval('jobqueue.job_id_seq') ELSE r.v END
             FROM unnest(ids) WITH ORDINALITY AS r(v, o) ORDER BY r.o);
     END LOOP;
+    -- Backlog caps: count the waiting jobs of each capped queue we wrote to, through the
+    -- claim index and with a LIMIT, so the check costs O(max_size), not O(table). Concurrent
+    -- enqueuers can overshoot by their own batches (each sees only committed jobs and its own).
+    SELECT q.name, q.max_size INTO full_queue
+    FROM jobqueue.queue q
+    WHERE q.name = ANY (all_queues) AND q.max_size IS NOT NULL
+      AND (SELECT count(*) FROM (
+               SELECT 1 FROM jobqueue.job j
+               WHERE j.queue = q.name AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+               LIMIT q.max_size + 1) AS w) > q.max_size
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '53400', COLUMN = 'queue',
+            MESSAGE = format('queue: queue "%s" is full (max_size %s waiting jobs); nothing was enqueued',
+                             full_queue.name, full_queue.max_size);
+    END IF;
     -- Jobs born with a dependency that already failed: cancel them (dependency_failed).
-    IF dep_failed IS NOT NULL AND true = ANY (dep_failed) THEN
+    IF true = ANY (dep_failed) THEN
         PERFORM jobqueue._finish_waiting(
-            ARRAY(SELECT ids[x.idx + 1] FROM unnest(dep_idx, dep_failed) AS x(idx, failed)
-                  WHERE x.failed AND ids[x.idx + 1] = result[x.idx + 1]),
+            ARRAY(SELECT ids[x.o] FROM unnest(dep_failed) WITH ORDINALITY AS x(failed, o)
+                  WHERE x.failed AND ids[x.o] = result[x.o]),
             'cancelled', 'dependency_failed');
     END IF;
     RETURN QUERY SELECT r FROM unnest(result) AS r;
@@ -1016,3 +1036,1599 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, p
 AS $$ SELECT id FROM jobqueue._enqueue(jobs, false) AS id $$;
 COMMENT ON FUNCTION jobqueue.enqueue_many(jsonb) IS
     'Enqueue a JSON array of jobs (keys as enqueue''s parameters), all or nothing; returns ids in input order';
+
+-- Cancel (dependency_failed) every waiting job that depends on one of these jobs, recursively.
+CREATE FUNCTION jobqueue._cancel_dependents(ids bigint[]) RETURNS integer
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT jobqueue._finish_waiting(
+        ARRAY(SELECT j.id FROM jobqueue.job j
+              WHERE j.depends_on && ids AND j.state IN ('pending', 'retrying')),
+        'cancelled', 'dependency_failed')
+$$;
+
+-- Completed jobs release their dependents: one statement, then one notification per queue
+-- whose dependents became runnable.
+CREATE FUNCTION jobqueue._release_dependents(done bigint[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    runnable text[];
+BEGIN
+    WITH x AS (
+        SELECT j.id, count(*)::integer AS n
+        FROM jobqueue.job j CROSS JOIN LATERAL unnest(j.depends_on) AS p(dep)
+        WHERE j.depends_on && done AND p.dep = ANY (done) AND j.state IN ('pending', 'retrying')
+        GROUP BY j.id
+    ), u AS (
+        UPDATE jobqueue.job j SET waiting_on = greatest(j.waiting_on - x.n, 0)
+        FROM x WHERE j.id = x.id AND j.state IN ('pending', 'retrying')
+        RETURNING j.queue, j.waiting_on, j.run_at
+    )
+    SELECT array_agg(DISTINCT u.queue) FILTER (WHERE u.waiting_on = 0 AND u.run_at <= now()) INTO runnable FROM u;
+    PERFORM jobqueue._notify(runnable);
+END
+$$;
+
+-- Wake the workers of these queues (hint only): pg_notify('jobqueue', queue) once per queue
+-- that is not paused. PostgreSQL folds duplicates within a transaction.
+CREATE FUNCTION jobqueue._notify(queues text[]) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT pg_notify('jobqueue', x) FROM (SELECT DISTINCT x FROM unnest(queues) AS x) AS d(x)
+    WHERE NOT EXISTS (SELECT 1 FROM jobqueue.queue q WHERE q.name = d.x AND q.paused)
+$$;
+
+-- errors || entry, keeping the last 50 entries.
+CREATE FUNCTION jobqueue._append_error(errors jsonb, entry jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT CASE WHEN jsonb_array_length(errors) < 50 THEN errors || entry
+           ELSE (SELECT jsonb_agg(x.e ORDER BY x.o) FROM jsonb_array_elements(errors || entry) WITH ORDINALITY AS x(e, o)
+                 WHERE x.o > jsonb_array_length(errors) + 1 - 50) END
+$$;
+
+-- Raise unless the lease arguments are present.
+CREATE FUNCTION jobqueue._check_lease_args(id bigint, token bigint) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    IF id IS NULL THEN
+        PERFORM jobqueue._raise('id', 'must not be null');
+    END IF;
+    IF token IS NULL THEN
+        PERFORM jobqueue._raise('token', 'must not be null');
+    END IF;
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Claim and acknowledge (the hot path)
+------------------------------------------------------------------------------------------
+CREATE FUNCTION jobqueue.claim(
+    queues text[] DEFAULT '{default}',
+    worker_id text DEFAULT NULL,
+    batch integer DEFAULT 1,
+    visibility_timeout interval DEFAULT NULL,
+    types text[] DEFAULT NULL
+) RETURNS TABLE (id bigint, token bigint, queue text, type text, payload jsonb, priority integer,
+                 attempt integer, max_attempts integer, timeout interval, lease_expires_at timestamptz,
+                 metadata jsonb, lease_duration interval)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    open_queues text[];
+    vt interval := claim.visibility_timeout;
+    default_vt interval := make_interval(secs => jobqueue._conf('default_visibility_timeout_s'));
+    bad text;
+BEGIN
+    IF queues IS NULL OR cardinality(queues) NOT BETWEEN 1 AND 100 THEN
+        PERFORM jobqueue._raise('queues', 'must name 1 to 100 queues');
+    END IF;
+    SELECT x INTO bad FROM unnest(queues) AS x WHERE jobqueue._queue_error(x) IS NOT NULL LIMIT 1;
+    IF FOUND THEN
+        PERFORM jobqueue._raise('queues', format('%s is not a queue name: %s', coalesce(quote_literal(bad), 'NULL'),
+                                                 jobqueue._queue_error(bad)));
+    END IF;
+    IF types IS NOT NULL THEN
+        IF cardinality(types) NOT BETWEEN 1 AND 100 THEN
+            PERFORM jobqueue._raise('types', 'must name 1 to 100 job types (or be NULL for all)');
+        END IF;
+        SELECT x INTO bad FROM unnest(types) AS x WHERE jobqueue._type_error(x) IS NOT NULL LIMIT 1;
+        IF FOUND THEN
+            PERFORM jobqueue._raise('types', 'each type must be 1-255 characters without control characters');
+        END IF;
+    END IF;
+    IF batch IS NULL OR batch NOT BETWEEN 1 AND 1000 THEN
+        PERFORM jobqueue._raise('batch', 'must be between 1 and 1000');
+    END IF;
+    IF vt IS NOT NULL THEN
+        PERFORM jobqueue._check_duration('visibility_timeout', vt, false, jobqueue._conf('max_lease_s'));
+    END IF;
+    IF length(worker_id) > 255 THEN
+        PERFORM jobqueue._raise('worker_id', 'longer than 255 characters');
+    END IF;
+
+    open_queues := ARRAY(SELECT DISTINCT x FROM unnest(queues) AS x
+                         WHERE NOT EXISTS (SELECT 1 FROM jobqueue.queue q WHERE q.name = x AND q.paused));
+    IF cardinality(open_queues) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- The locking SELECT is a CTE: a CTE is evaluated exactly once, so at most `batch` rows are
+    -- locked and claimed. (A plain `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` may be
+    -- re-evaluated by the planner and claim more rows than asked: PostgreSQL bug #15715.)
+    -- One queue: an ordered scan of job_claim_idx, no sort. Several queues: the same scan per
+    -- queue (LATERAL), merged; it may lock up to batch rows per queue for this short
+    -- transaction, but claims only the best `batch`.
+    IF cardinality(open_queues) = 1 THEN
+        RETURN QUERY
+        WITH c AS MATERIALIZED (
+            SELECT j.id, j.state
+            FROM jobqueue.job j
+            WHERE j.queue = open_queues[1]
+              AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+              AND j.run_at <= now()
+              AND (j.expires_at IS NULL OR j.expires_at > now())
+              AND (types IS NULL OR j.type = ANY (types))
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT batch
+            FOR UPDATE SKIP LOCKED
+        ), u AS (
+            UPDATE jobqueue.job j
+            SET state = 'processing',
+                attempt = j.attempt + 1,
+                token = nextval('jobqueue.lease_token_seq'),
+                worker_id = claim.worker_id,
+                claimed_at = now(),
+                lease_expires_at = now() + coalesce(vt, j.visibility_timeout,
+                    (SELECT q.visibility_timeout FROM jobqueue.queue q WHERE q.name = j.queue), default_vt)
+            FROM c
+            WHERE j.id = c.id AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+            RETURNING j.id, j.token, j.queue, j.type, j.payload, j.priority::integer AS priority, j.attempt,
+                      j.max_attempts, j.timeout, j.lease_expires_at, j.metadata, j.run_at, c.state AS from_state,
+                      j.lease_expires_at - j.claimed_at AS lease
+        ), ev AS (
+            INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
+            SELECT u.id, u.token, u.queue, u.from_state, 'processing',
+                   jsonb_build_object('attempt', u.attempt, 'worker_id', claim.worker_id)
+            FROM u
+        )
+        SELECT u.id, u.token, u.queue, u.type, u.payload, u.priority, u.attempt, u.max_attempts, u.timeout,
+               u.lease_expires_at, u.metadata, u.lease
+        FROM u ORDER BY u.priority DESC, u.run_at, u.id;
+    ELSE
+        RETURN QUERY
+        WITH c AS MATERIALIZED (
+            SELECT x.id, x.state
+            FROM unnest(open_queues) AS oq(name)
+            CROSS JOIN LATERAL (
+                SELECT j.id, j.state, j.priority, j.run_at
+                FROM jobqueue.job j
+                WHERE j.queue = oq.name
+                  AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+                  AND j.run_at <= now()
+                  AND (j.expires_at IS NULL OR j.expires_at > now())
+                  AND (types IS NULL OR j.type = ANY (types))
+                ORDER BY j.priority DESC, j.run_at, j.id
+                LIMIT batch
+                FOR UPDATE SKIP LOCKED
+            ) AS x
+            ORDER BY x.priority DESC, x.run_at, x.id
+            LIMIT batch
+        ), u AS (
+            UPDATE jobqueue.job j
+            SET state = 'processing',
+                attempt = j.attempt + 1,
+                token = nextval('jobqueue.lease_token_seq'),
+                worker_id = claim.worker_id,
+                claimed_at = now(),
+                lease_expires_at = now() + coalesce(vt, j.visibility_timeout,
+                    (SELECT q.visibility_timeout FROM jobqueue.queue q WHERE q.name = j.queue), default_vt)
+            FROM c
+            WHERE j.id = c.id AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+            RETURNING j.id, j.token, j.queue, j.type, j.payload, j.priority::integer AS priority, j.attempt,
+                      j.max_attempts, j.timeout, j.lease_expires_at, j.metadata, j.run_at, c.state AS from_state,
+                      j.lease_expires_at - j.claimed_at AS lease
+        ), ev AS (
+            INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
+            SELECT u.id, u.token, u.queue, u.from_state, 'processing',
+                   jsonb_build_object('attempt', u.attempt, 'worker_id', claim.worker_id)
+            FROM u
+        )
+        SELECT u.id, u.token, u.queue, u.type, u.payload, u.priority, u.attempt, u.max_attempts, u.timeout,
+               u.lease_expires_at, u.metadata, u.lease
+        FROM u ORDER BY u.priority DESC, u.run_at, u.id;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.claim(text[], text, integer, interval, text[]) IS
+    'Lease up to batch runnable jobs (highest priority, then oldest run time, then id); each gets a new token';
+
+CREATE FUNCTION jobqueue.heartbeat(id bigint, token bigint, extend_by interval DEFAULT NULL)
+RETURNS TABLE (status text, lease_expires_at timestamptz, cancel_requested boolean)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    max_lease numeric := jobqueue._conf('max_lease_s');
+BEGIN
+    PERFORM jobqueue._check_lease_args(heartbeat.id, heartbeat.token);
+    IF extend_by IS NOT NULL THEN
+        PERFORM jobqueue._check_duration('extend_by', extend_by, false, max_lease);
+    END IF;
+    RETURN QUERY
+    UPDATE jobqueue.job j
+    SET lease_expires_at = least(
+            now() + coalesce(extend_by, j.visibility_timeout,
+                             (SELECT q.visibility_timeout FROM jobqueue.queue q WHERE q.name = j.queue),
+                             make_interval(secs => jobqueue._conf('default_visibility_timeout_s'))),
+            j.claimed_at + make_interval(secs => max_lease))
+    WHERE j.id = heartbeat.id AND j.state = 'processing' AND j.token = heartbeat.token
+    RETURNING 'ok'::text, j.lease_expires_at, j.cancel_requested;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'lease_lost'::text, NULL::timestamptz, false;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.heartbeat(bigint, bigint, interval) IS
+    'Renew a lease from now() (capped at claimed_at + 12 h); returns ok | lease_lost and cancel_requested';
+
+-- Complete a batch in one set-based statement: each (id, token) is accepted only while the job
+-- is processing under that token. Not accepted: already_completed when job_history holds the
+-- job completed with that very token (a repeated ack), else lease_lost.
+CREATE FUNCTION jobqueue._complete(ids bigint[], tokens bigint[], outputs jsonb[])
+RETURNS TABLE (id bigint, status text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    r_ids bigint[];
+    r_status text[];
+    with_dependents bigint[];
+BEGIN
+    WITH input AS (
+        SELECT x.id, x.token, x.output, x.ord
+        FROM unnest(ids, tokens, outputs) WITH ORDINALITY AS x(id, token, output, ord)
+    ), d AS (
+        DELETE FROM jobqueue.job j USING input i
+        WHERE j.id = i.id AND j.state = 'processing' AND j.token = i.token
+        RETURNING j.*, i.output AS new_output
+    ), h AS (
+        INSERT INTO jobqueue.job_history
+        SELECT d.id, d.queue, d.type, d.payload, 'completed', d.priority, d.base_priority, d.run_at, d.attempt,
+               d.max_attempts, d.retry_policy, d.unique_key, d.expires_at, d.tenant_id, d.user_id, d.tags,
+               d.metadata, d.depends_on, d.waiting_on, d.has_dependents, d.timeout, d.visibility_timeout, d.token,
+               d.worker_id, d.claimed_at, NULL, d.cancel_requested, d.progress, d.errors, d.created_at,
+               d.created_by, now(), d.new_output, d.reason, NULL
+        FROM d
+    ), ev AS (
+        INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state)
+        SELECT d.id, d.token, d.queue, 'processing', 'completed' FROM d
+    )
+    SELECT array_agg(i.id ORDER BY i.ord),
+           array_agg(CASE WHEN dd.id IS NOT NULL THEN 'completed'
+                          WHEN EXISTS (SELECT 1 FROM jobqueue.job_history hh
+                                       WHERE hh.id = i.id AND hh.token = i.token AND hh.state = 'completed')
+                              THEN 'already_completed'
+                          ELSE 'lease_lost' END ORDER BY i.ord),
+           array_agg(dd.id) FILTER (WHERE dd.has_dependents)
+    INTO r_ids, r_status, with_dependents
+    FROM input i
+    LEFT JOIN (SELECT DISTINCT d.id, d.token, d.has_dependents FROM d) AS dd ON dd.id = i.id AND dd.token = i.token;
+    IF with_dependents IS NOT NULL THEN
+        PERFORM jobqueue._release_dependents(with_dependents);
+    END IF;
+    RETURN QUERY SELECT x.id, x.status FROM unnest(r_ids, r_status) AS x(id, status);
+END
+$$;
+
+CREATE FUNCTION jobqueue.complete(id bigint, token bigint, output jsonb DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._check_lease_args(complete.id, complete.token);
+    RETURN (SELECT c.status FROM jobqueue._complete(ARRAY[complete.id], ARRAY[complete.token],
+                                                     ARRAY[complete.output]) AS c);
+END
+$$;
+COMMENT ON FUNCTION jobqueue.complete(bigint, bigint, jsonb) IS
+    'Finish a job successfully: completed | already_completed (same token again) | lease_lost';
+
+CREATE FUNCTION jobqueue.complete_many(ids bigint[], tokens bigint[], outputs jsonb[] DEFAULT NULL)
+RETURNS TABLE (id bigint, status text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF ids IS NULL OR cardinality(ids) NOT BETWEEN 1 AND 1000 OR array_position(ids, NULL) IS NOT NULL THEN
+        PERFORM jobqueue._raise('ids', 'must hold 1 to 1000 job ids, none NULL');
+    END IF;
+    IF tokens IS NULL OR cardinality(tokens) <> cardinality(ids) OR array_position(tokens, NULL) IS NOT NULL THEN
+        PERFORM jobqueue._raise('tokens', 'must hold one token per id, none NULL');
+    END IF;
+    IF outputs IS NOT NULL AND cardinality(outputs) <> cardinality(ids) THEN
+        PERFORM jobqueue._raise('outputs', 'must hold one output per id (or be NULL)');
+    END IF;
+    RETURN QUERY SELECT c.id, c.status FROM jobqueue._complete(ids, tokens, outputs) AS c;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.complete_many(bigint[], bigint[], jsonb[]) IS
+    'Complete a batch of jobs in one statement; one (id, status) row per input, in input order';
+
+-- The retry policy in force for a job: queue default, then the job type's policy, then the
+-- job's own override, merged key by key (the most specific wins).
+CREATE FUNCTION jobqueue._effective_policy(queue text, type text, job_policy jsonb) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT coalesce((SELECT q.retry_policy FROM jobqueue.queue q WHERE q.name = _effective_policy.queue), '{}')
+        || coalesce((SELECT p.policy FROM jobqueue.retry_policy p WHERE p.type = _effective_policy.type), '{}')
+        || coalesce(job_policy, '{}')
+$$;
+
+CREATE FUNCTION jobqueue.fail(
+    id bigint,
+    token bigint,
+    error text DEFAULT NULL,
+    error_class text DEFAULT 'transient',
+    retry_in interval DEFAULT NULL,
+    traceback text DEFAULT NULL
+) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    j jobqueue.job;
+    outcome text;
+    why text;
+    delay interval;
+    entry jsonb;
+    earlier text;
+BEGIN
+    PERFORM jobqueue._check_lease_args(fail.id, fail.token);
+    PERFORM jobqueue._check_error_class(fail.error_class);
+    IF retry_in IS NOT NULL THEN
+        PERFORM jobqueue._check_duration('retry_in', retry_in, true, jobqueue._conf('max_delay_s'));
+    END IF;
+
+    SELECT * INTO j FROM jobqueue.job AS x
+    WHERE x.id = fail.id AND x.state = 'processing' AND x.token = fail.token
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        -- A repeated fail with the same token answers the first outcome (its error entry says it).
+        SELECT e.value->>'outcome' INTO earlier
+        FROM (SELECT x.errors FROM jobqueue.job x WHERE x.id = fail.id
+              UNION ALL SELECT x.errors FROM jobqueue.dead_letter x WHERE x.id = fail.id
+              UNION ALL SELECT x.errors FROM jobqueue.job_history x WHERE x.id = fail.id) AS s
+        CROSS JOIN LATERAL jsonb_array_elements(s.errors) AS e
+        WHERE e.value->>'token' = fail.token::text AND e.value->>'source' = 'worker'
+        LIMIT 1;
+        RETURN coalesce(earlier, 'lease_lost');
+    END IF;
+
+    IF error_class = 'cancelled' OR j.cancel_requested THEN
+        outcome := 'cancelled';
+        why := coalesce(j.reason, 'cancelled');
+    ELSIF error_class IN ('validation', 'business', 'permanent') THEN
+        outcome := 'dead_letter';
+        why := 'permanent_error';
+    ELSIF j.attempt >= j.max_attempts * (CASE WHEN error_class = 'system' THEN 2 ELSE 1 END) THEN
+        outcome := 'dead_letter';
+        why := 'max_retries_exceeded';
+    ELSE
+        outcome := 'retrying';
+        delay := coalesce(retry_in,
+                          jobqueue.retry_delay(jobqueue._effective_policy(j.queue, j.type, j.retry_policy),
+                                               j.attempt, error_class, random()));
+    END IF;
+
+    entry := jsonb_build_object(
+        'at', now(), 'attempt', j.attempt, 'token', j.token, 'error_class', error_class,
+        'message', left(error, jobqueue._conf('error_message_max_chars')::integer),
+        'traceback', left(traceback, jobqueue._conf('traceback_max_chars')::integer),
+        'worker_id', j.worker_id, 'source', 'worker', 'outcome', outcome);
+
+    IF outcome = 'retrying' THEN
+        UPDATE jobqueue.job x
+        SET state = 'retrying', run_at = now() + delay, errors = jobqueue._append_error(x.errors, entry),
+            worker_id = NULL, lease_expires_at = NULL
+        WHERE x.id = j.id AND x.state = 'processing' AND x.token = j.token;
+        INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
+        VALUES (j.id, j.token, j.queue, 'processing', 'retrying',
+                jsonb_build_object('error_class', error_class, 'attempt', j.attempt, 'retry_in_s',
+                                   extract(epoch FROM delay)));
+        IF delay <= interval '0' THEN
+            PERFORM jobqueue._notify(ARRAY[j.queue]);
+        END IF;
+        RETURN outcome;
+    END IF;
+
+    WITH d AS (
+        DELETE FROM jobqueue.job x
+        WHERE x.id = j.id AND x.state = 'processing' AND x.token = j.token
+        RETURNING x AS r
+    ), moved AS (
+        SELECT p.* FROM d, jsonb_populate_record(d.r, jsonb_build_object(
+            'state', outcome, 'finished_at', now(), 'reason', why, 'lease_expires_at', NULL,
+            'errors', jobqueue._append_error((d.r).errors, entry))) AS p
+    ), h AS (
+        INSERT INTO jobqueue.job_history SELECT * FROM moved WHERE outcome = 'cancelled'
+    ), l AS (
+        INSERT INTO jobqueue.dead_letter SELECT * FROM moved WHERE outcome = 'dead_letter'
+    )
+    INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
+    SELECT (d.r).id, (d.r).token, (d.r).queue, 'processing', outcome::jobqueue.job_state,
+           jsonb_build_object('error_class', error_class, 'attempt', j.attempt, 'reason', why)
+    FROM d;
+    PERFORM jobqueue._cancel_dependents(ARRAY[j.id]);
+    RETURN outcome;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.fail(bigint, bigint, text, text, interval, text) IS
+    'Record a failed attempt; retrying | dead_letter | cancelled | lease_lost (a repeat answers the first outcome)';
+
+-- snooze and release: put a running job back without using an attempt.
+CREATE FUNCTION jobqueue._put_back(id bigint, token bigint, delay interval, action text) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    j record;
+BEGIN
+    PERFORM jobqueue._check_lease_args(_put_back.id, _put_back.token);
+    UPDATE jobqueue.job x
+    SET state = 'pending', attempt = greatest(x.attempt - 1, 0), run_at = now() + delay,
+        worker_id = NULL, lease_expires_at = NULL
+    WHERE x.id = _put_back.id AND x.state = 'processing' AND x.token = _put_back.token
+      AND NOT x.cancel_requested
+    RETURNING x.id, x.token, x.queue INTO j;
+    IF FOUND THEN
+        INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
+        VALUES (j.id, j.token, j.queue, 'processing', 'pending',
+                jsonb_build_object('action', action, 'delay_s', extract(epoch FROM delay)));
+        IF delay <= interval '0' THEN
+            PERFORM jobqueue._notify(ARRAY[j.queue]);
+        END IF;
+        RETURN CASE action WHEN 'snooze' THEN 'snoozed' ELSE 'released' END;
+    END IF;
+    -- Cancel was requested while it ran: putting it back would undo the cancel, so finish it.
+    IF EXISTS (SELECT 1 FROM jobqueue.job x WHERE x.id = _put_back.id AND x.state = 'processing'
+               AND x.token = _put_back.token AND x.cancel_requested) THEN
+        RETURN jobqueue.fail(_put_back.id, _put_back.token, 'cancelled before ' || action, 'cancelled');
+    END IF;
+    RETURN 'lease_lost';
+END
+$$;
+
+CREATE FUNCTION jobqueue.snooze(id bigint, token bigint, delay interval) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._check_duration('delay', delay, true, jobqueue._conf('max_delay_s'));
+    RETURN jobqueue._put_back(snooze.id, snooze.token, snooze.delay, 'snooze');
+END
+$$;
+COMMENT ON FUNCTION jobqueue.snooze(bigint, bigint, interval) IS
+    'Put a running job back to pending for delay, giving its attempt back: snoozed | lease_lost | cancelled';
+
+CREATE FUNCTION jobqueue.release(id bigint, token bigint) RETURNS text
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$ SELECT jobqueue._put_back(release.id, release.token, interval '0', 'release') $$;
+COMMENT ON FUNCTION jobqueue.release(bigint, bigint) IS
+    'Hand a running job back, claimable at once, attempt given back: released | lease_lost | cancelled';
+
+CREATE FUNCTION jobqueue.add_log(id bigint, token bigint, message text) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._check_lease_args(add_log.id, add_log.token);
+    IF message IS NULL THEN
+        PERFORM jobqueue._raise('message', 'must not be null');
+    END IF;
+    -- FOR SHARE: the line is written only while this lease holds (a transition waits for us).
+    INSERT INTO jobqueue.job_log (job_id, token, message)
+    SELECT j.id, j.token, left(add_log.message, jobqueue._conf('log_message_max_chars')::integer)
+    FROM jobqueue.job j
+    WHERE j.id = add_log.id AND j.state = 'processing' AND j.token = add_log.token
+    FOR SHARE;
+    RETURN CASE WHEN FOUND THEN 'ok' ELSE 'lease_lost' END;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.add_log(bigint, bigint, text) IS 'Attach a log line to a running job: ok | lease_lost';
+
+CREATE FUNCTION jobqueue.set_progress(id bigint, token bigint, percent numeric) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._check_lease_args(set_progress.id, set_progress.token);
+    IF percent IS NULL OR NOT (percent BETWEEN 0 AND 100) THEN
+        PERFORM jobqueue._raise('percent', 'must be between 0 and 100');
+    END IF;
+    UPDATE jobqueue.job j SET progress = round(percent, 2)
+    WHERE j.id = set_progress.id AND j.state = 'processing' AND j.token = set_progress.token;
+    RETURN CASE WHEN FOUND THEN 'ok' ELSE 'lease_lost' END;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.set_progress(bigint, bigint, numeric) IS
+    'Record a running job''s progress (0..100): ok | lease_lost';
+
+------------------------------------------------------------------------------------------
+-- Cancel, dead letters
+------------------------------------------------------------------------------------------
+-- Whether the calling login role administers jobqueue (member of jobqueue_admin, superuser,
+-- or the schema owner).
+CREATE FUNCTION jobqueue._is_admin() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT pg_has_role(session_user, 'jobqueue_admin', 'MEMBER')
+        OR session_user = (SELECT n.nspowner::regrole::text FROM pg_namespace n WHERE n.nspname = 'jobqueue')
+$$;
+
+CREATE FUNCTION jobqueue.cancel(id bigint, reason text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    j record;
+    why text := coalesce(cancel.reason, 'cancelled');
+BEGIN
+    IF cancel.id IS NULL THEN
+        PERFORM jobqueue._raise('id', 'must not be null');
+    END IF;
+    IF length(cancel.reason) > 1000 THEN
+        PERFORM jobqueue._raise('reason', 'longer than 1000 characters');
+    END IF;
+    SELECT x.state, x.created_by, x.token, x.queue INTO j
+    FROM jobqueue.job x WHERE x.id = cancel.id FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT x.state, x.created_by INTO j FROM jobqueue.job_history x WHERE x.id = cancel.id
+        UNION ALL SELECT x.state, x.created_by FROM jobqueue.dead_letter x WHERE x.id = cancel.id
+        LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'P0002', COLUMN = 'id',
+                MESSAGE = format('id: no job %s', cancel.id);
+        END IF;
+    END IF;
+    IF j.created_by <> session_user AND NOT jobqueue._is_admin() THEN
+        RAISE EXCEPTION USING ERRCODE = '42501', COLUMN = 'id',
+            MESSAGE = format('id: job %s was not enqueued by %s; cancelling it needs jobqueue_admin',
+                             cancel.id, session_user);
+    END IF;
+    IF j.state IN ('pending', 'retrying') THEN
+        PERFORM jobqueue._finish_waiting(ARRAY[cancel.id], 'cancelled', why);
+        RETURN 'cancelled';
+    ELSIF j.state = 'processing' THEN
+        -- The worker learns it from heartbeat and acknowledges with fail(error_class => 'cancelled');
+        -- if it never does, reconcile finishes the job as cancelled when the lease expires. (Not a
+        -- state transition, so no job_event row: the cancelled transition records the reason.)
+        UPDATE jobqueue.job x SET cancel_requested = true, reason = why
+        WHERE x.id = cancel.id AND x.state = 'processing' AND NOT x.cancel_requested;
+        RETURN 'cancel_requested';
+    END IF;
+    RETURN 'already_finished';
+END
+$$;
+COMMENT ON FUNCTION jobqueue.cancel(bigint, text) IS
+    'Cancel a waiting job (cancelled) or ask a running one to stop (cancel_requested); already_finished otherwise';
+
+-- Put dead letters (by id) back as pending: same id, attempt 0, errors kept, a new token at the
+-- next claim. Skips ids whose unique_key a live job holds now. Returns the ids put back.
+CREATE FUNCTION jobqueue._requeue_dead_letters(ids bigint[], action text) RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    back bigint[];
+    queues text[];
+BEGIN
+    WITH c AS (
+        SELECT x.id, x.state
+        FROM jobqueue.dead_letter x
+        WHERE x.id = ANY (ids)
+          AND (x.unique_key IS NULL
+               OR NOT EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.unique_key = x.unique_key))
+        ORDER BY x.id
+        FOR UPDATE SKIP LOCKED
+    ), one_per_key AS (
+        -- two dead letters with the same unique_key: only the oldest goes back
+        SELECT c.id, c.state FROM c JOIN jobqueue.dead_letter x ON x.id = c.id
+        WHERE x.unique_key IS NULL
+           OR c.id = (SELECT min(y.id) FROM c AS y JOIN jobqueue.dead_letter z ON z.id = y.id
+                      WHERE z.unique_key = x.unique_key)
+    ), d AS (
+        DELETE FROM jobqueue.dead_letter x USING one_per_key o
+        WHERE x.id = o.id AND x.state = o.state
+        RETURNING x AS r, o.state AS from_state
+    ), ins AS (
+        INSERT INTO jobqueue.job
+        SELECT p.* FROM d, jsonb_populate_record(d.r, jsonb_build_object(
+            'state', 'pending', 'attempt', 0, 'run_at', now(), 'priority', (d.r).base_priority,
+            'waiting_on', 0, 'worker_id', NULL, 'lease_expires_at', NULL, 'cancel_requested', false,
+            'progress', NULL, 'finished_at', NULL, 'output', NULL, 'reason', NULL, 'archived_at', NULL,
+            -- an expired job is put back to run: its past expiry no longer applies
+            'expires_at', CASE WHEN (d.r).expires_at > now() THEN (d.r).expires_at END)) AS p
+        RETURNING id, queue
+    ), ev AS (
+        INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
+        SELECT (d.r).id, (d.r).token, (d.r).queue, d.from_state, 'pending', jsonb_build_object('action', action)
+        FROM d
+    )
+    SELECT array_agg(i.id ORDER BY i.id), array_agg(DISTINCT i.queue) INTO back, queues FROM ins i;
+    PERFORM jobqueue._notify(queues);
+    RETURN coalesce(back, '{}');
+END
+$$;
+
+CREATE FUNCTION jobqueue.retry(id bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    dl record;
+    live bigint;
+    where_now text;
+BEGIN
+    IF retry.id IS NULL THEN
+        PERFORM jobqueue._raise('id', 'must not be null');
+    END IF;
+    SELECT x.id, x.unique_key INTO dl FROM jobqueue.dead_letter x WHERE x.id = retry.id FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT x.state::text INTO where_now FROM jobqueue.job x WHERE x.id = retry.id
+        UNION ALL SELECT x.state::text FROM jobqueue.job_history x WHERE x.id = retry.id LIMIT 1;
+        RAISE EXCEPTION USING ERRCODE = 'P0002', COLUMN = 'id',
+            MESSAGE = CASE WHEN where_now IS NULL THEN format('id: no dead letter %s', retry.id)
+                           ELSE format('id: job %s is not a dead letter (it is %s)', retry.id, where_now) END;
+    END IF;
+    SELECT j.id INTO live FROM jobqueue.job j WHERE j.unique_key = dl.unique_key;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '23505', COLUMN = 'unique_key',
+            MESSAGE = format('unique_key: live job %s holds the same unique_key; dead letter %s stays',
+                             live, retry.id);
+    END IF;
+    PERFORM jobqueue._requeue_dead_letters(ARRAY[retry.id], 'retry');
+    RETURN retry.id;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.retry(bigint) IS
+    'Put one dead letter back as pending (same id, attempt 0; the next claim issues a new, higher token)';
+
+-- Dead-letter filters (redrive, purge_dead_letters): a JSON object with any of
+-- queue, type, reason, tenant_id (strings), ids (list of job ids), since/until (timestamps
+-- with zone, on the dead-letter time), state ('dead_letter' or 'archived').
+CREATE TYPE jobqueue._dead_letter_filter AS (
+    queue text, type text, reason text, tenant_id text, ids bigint[],
+    since timestamptz, until timestamptz, state jobqueue.job_state
+);
+
+CREATE FUNCTION jobqueue._parse_filter(filter jsonb) RETURNS jobqueue._dead_letter_filter
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    f jobqueue._dead_letter_filter;
+    k text;
+    v jsonb;
+BEGIN
+    IF filter IS NULL OR jsonb_typeof(filter) <> 'object' THEN
+        PERFORM jobqueue._raise('filter', 'must be a JSON object (use {} for all)');
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(filter) LOOP
+        CONTINUE WHEN jsonb_typeof(v) = 'null';
+        CASE k
+        WHEN 'queue', 'type', 'reason', 'tenant_id' THEN
+            IF jsonb_typeof(v) <> 'string' THEN
+                PERFORM jobqueue._raise('filter', format('%s must be a string', k));
+            END IF;
+            CASE k
+            WHEN 'queue' THEN f.queue := v #>> '{}';
+            WHEN 'type' THEN f.type := v #>> '{}';
+            WHEN 'reason' THEN f.reason := v #>> '{}';
+            ELSE f.tenant_id := v #>> '{}';
+            END CASE;
+        WHEN 'ids' THEN
+            IF jsonb_typeof(v) <> 'array' OR EXISTS (
+                SELECT 1 FROM jsonb_array_elements(v) AS e
+                WHERE jsonb_typeof(e) <> 'number' OR e::numeric <> trunc(e::numeric)
+                   OR e::numeric NOT BETWEEN 1 AND 9223372036854775807) THEN
+                PERFORM jobqueue._raise('filter', 'ids must be a list of job ids');
+            END IF;
+            f.ids := ARRAY(SELECT e::numeric::bigint FROM jsonb_array_elements(v) AS e);
+        WHEN 'since', 'until' THEN
+            IF jobqueue._timestamptz_of(v) IS NULL THEN
+                PERFORM jobqueue._raise('filter', format('%s must be a timestamp with a time zone', k));
+            END IF;
+            IF k = 'since' THEN f.since := jobqueue._timestamptz_of(v); ELSE f.until := jobqueue._timestamptz_of(v); END IF;
+        WHEN 'state' THEN
+            IF v #>> '{}' NOT IN ('dead_letter', 'archived') THEN
+                PERFORM jobqueue._raise('filter', 'state must be dead_letter or archived');
+            END IF;
+            f.state := (v #>> '{}')::jobqueue.job_state;
+        ELSE
+            PERFORM jobqueue._raise('filter', format('unknown key "%s" (known: queue, type, reason, tenant_id, '
+                                                     'ids, since, until, state)', k));
+        END CASE;
+    END LOOP;
+    RETURN f;
+END
+$$;
+
+-- Ids of dead letters matching a filter (default state: the given default), oldest first.
+CREATE FUNCTION jobqueue._filter_dead_letters(f jobqueue._dead_letter_filter, default_states jobqueue.job_state[],
+                                              lim integer)
+RETURNS bigint[]
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT coalesce(array_agg(s.id ORDER BY s.id), '{}') FROM (
+        SELECT x.id FROM jobqueue.dead_letter x
+        WHERE ((f).queue IS NULL OR x.queue = (f).queue)
+          AND ((f).type IS NULL OR x.type = (f).type)
+          AND ((f).reason IS NULL OR x.reason = (f).reason)
+          AND ((f).tenant_id IS NULL OR x.tenant_id = (f).tenant_id)
+          AND ((f).ids IS NULL OR x.id = ANY ((f).ids))
+          AND ((f).since IS NULL OR x.finished_at >= (f).since)
+          AND ((f).until IS NULL OR x.finished_at < (f).until)
+          AND x.state = ANY (CASE WHEN (f).state IS NULL THEN default_states ELSE ARRAY[(f).state] END)
+        ORDER BY x.id
+        LIMIT lim
+    ) AS s
+$$;
+
+CREATE FUNCTION jobqueue.redrive(filter jsonb DEFAULT '{}', "limit" integer DEFAULT 1000, dry_run boolean DEFAULT false)
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    f jobqueue._dead_letter_filter := jobqueue._parse_filter(filter);
+    ids bigint[];
+BEGIN
+    IF "limit" IS NULL OR "limit" NOT BETWEEN 1 AND 10000 THEN
+        PERFORM jobqueue._raise('limit', 'must be between 1 and 10000');
+    END IF;
+    ids := jobqueue._filter_dead_letters(f, ARRAY['dead_letter']::jobqueue.job_state[], "limit");
+    IF coalesce(dry_run, false) THEN
+        RETURN QUERY SELECT unnest(ids);
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT unnest(jobqueue._requeue_dead_letters(ids, 'redrive'));
+END
+$$;
+COMMENT ON FUNCTION jobqueue.redrive(jsonb, integer, boolean) IS
+    'Put up to limit dead letters matching filter back as pending (ids returned; dry_run only lists them)';
+
+-- Archive dead letters older than max_age_days (else the queue's dead_letter_max_age_days,
+-- else the setting); returns how many (dry_run: would be).
+CREATE FUNCTION jobqueue._archive(max_age_days integer, lim integer, dry_run boolean) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    n integer;
+    default_days integer := jobqueue._conf('dead_letter_max_age_days');
+BEGIN
+    IF dry_run THEN
+        SELECT count(*) INTO n FROM (
+            SELECT 1 FROM jobqueue.dead_letter x LEFT JOIN jobqueue.queue q ON q.name = x.queue
+            WHERE x.state = 'dead_letter'
+              AND x.finished_at < now() - make_interval(days => coalesce(max_age_days, q.dead_letter_max_age_days, default_days))
+            LIMIT lim) AS s;
+        RETURN n;
+    END IF;
+    WITH c AS (
+        SELECT x.id FROM jobqueue.dead_letter x LEFT JOIN jobqueue.queue q ON q.name = x.queue
+        WHERE x.state = 'dead_letter'
+          AND x.finished_at < now() - make_interval(days => coalesce(max_age_days, q.dead_letter_max_age_days, default_days))
+        ORDER BY x.id LIMIT lim
+        FOR UPDATE OF x SKIP LOCKED
+    ), u AS (
+        UPDATE jobqueue.dead_letter x SET state = 'archived', archived_at = now()
+        FROM c WHERE x.id = c.id AND x.state = 'dead_letter'
+        RETURNING x.id, x.token, x.queue
+    ), ev AS (
+        INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state)
+        SELECT u.id, u.token, u.queue, 'dead_letter', 'archived' FROM u
+    )
+    SELECT count(*) INTO n FROM u;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION jobqueue.archive_dead_letters(max_age_days integer DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    IF max_age_days < 0 OR max_age_days > 36500 THEN
+        PERFORM jobqueue._raise('max_age_days', 'must be between 0 and 36500 (or NULL for the queue''s setting)');
+    END IF;
+    RETURN jobqueue._archive(max_age_days, 2147483647, false);
+END
+$$;
+COMMENT ON FUNCTION jobqueue.archive_dead_letters(integer) IS
+    'Archive dead letters older than max_age_days (default: per queue, else the setting); returns the count';
+
+CREATE FUNCTION jobqueue.purge_dead_letters(filter jsonb, "limit" integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    f jobqueue._dead_letter_filter := jobqueue._parse_filter(filter);
+    n integer;
+BEGIN
+    IF "limit" IS NULL OR "limit" NOT BETWEEN 1 AND 100000 THEN
+        PERFORM jobqueue._raise('limit', 'must be between 1 and 100000');
+    END IF;
+    WITH d AS (
+        DELETE FROM jobqueue.dead_letter x
+        WHERE x.id = ANY (jobqueue._filter_dead_letters(f, ARRAY['dead_letter', 'archived']::jobqueue.job_state[],
+                                                        "limit"))
+        RETURNING x.id, x.token, x.queue, x.state
+    ), ev AS (
+        INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
+        SELECT d.id, d.token, d.queue, d.state, NULL, '{"action": "purge"}' FROM d
+    )
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.purge_dead_letters(jsonb, integer) IS
+    'Delete up to limit dead letters (dead_letter or archived) matching filter; returns the count';
+
+------------------------------------------------------------------------------------------
+-- Reconcile: maintenance steps, each one guarded statement with a batch size
+------------------------------------------------------------------------------------------
+-- History partitions: daily (UTC) ranges named job_history_pYYYYMMDD, created `ahead` days in
+-- advance, dropped when wholly older than the longest history retention. Names come from
+-- dates only. Serialised by a transaction-scoped advisory lock (another reconcile running it
+-- skips) and bounded by lock_timeout, so it never queues behind or blocks the hot path for
+-- long; if it cannot get its locks it does nothing this time.
+CREATE FUNCTION jobqueue._maintain_partitions(dry_run boolean) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, jobqueue, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+    ahead integer := jobqueue._conf('history_partitions_ahead');
+    today date := (now() AT TIME ZONE 'UTC')::date;
+    keep interval := make_interval(secs => greatest(
+        jobqueue._conf('history_retention_s'),
+        coalesce((SELECT max(extract(epoch FROM q.history_retention)) FROM jobqueue.queue q), 0)));
+    d date;
+    lo timestamptz;
+    hi timestamptz;
+    part text;
+    created integer := 0;
+    dropped integer := 0;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('jobqueue._maintain_partitions')) THEN
+        RETURN jsonb_build_object('partitions_created', 0, 'partitions_dropped', 0, 'partitions_skipped', true);
+    END IF;
+    BEGIN
+        FOR part, d IN
+            SELECT c.relname, to_date(substr(c.relname, 14), 'YYYYMMDD')
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'jobqueue.job_history'::regclass AND c.relname ~ '^job_history_p[0-9]{8}$'
+            ORDER BY 1
+        LOOP
+            hi := (d + 1)::timestamp AT TIME ZONE 'UTC';
+            IF hi <= now() - keep THEN
+                IF NOT dry_run THEN
+                    EXECUTE format('DROP TABLE IF EXISTS jobqueue.%I', part);
+                END IF;
+                dropped := dropped + 1;
+            END IF;
+        END LOOP;
+        FOR d IN SELECT today + k FROM generate_series(0, ahead) AS k LOOP
+            part := 'job_history_p' || to_char(d, 'YYYYMMDD');
+            lo := d::timestamp AT TIME ZONE 'UTC';
+            hi := (d + 1)::timestamp AT TIME ZONE 'UTC';
+            CONTINUE WHEN to_regclass(format('jobqueue.%I', part)) IS NOT NULL;
+            -- rows of that day already in the DEFAULT partition (reconcile did not run for a
+            -- while): leave the day there; retention prunes it row by row
+            CONTINUE WHEN EXISTS (SELECT 1 FROM jobqueue.job_history_default h
+                                  WHERE h.finished_at >= lo AND h.finished_at < hi);
+            IF NOT dry_run THEN
+                EXECUTE format('CREATE TABLE jobqueue.%I PARTITION OF jobqueue.job_history FOR VALUES FROM (%L) TO (%L)',
+                               part, lo, hi);
+            END IF;
+            created := created + 1;
+        END LOOP;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN jsonb_build_object('partitions_created', 0, 'partitions_dropped', 0, 'partitions_skipped', true);
+    END;
+    RETURN jsonb_build_object('partitions_created', created, 'partitions_dropped', dropped,
+                              'partitions_skipped', false);
+END
+$$;
+
+CREATE FUNCTION jobqueue.reconcile(batch integer DEFAULT 1000, dry_run boolean DEFAULT false) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    dry boolean := coalesce(dry_run, false);
+    leases_retried integer := 0;
+    leases_dead integer := 0;
+    leases_cancelled integer := 0;
+    expired integer := 0;
+    dependents integer := 0;
+    archived integer;
+    pruned integer := 0;
+    events_pruned integer := 0;
+    logs_pruned integer := 0;
+    workers_pruned integer := 0;
+    aged integer := 0;
+    finished bigint[];
+    wake text[];
+    parts jsonb;
+    history_keep interval := make_interval(secs => jobqueue._conf('history_retention_s'));
+    min_keep interval;
+    drop_before timestamptz;
+BEGIN
+    IF batch IS NULL OR batch NOT BETWEEN 1 AND 100000 THEN
+        PERFORM jobqueue._raise('batch', 'must be between 1 and 100000');
+    END IF;
+
+    -- (1) Expired leases. A job whose lease ran out is a failed attempt of class timeout:
+    -- retrying (with the timeout delay), or dead-lettered (visibility_timeout_exceeded) when
+    -- its attempts are used up, or cancelled when cancel was requested. Candidates are locked
+    -- with SKIP LOCKED and the transition re-asserts state, token and expiry, so a job acked
+    -- or heartbeated in the meantime keeps its new state.
+    IF dry THEN
+        SELECT count(*) FILTER (WHERE NOT s.cancel_requested AND s.attempt < s.max_attempts),
+               count(*) FILTER (WHERE NOT s.cancel_requested AND s.attempt >= s.max_attempts),
+               count(*) FILTER (WHERE s.cancel_requested)
+        INTO leases_retried, leases_dead, leases_cancelled
+        FROM (SELECT j.cancel_requested, j.attempt, j.max_attempts FROM jobqueue.job j
+              WHERE j.state = 'processing' AND j.lease_expires_at < now() LIMIT batch) AS s;
+    ELSE
+        WITH c AS (
+            SELECT j.id FROM jobqueue.job j
+            WHERE j.state = 'processing' AND j.lease_expires_at < now()
+            ORDER BY j.lease_expires_at, j.id
+            LIMIT batch
+            FOR UPDATE SKIP LOCKED
+        ), o AS (
+            SELECT j.id, j.token, x.outcome,
+                   jsonb_build_object('at', now(), 'attempt', j.attempt, 'token', j.token, 'error_class', 'timeout',
+                       'message', format('lease expired at %s without acknowledgement', j.lease_expires_at),
+                       'traceback', NULL, 'worker_id', j.worker_id, 'source', 'reconcile',
+                       'outcome', x.outcome) AS entry,
+                   CASE WHEN x.outcome = 'retrying' THEN jobqueue.retry_delay(
+                       jobqueue._effective_policy(j.queue, j.type, j.retry_policy), j.attempt, 'timeout', random())
+                   END AS delay
+            FROM jobqueue.job j JOIN c ON c.id = j.id
+            CROSS JOIN LATERAL (SELECT CASE WHEN j.cancel_requested THEN 'cancelled'
+                                            WHEN j.attempt >= j.max_attempts THEN 'dead_letter'
+                                            ELSE 'retrying' END AS outcome) AS x
+        ), u AS (
+            UPDATE jobqueue.job j
+            SET state = 'retrying', run_at = now() + o.delay, errors = jobqueue._append_error(j.errors, o.entry),
+                worker_id = NULL, lease_expires_at = NULL
+            FROM o
+            WHERE j.id = o.id AND o.outcome = 'retrying'
+              AND j.state = 'processing' AND j.token = o.token AND j.lease_expires_at < now()
+            RETURNING j.id, j.token, j.queue, j.attempt, j.run_at
+        ), d AS (
+            DELETE FROM jobqueue.job j USING o
+            WHERE j.id = o.id AND o.outcome <> 'retrying'
+              AND j.state = 'processing' AND j.token = o.token AND j.lease_expires_at < now()
+            RETURNING j AS r, o.outcome, o.entry
+        ), moved AS (
+            SELECT d.outcome, jsonb_populate_record(d.r, jsonb_build_object(
+                       'state', d.outcome, 'finished_at', now(), 'lease_expires_at', NULL,
+                       'reason', CASE WHEN d.outcome = 'cancelled' THEN coalesce((d.r).reason, 'cancelled')
+                                      ELSE 'visibility_timeout_exceeded' END,
+                       'errors', jobqueue._append_error((d.r).errors, d.entry))) AS r
+            FROM d
+        ), h AS (
+            INSERT INTO jobqueue.job_history SELECT (m.r).* FROM moved m WHERE m.outcome = 'cancelled'
+        ), l AS (
+            INSERT INTO jobqueue.dead_letter SELECT (m.r).* FROM moved m WHERE m.outcome = 'dead_letter'
+        ), ev AS (
+            INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
+            SELECT u.id, u.token, u.queue, 'processing'::jobqueue.job_state, 'retrying'::jobqueue.job_state,
+                   jsonb_build_object('error_class', 'timeout', 'attempt', u.attempt, 'by', 'reconcile')
+            FROM u
+            UNION ALL
+            SELECT (m.r).id, (m.r).token, (m.r).queue, 'processing'::jobqueue.job_state, (m.r).state,
+                   jsonb_build_object('error_class', 'timeout', 'attempt', (m.r).attempt, 'reason', (m.r).reason,
+                                      'by', 'reconcile')
+            FROM moved m
+        )
+        SELECT (SELECT count(*) FROM u),
+               (SELECT count(*) FROM moved m WHERE m.outcome = 'dead_letter'),
+               (SELECT count(*) FROM moved m WHERE m.outcome = 'cancelled'),
+               (SELECT array_agg((m.r).id) FROM moved m),
+               (SELECT array_agg(DISTINCT u.queue) FROM u WHERE u.run_at <= now())
+        INTO leases_retried, leases_dead, leases_cancelled, finished, wake;
+        PERFORM jobqueue._notify(wake);
+        IF finished IS NOT NULL THEN
+            dependents := dependents + jobqueue._cancel_dependents(finished);
+        END IF;
+    END IF;
+
+    -- (2) Expired jobs: waiting past expires_at (claim no longer picks them) -> dead letter 'expired'.
+    IF dry THEN
+        SELECT count(*) INTO expired FROM (
+            SELECT 1 FROM jobqueue.job j
+            WHERE j.expires_at <= now() AND j.state IN ('pending', 'retrying') LIMIT batch) AS s;
+    ELSE
+        WITH c AS (
+            SELECT j.id FROM jobqueue.job j
+            WHERE j.expires_at <= now() AND j.state IN ('pending', 'retrying')
+            ORDER BY j.expires_at, j.id
+            LIMIT batch
+            FOR UPDATE SKIP LOCKED
+        ), d AS (
+            DELETE FROM jobqueue.job j USING c
+            WHERE j.id = c.id AND j.state IN ('pending', 'retrying') AND j.expires_at <= now()
+            RETURNING j AS r
+        ), l AS (
+            INSERT INTO jobqueue.dead_letter
+            SELECT p.* FROM d, jsonb_populate_record(d.r, jsonb_build_object(
+                'state', 'dead_letter', 'finished_at', now(), 'reason', 'expired', 'waiting_on', 0)) AS p
+        ), ev AS (
+            INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
+            SELECT (d.r).id, (d.r).token, (d.r).queue, (d.r).state, 'dead_letter',
+                   jsonb_build_object('reason', 'expired', 'by', 'reconcile')
+            FROM d
+        )
+        SELECT count(*), array_agg((d.r).id) INTO expired, finished FROM d;
+        IF finished IS NOT NULL THEN
+            dependents := dependents + jobqueue._cancel_dependents(finished);
+        END IF;
+    END IF;
+
+    -- (3) Archive old dead letters.
+    archived := jobqueue._archive(NULL, batch, dry);
+
+    -- (4) Retention: delete expired history rows batch by batch (per queue retention; wholly
+    -- expired partitions are dropped in step 6), old audit events
+    -- (the only delete job_event accepts: flagged, as the owner), old log lines, stopped workers.
+    min_keep := least(history_keep, coalesce((SELECT min(q.history_retention) FROM jobqueue.queue q), history_keep));
+    -- Dated partitions wholly older than the longest retention are dropped in step 6: their
+    -- rows are not deleted one by one here (only DEFAULT-partition rows that old are).
+    drop_before := (((now() - greatest(history_keep, coalesce((SELECT max(q.history_retention) FROM jobqueue.queue q),
+                                                               history_keep))) AT TIME ZONE 'UTC')::date)::timestamp
+                   AT TIME ZONE 'UTC';
+    IF dry THEN
+        SELECT count(*) INTO pruned FROM (
+            SELECT 1 FROM jobqueue.job_history h LEFT JOIN jobqueue.queue q ON q.name = h.queue
+            WHERE h.finished_at < now() - min_keep
+              AND h.finished_at < now() - coalesce(q.history_retention, history_keep)
+              AND (h.finished_at >= drop_before OR h.tableoid = 'jobqueue.job_history_default'::regclass)
+            LIMIT batch) AS s;
+        SELECT count(*) INTO events_pruned FROM (
+            SELECT 1 FROM jobqueue.job_event e
+            WHERE e.at < now() - make_interval(secs => jobqueue._conf('event_retention_s')) LIMIT batch) AS s;
+        SELECT count(*) INTO logs_pruned FROM (
+            SELECT 1 FROM jobqueue.job_log g
+            WHERE g.at < now() - make_interval(secs => jobqueue._conf('log_retention_s')) LIMIT batch) AS s;
+        SELECT count(*) INTO workers_pruned FROM jobqueue.worker w
+        WHERE w.stopped_at < now() - make_interval(secs => jobqueue._conf('worker_retention_s'));
+    ELSE
+        WITH c AS (
+            SELECT h.id, h.finished_at FROM jobqueue.job_history h LEFT JOIN jobqueue.queue q ON q.name = h.queue
+            WHERE h.finished_at < now() - min_keep
+              AND h.finished_at < now() - coalesce(q.history_retention, history_keep)
+              AND (h.finished_at >= drop_before OR h.tableoid = 'jobqueue.job_history_default'::regclass)
+            LIMIT batch
+            FOR UPDATE OF h SKIP LOCKED
+        ), d AS (
+            DELETE FROM jobqueue.job_history h USING c
+            WHERE h.id = c.id AND h.finished_at = c.finished_at
+            RETURNING 1
+        )
+        SELECT count(*) INTO pruned FROM d;
+
+        PERFORM set_config('jobqueue.pruning', 'on', true);
+        DELETE FROM jobqueue.job_event e
+        WHERE e.ctid = ANY (ARRAY(
+            SELECT x.ctid FROM jobqueue.job_event x
+            WHERE x.at < now() - make_interval(secs => jobqueue._conf('event_retention_s')) LIMIT batch));
+        GET DIAGNOSTICS events_pruned = ROW_COUNT;
+        PERFORM set_config('jobqueue.pruning', 'off', true);
+
+        DELETE FROM jobqueue.job_log g
+        WHERE g.ctid = ANY (ARRAY(
+            SELECT x.ctid FROM jobqueue.job_log x
+            WHERE x.at < now() - make_interval(secs => jobqueue._conf('log_retention_s')) LIMIT batch));
+        GET DIAGNOSTICS logs_pruned = ROW_COUNT;
+
+        DELETE FROM jobqueue.worker w
+        WHERE w.stopped_at < now() - make_interval(secs => jobqueue._conf('worker_retention_s'));
+        GET DIAGNOSTICS workers_pruned = ROW_COUNT;
+    END IF;
+
+    -- (5) Priority aging, where a queue enables it: +1 per aging_interval waited since run_at,
+    -- up to 10, never down; so a steady stream of high priorities cannot starve the rest.
+    IF dry THEN
+        SELECT count(*) INTO aged FROM (
+            SELECT 1 FROM jobqueue.job j JOIN jobqueue.queue q ON q.name = j.queue
+            WHERE q.aging_interval IS NOT NULL AND j.state IN ('pending', 'retrying')
+              AND j.run_at <= now() - q.aging_interval
+              AND j.priority < least(10, j.base_priority
+                    + floor(extract(epoch FROM now() - j.run_at) / extract(epoch FROM q.aging_interval)))
+            LIMIT batch) AS s;
+    ELSE
+        WITH c AS (
+            SELECT j.id FROM jobqueue.job j JOIN jobqueue.queue q ON q.name = j.queue
+            WHERE q.aging_interval IS NOT NULL AND j.state IN ('pending', 'retrying')
+              AND j.run_at <= now() - q.aging_interval
+              AND j.priority < least(10, j.base_priority
+                    + floor(extract(epoch FROM now() - j.run_at) / extract(epoch FROM q.aging_interval)))
+            ORDER BY j.id
+            LIMIT batch
+            FOR UPDATE OF j SKIP LOCKED
+        ), u AS (
+            UPDATE jobqueue.job j
+            SET priority = greatest(j.priority, least(10, j.base_priority
+                    + floor(extract(epoch FROM now() - j.run_at) / extract(epoch FROM q.aging_interval))))::smallint
+            FROM c, jobqueue.queue q
+            WHERE j.id = c.id AND q.name = j.queue AND j.state IN ('pending', 'retrying')
+            RETURNING 1
+        )
+        SELECT count(*) INTO aged FROM u;
+    END IF;
+
+    -- (6) History partitions: create the coming days', drop the wholly expired ones. Last,
+    -- because its DDL locks job_history until this transaction commits.
+    parts := jobqueue._maintain_partitions(dry);
+    RETURN jsonb_build_object(
+        'dry_run', dry,
+        'expired_leases', leases_retried + leases_dead + leases_cancelled,
+        'leases_retried', leases_retried,
+        'leases_dead_lettered', leases_dead,
+        'leases_cancelled', leases_cancelled,
+        'expired', expired,
+        'dependents_cancelled', dependents,
+        'dead_letters_archived', archived,
+        'history_pruned', pruned,
+        'events_pruned', events_pruned,
+        'logs_pruned', logs_pruned,
+        'workers_pruned', workers_pruned,
+        'aged', aged) || parts;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.reconcile(integer, boolean) IS
+    'Maintenance (expire leases, expire TTL''d jobs, archive, prune, age priorities, partitions); JSON summary';
+
+------------------------------------------------------------------------------------------
+-- Queues and retry policies
+------------------------------------------------------------------------------------------
+CREATE FUNCTION jobqueue._queue_settings(queue text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'queue', q.name, 'paused', q.paused, 'max_size', q.max_size,
+        'visibility_timeout', extract(epoch FROM q.visibility_timeout), 'max_attempts', q.max_attempts,
+        'retry_policy', q.retry_policy, 'dead_letter_max_age_days', q.dead_letter_max_age_days,
+        'history_retention', extract(epoch FROM q.history_retention),
+        'aging_interval', extract(epoch FROM q.aging_interval))
+    FROM jobqueue.queue q WHERE q.name = _queue_settings.queue
+$$;
+
+CREATE FUNCTION jobqueue.pause_queue(queue text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._check_queue(pause_queue.queue);
+    INSERT INTO jobqueue.queue AS q (name, paused) VALUES (pause_queue.queue, true)
+    ON CONFLICT (name) DO UPDATE SET paused = true, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION jobqueue.pause_queue(text) IS 'Stop claims from a queue (enqueue still accepted)';
+
+CREATE FUNCTION jobqueue.resume_queue(queue text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._check_queue(resume_queue.queue);
+    INSERT INTO jobqueue.queue AS q (name, paused) VALUES (resume_queue.queue, false)
+    ON CONFLICT (name) DO UPDATE SET paused = false, updated_at = now();
+    PERFORM jobqueue._notify(ARRAY[resume_queue.queue]);
+END
+$$;
+COMMENT ON FUNCTION jobqueue.resume_queue(text) IS 'Let workers claim from a paused queue again';
+
+CREATE FUNCTION jobqueue.configure_queue(queue text, settings jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    k text;
+    v jsonb;
+    n numeric;
+    max_lease numeric := jobqueue._conf('max_lease_s');
+    problem text;
+BEGIN
+    PERFORM jobqueue._check_queue(configure_queue.queue);
+    IF settings IS NULL OR jsonb_typeof(settings) <> 'object' THEN
+        PERFORM jobqueue._raise('settings', 'must be a JSON object');
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(settings) LOOP
+        CONTINUE WHEN jsonb_typeof(v) = 'null';  -- JSON null clears the setting
+        n := CASE WHEN jsonb_typeof(v) = 'number' THEN v::numeric END;
+        CASE k
+        WHEN 'max_size' THEN
+            IF n IS NULL OR n <> trunc(n) OR n NOT BETWEEN 1 AND 100000000 THEN
+                PERFORM jobqueue._raise('max_size', 'must be an integer between 1 and 100000000 (or null)');
+            END IF;
+        WHEN 'visibility_timeout' THEN
+            IF n IS NULL OR n <= 0 OR n > max_lease THEN
+                PERFORM jobqueue._raise('visibility_timeout',
+                    format('must be a number of seconds more than 0 and at most %s (or null)', max_lease));
+            END IF;
+        WHEN 'max_attempts' THEN
+            IF n IS NULL OR n <> trunc(n) OR n NOT BETWEEN 1 AND 1000 THEN
+                PERFORM jobqueue._raise('max_attempts', 'must be an integer between 1 and 1000 (or null)');
+            END IF;
+        WHEN 'retry_policy' THEN
+            problem := jobqueue._policy_error(v);
+            IF problem IS NOT NULL THEN
+                PERFORM jobqueue._raise('retry_policy', problem);
+            END IF;
+        WHEN 'dead_letter_max_age_days' THEN
+            IF n IS NULL OR n <> trunc(n) OR n NOT BETWEEN 1 AND 36500 THEN
+                PERFORM jobqueue._raise('dead_letter_max_age_days', 'must be an integer between 1 and 36500 (or null)');
+            END IF;
+        WHEN 'history_retention' THEN
+            IF n IS NULL OR n <= 0 OR n > 315360000 THEN
+                PERFORM jobqueue._raise('history_retention',
+                    'must be a number of seconds more than 0 and at most 315360000 (or null)');
+            END IF;
+        WHEN 'aging_interval' THEN
+            IF n IS NULL OR n <= 0 OR n > 2592000 THEN
+                PERFORM jobqueue._raise('aging_interval',
+                    'must be a number of seconds more than 0 and at most 2592000 (or null)');
+            END IF;
+        ELSE
+            PERFORM jobqueue._raise('settings', format('unknown key "%s" (known: max_size, visibility_timeout, '
+                'max_attempts, retry_policy, dead_letter_max_age_days, history_retention, aging_interval)', k));
+        END CASE;
+    END LOOP;
+    INSERT INTO jobqueue.queue (name) VALUES (configure_queue.queue) ON CONFLICT DO NOTHING;
+    UPDATE jobqueue.queue q SET
+        max_size = CASE WHEN settings ? 'max_size' THEN (settings->>'max_size')::numeric::integer ELSE q.max_size END,
+        visibility_timeout = CASE WHEN settings ? 'visibility_timeout'
+            THEN make_interval(secs => (settings->>'visibility_timeout')::float8) ELSE q.visibility_timeout END,
+        max_attempts = CASE WHEN settings ? 'max_attempts'
+            THEN (settings->>'max_attempts')::numeric::integer ELSE q.max_attempts END,
+        retry_policy = CASE WHEN settings ? 'retry_policy' THEN nullif(settings->'retry_policy', 'null') ELSE q.retry_policy END,
+        dead_letter_max_age_days = CASE WHEN settings ? 'dead_letter_max_age_days'
+            THEN (settings->>'dead_letter_max_age_days')::numeric::integer ELSE q.dead_letter_max_age_days END,
+        history_retention = CASE WHEN settings ? 'history_retention'
+            THEN make_interval(secs => (settings->>'history_retention')::float8) ELSE q.history_retention END,
+        aging_interval = CASE WHEN settings ? 'aging_interval'
+            THEN make_interval(secs => (settings->>'aging_interval')::float8) ELSE q.aging_interval END,
+        updated_at = now()
+    WHERE q.name = configure_queue.queue;
+    RETURN jobqueue._queue_settings(configure_queue.queue);
+END
+$$;
+COMMENT ON FUNCTION jobqueue.configure_queue(text, jsonb) IS
+    'Set queue settings (max_size, visibility_timeout, max_attempts, retry_policy, dead_letter_max_age_days, '
+    'history_retention, aging_interval; JSON null clears); returns the resulting settings';
+
+CREATE FUNCTION jobqueue.set_retry_policy(type text, policy jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    problem text := jobqueue._policy_error(policy);
+BEGIN
+    PERFORM jobqueue._check_type(set_retry_policy.type);
+    IF problem IS NOT NULL THEN
+        PERFORM jobqueue._raise('policy', problem);
+    END IF;
+    IF policy IS NULL OR jsonb_typeof(policy) = 'null' THEN
+        DELETE FROM jobqueue.retry_policy p WHERE p.type = set_retry_policy.type;
+    ELSE
+        INSERT INTO jobqueue.retry_policy AS p (type, policy) VALUES (set_retry_policy.type, policy)
+        ON CONFLICT (type) DO UPDATE SET policy = EXCLUDED.policy, updated_at = now();
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.set_retry_policy(text, jsonb) IS
+    'Set (or with NULL remove) the retry policy of a job type; see retry_delay for the keys';
+
+------------------------------------------------------------------------------------------
+-- Statistics
+------------------------------------------------------------------------------------------
+CREATE FUNCTION jobqueue.queue_stats()
+RETURNS TABLE (queue text, paused boolean, pending bigint, scheduled bigint, retrying bigint, processing bigint,
+               dead_letters bigint, oldest_pending_age_s double precision)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    WITH j AS (
+        SELECT x.queue,
+               count(*) FILTER (WHERE x.state = 'pending' AND x.run_at <= now()) AS pending,
+               count(*) FILTER (WHERE x.state = 'pending' AND x.run_at > now()) AS scheduled,
+               count(*) FILTER (WHERE x.state = 'retrying') AS retrying,
+               count(*) FILTER (WHERE x.state = 'processing') AS processing,
+               max(extract(epoch FROM now() - x.run_at)) FILTER (
+                   WHERE x.state IN ('pending', 'retrying') AND x.run_at <= now() AND x.waiting_on = 0) AS oldest
+        FROM jobqueue.job x GROUP BY x.queue
+    ), d AS (
+        SELECT x.queue, count(*) AS n FROM jobqueue.dead_letter x WHERE x.state = 'dead_letter' GROUP BY x.queue
+    ), names AS (
+        SELECT q.name AS queue FROM jobqueue.queue q
+        UNION SELECT j.queue FROM j
+        UNION SELECT d.queue FROM d
+    )
+    SELECT n.queue, coalesce(q.paused, false), coalesce(j.pending, 0), coalesce(j.scheduled, 0),
+           coalesce(j.retrying, 0), coalesce(j.processing, 0), coalesce(d.n, 0), coalesce(j.oldest, 0)::float8
+    FROM names n
+    LEFT JOIN jobqueue.queue q ON q.name = n.queue
+    LEFT JOIN j ON j.queue = n.queue
+    LEFT JOIN d ON d.queue = n.queue
+    ORDER BY n.queue
+$$;
+COMMENT ON FUNCTION jobqueue.queue_stats() IS
+    'Per queue: pending (runnable now), scheduled (run_at ahead), retrying, processing, dead letters, '
+    'age in seconds of the oldest runnable waiting job';
+
+CREATE FUNCTION jobqueue.metrics("window" interval DEFAULT '1 hour')
+RETURNS TABLE (queue text, completed bigint, failed bigint, success_rate double precision,
+               avg_duration_s double precision, p95_duration_s double precision,
+               jobs_per_minute double precision, error_rate double precision)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM jobqueue._check_duration('window', "window", false, 31 * 86400);
+    RETURN QUERY
+    WITH c AS (
+        SELECT h.queue, count(*) AS completed,
+               avg(extract(epoch FROM h.finished_at - h.claimed_at))::float8 AS avg_s,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM h.finished_at - h.claimed_at))::float8 AS p95_s
+        FROM jobqueue.job_history h
+        WHERE h.state = 'completed' AND h.finished_at >= now() - "window"
+        GROUP BY h.queue
+    ), f AS (
+        SELECT e.queue,
+               count(*) FILTER (WHERE e.from_state = 'processing' AND e.to_state IN ('retrying', 'dead_letter')) AS failed,
+               count(*) FILTER (WHERE e.to_state = 'dead_letter') AS dead
+        FROM jobqueue.job_event e
+        WHERE e.at >= now() - "window" AND e.to_state IN ('retrying', 'dead_letter')
+        GROUP BY e.queue
+    )
+    SELECT coalesce(c.queue, f.queue), coalesce(c.completed, 0), coalesce(f.failed, 0),
+           coalesce(c.completed, 0)::float8 / nullif(coalesce(c.completed, 0) + coalesce(f.dead, 0), 0),
+           c.avg_s, c.p95_s,
+           coalesce(c.completed, 0)::float8 / (extract(epoch FROM "window")::float8 / 60),
+           coalesce(f.failed, 0)::float8 / nullif(coalesce(c.completed, 0) + coalesce(f.failed, 0), 0)
+    FROM c FULL JOIN f ON f.queue = c.queue
+    ORDER BY 1;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.metrics(interval) IS
+    'Per queue over the last window: completed, failed attempts, success_rate = completed/(completed + dead-lettered), '
+    'avg and p95 processing seconds (claim to completion), completions per minute, '
+    'error_rate = failed attempts/(completed + failed attempts)';
+
+------------------------------------------------------------------------------------------
+-- Workers
+------------------------------------------------------------------------------------------
+CREATE FUNCTION jobqueue.register_worker(worker_id text, host text DEFAULT NULL, pid integer DEFAULT NULL,
+                                         queues text[] DEFAULT NULL, concurrency integer DEFAULT NULL,
+                                         metadata jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF worker_id IS NULL OR worker_id = '' THEN
+        PERFORM jobqueue._raise('worker_id', 'must be a non-empty string');
+    ELSIF length(worker_id) > 255 THEN
+        PERFORM jobqueue._raise('worker_id', 'longer than 255 characters');
+    END IF;
+    IF length(host) > 255 THEN
+        PERFORM jobqueue._raise('host', 'longer than 255 characters');
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(queues) AS x WHERE jobqueue._queue_error(x) IS NOT NULL)
+       OR cardinality(queues) > 100 THEN
+        PERFORM jobqueue._raise('queues', 'must be at most 100 valid queue names');
+    END IF;
+    IF concurrency IS NOT NULL AND concurrency NOT BETWEEN 1 AND 100000 THEN
+        PERFORM jobqueue._raise('concurrency', 'must be between 1 and 100000');
+    END IF;
+    IF metadata IS NOT NULL AND jsonb_typeof(metadata) <> 'object' THEN
+        PERFORM jobqueue._raise('metadata', 'must be a JSON object');
+    END IF;
+    INSERT INTO jobqueue.worker AS w (worker_id, db_user, host, pid, queues, concurrency, metadata)
+    VALUES (register_worker.worker_id, session_user, register_worker.host, register_worker.pid,
+            register_worker.queues, register_worker.concurrency, coalesce(register_worker.metadata, '{}'))
+    ON CONFLICT (worker_id) DO UPDATE
+    SET db_user = EXCLUDED.db_user, host = EXCLUDED.host, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
+        concurrency = EXCLUDED.concurrency, metadata = EXCLUDED.metadata, started_at = now(),
+        last_seen_at = now(), jobs_done = 0, stopped_at = NULL;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.register_worker(text, text, integer, text[], integer, jsonb) IS
+    'Register (or re-register) a worker process';
+
+CREATE FUNCTION jobqueue.worker_heartbeat(worker_id text, jobs_done bigint DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF jobs_done < 0 THEN
+        PERFORM jobqueue._raise('jobs_done', 'must be at least 0');
+    END IF;
+    UPDATE jobqueue.worker w
+    SET last_seen_at = now(), jobs_done = coalesce(worker_heartbeat.jobs_done, w.jobs_done)
+    WHERE w.worker_id = worker_heartbeat.worker_id AND w.stopped_at IS NULL;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.worker_heartbeat(text, bigint) IS
+    'A registered worker is alive (false: unknown or unregistered, register again)';
+
+CREATE FUNCTION jobqueue.unregister_worker(worker_id text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    UPDATE jobqueue.worker w SET stopped_at = now(), last_seen_at = now()
+    WHERE w.worker_id = unregister_worker.worker_id AND w.stopped_at IS NULL
+$$;
+COMMENT ON FUNCTION jobqueue.unregister_worker(text) IS 'A worker stopped (kept for worker_retention_s)';
+
+-- Seconds until the next waiting job of these queues becomes runnable (0: one is runnable
+-- now; NULL: none waiting, or all these queues paused). An idle worker sleeps until then
+-- (or a notification). Eleven probes of the claim index per queue (one per priority), so it
+-- costs the same with a million scheduled jobs.
+CREATE FUNCTION jobqueue.next_due(queues text[] DEFAULT '{default}') RETURNS double precision
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    due timestamptz;
+BEGIN
+    IF queues IS NULL OR cardinality(queues) NOT BETWEEN 1 AND 100
+       OR EXISTS (SELECT 1 FROM unnest(queues) AS x WHERE jobqueue._queue_error(x) IS NOT NULL) THEN
+        PERFORM jobqueue._raise('queues', 'must name 1 to 100 valid queues');
+    END IF;
+    SELECT min(f.run_at) INTO due
+    FROM unnest(queues) AS oq(name)
+    CROSS JOIN generate_series(0, 10) AS p(priority)
+    CROSS JOIN LATERAL (
+        SELECT j.run_at FROM jobqueue.job j
+        WHERE j.queue = oq.name AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+          AND j.priority = p.priority
+        ORDER BY j.priority DESC, j.run_at
+        LIMIT 1
+    ) AS f
+    WHERE NOT EXISTS (SELECT 1 FROM jobqueue.queue q WHERE q.name = oq.name AND q.paused);
+    RETURN CASE WHEN due IS NOT NULL THEN greatest(extract(epoch FROM due - now()), 0)::float8 END;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.next_due(text[]) IS
+    'Seconds until the next waiting job of these queues is due (0: now; NULL: nothing waiting)';
+
+-- The log lines of a job (add_log), oldest first. Producers may read the logs of the jobs
+-- they enqueued; workers and admins any job's.
+CREATE FUNCTION jobqueue.job_logs(id bigint)
+RETURNS TABLE (at timestamptz, token bigint, attempt integer, message text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF job_logs.id IS NULL THEN
+        PERFORM jobqueue._raise('id', 'must not be null');
+    END IF;
+    IF NOT jobqueue._sees_all_jobs() AND NOT EXISTS (
+        SELECT 1 FROM jobqueue.jobs j WHERE j.id = job_logs.id AND j.created_by = session_user) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT g.at, g.token,
+           (SELECT (e.detail->>'attempt')::integer FROM jobqueue.job_event e
+            WHERE e.job_id = g.job_id AND e.token = g.token AND e.to_state = 'processing' LIMIT 1),
+           g.message
+    FROM jobqueue.job_log g WHERE g.job_id = job_logs.id ORDER BY g.at, g.id;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.job_logs(bigint) IS 'The log lines workers attached to a job (add_log), oldest first';
+
+------------------------------------------------------------------------------------------
+-- Views (read-only; owned by the schema owner)
+------------------------------------------------------------------------------------------
+-- Whether the calling login role may read every job (workers and admins; producers see
+-- the jobs they enqueued).
+CREATE FUNCTION jobqueue._sees_all_jobs() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$ SELECT pg_has_role(session_user, 'jobqueue_worker', 'MEMBER') OR jobqueue._is_admin() $$;
+
+CREATE VIEW jobqueue.jobs AS
+    SELECT x.id, x.queue, x.type, x.state, x.priority, x.base_priority, x.payload, x.run_at, x.attempt,
+           x.max_attempts, x.retry_policy, x.unique_key, x.expires_at, x.tenant_id, x.user_id, x.tags, x.metadata,
+           x.depends_on, x.waiting_on, x.timeout, x.visibility_timeout, x.token, x.worker_id, x.claimed_at,
+           x.lease_expires_at, x.cancel_requested, x.progress, x.errors, x.errors->-1->>'message' AS last_error,
+           x.created_at, x.created_by, x.finished_at, x.output, x.reason, x.archived_at
+    FROM (
+        SELECT * FROM jobqueue.job
+        UNION ALL SELECT * FROM jobqueue.job_history
+        UNION ALL SELECT * FROM jobqueue.dead_letter
+    ) AS x
+    WHERE x.created_by = session_user OR (SELECT jobqueue._sees_all_jobs());
+COMMENT ON VIEW jobqueue.jobs IS
+    'Every job in any state (live, finished, dead letters): one row per job. Producers see the jobs they enqueued.';
+
+CREATE VIEW jobqueue.dead_letters AS
+    SELECT x.id, x.queue, x.type, x.state, x.reason, x.payload, x.errors, x.errors->-1->>'message' AS last_error,
+           x.attempt, x.max_attempts, x.unique_key, x.tenant_id, x.user_id, x.tags, x.metadata, x.token,
+           x.created_at, x.created_by, x.run_at, x.claimed_at, x.finished_at AS dead_at, x.archived_at
+    FROM jobqueue.dead_letter x;
+COMMENT ON VIEW jobqueue.dead_letters IS 'Jobs that failed for good (state dead_letter or archived), with every error';
+
+CREATE VIEW jobqueue.queues AS
+    SELECT q.name, q.paused, q.max_size, q.visibility_timeout, q.max_attempts, q.retry_policy,
+           q.dead_letter_max_age_days, q.history_retention, q.aging_interval, q.created_at, q.updated_at
+    FROM jobqueue.queue q;
+COMMENT ON VIEW jobqueue.queues IS 'Every queue configured or used (enqueue registers new queues) and its settings';
+
+CREATE VIEW jobqueue.workers AS
+    SELECT w.worker_id, w.db_user, w.host, w.pid, w.queues, w.concurrency, w.metadata, w.started_at,
+           w.last_seen_at, w.jobs_done, w.stopped_at,
+           CASE WHEN w.stopped_at IS NOT NULL THEN 'stopped'
+                WHEN w.last_seen_at > now() - interval '60 seconds' THEN 'healthy'
+                WHEN w.last_seen_at > now() - interval '5 minutes' THEN 'degraded'
+                ELSE 'unhealthy' END AS status,
+           (SELECT count(*) FROM jobqueue.job j WHERE j.state = 'processing' AND j.worker_id = w.worker_id) AS running
+    FROM jobqueue.worker w;
+COMMENT ON VIEW jobqueue.workers IS
+    'Worker processes: healthy (seen < 60 s ago), degraded (< 5 min), unhealthy, or stopped; running jobs';
+
+------------------------------------------------------------------------------------------
+-- The first history partitions (reconcile keeps creating them ahead)
+------------------------------------------------------------------------------------------
+DO $$ BEGIN PERFORM jobqueue._maintain_partitions(false); END $$;
+
+------------------------------------------------------------------------------------------
+-- Privileges
+------------------------------------------------------------------------------------------
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA jobqueue FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA jobqueue FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA jobqueue FROM PUBLIC;
+GRANT USAGE ON SCHEMA jobqueue TO jobqueue_producer, jobqueue_worker, jobqueue_admin;
+
+GRANT EXECUTE ON FUNCTION jobqueue.schema_version() TO jobqueue_producer, jobqueue_worker, jobqueue_admin;
+
+GRANT EXECUTE ON FUNCTION
+    jobqueue.enqueue(text, jsonb, text, anycompatible, timestamptz, interval, integer, jsonb, text, timestamptz,
+                     text, text, text[], jsonb, bigint[], interval, interval),
+    jobqueue.enqueue_many(jsonb),
+    jobqueue.priority(text),
+    jobqueue.cancel(bigint, text)
+TO jobqueue_producer;
+
+GRANT EXECUTE ON FUNCTION
+    jobqueue.claim(text[], text, integer, interval, text[]),
+    jobqueue.heartbeat(bigint, bigint, interval),
+    jobqueue.complete(bigint, bigint, jsonb),
+    jobqueue.complete_many(bigint[], bigint[], jsonb[]),
+    jobqueue.fail(bigint, bigint, text, text, interval, text),
+    jobqueue.snooze(bigint, bigint, interval),
+    jobqueue.release(bigint, bigint),
+    jobqueue.add_log(bigint, bigint, text),
+    jobqueue.set_progress(bigint, bigint, numeric),
+    jobqueue.register_worker(text, text, integer, text[], integer, jsonb),
+    jobqueue.worker_heartbeat(text, bigint),
+    jobqueue.unregister_worker(text),
+    jobqueue.reconcile(integer, boolean),
+    jobqueue.retry_delay(jsonb, integer, text, double precision),
+    jobqueue.next_due(text[])
+TO jobqueue_worker;
+
+GRANT EXECUTE ON FUNCTION jobqueue.job_logs(bigint) TO jobqueue_producer, jobqueue_worker, jobqueue_admin;
+
+GRANT EXECUTE ON FUNCTION
+    jobqueue.retry(bigint),
+    jobqueue.redrive(jsonb, integer, boolean),
+    jobqueue.archive_dead_letters(integer),
+    jobqueue.purge_dead_letters(jsonb, integer),
+    jobqueue.pause_queue(text),
+    jobqueue.resume_queue(text),
+    jobqueue.configure_queue(text, jsonb),
+    jobqueue.set_retry_policy(text, jsonb),
+    jobqueue.queue_stats(),
+    jobqueue.metrics(interval)
+TO jobqueue_admin;
+
+GRANT SELECT ON jobqueue.jobs, jobqueue.queues TO jobqueue_producer, jobqueue_worker, jobqueue_admin;
+GRANT SELECT ON jobqueue.workers TO jobqueue_worker, jobqueue_admin;
+GRANT SELECT ON jobqueue.dead_letters TO jobqueue_admin;

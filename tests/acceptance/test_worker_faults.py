@@ -70,8 +70,8 @@ def test_sigterm_graceful(workers: Workers, db: psycopg.Connection[Any], ledger_
         long = [jq.enqueue("chaos.hold", {"seconds": 120}) for _ in range(4)]
         wait_for(lambda: executions(db) == 8, 30, "all 8 jobs to start")
         tokens = {
-            row["id"]: row["lease_token"]
-            for row in db.execute("SELECT id, lease_token FROM jobqueue.jobs WHERE id = ANY(%s)", (long,))
+            row["id"]: row["token"]
+            for row in db.execute("SELECT id, token FROM jobqueue.jobs WHERE id = ANY(%s)", (long,))
         }
         worker.send_signal(signal.SIGTERM)
         late = jq.enqueue("chaos.work", {"n": 1})

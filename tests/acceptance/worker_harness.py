@@ -36,12 +36,14 @@ class Workers:
     url: str
     log_dir: Path
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    logs: list[Any] = field(default_factory=list)
     started: int = 0
 
     def start(self, *args: str, name: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         self.started += 1
         name = name or f"w{self.started}"
-        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed by kill_all
+        self.logs.append(log)
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -73,6 +75,8 @@ class Workers:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+        for log in self.logs:
+            log.close()
 
 
 def log_of(proc: subprocess.Popen[str]) -> str:
@@ -107,8 +111,8 @@ def check_invariants(url: str, enqueued: list[int], *, kills: int = 0, slots_per
         counts = state_counts(conn)
         assert counts.get("processing", 0) == 0, counts
         completed = {
-            row["id"]: row["lease_token"]
-            for row in conn.execute("SELECT id, lease_token FROM jobqueue.jobs WHERE state = 'completed'")
+            row["id"]: row["token"]
+            for row in conn.execute("SELECT id, token FROM jobqueue.jobs WHERE state = 'completed'")
         }
         missing = [i for i in enqueued if i not in completed]
         assert not missing, f"{len(missing)} enqueued jobs not completed, e.g. {missing[:5]}: {counts}"

@@ -21,12 +21,19 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
-EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "60"))
-STEPS = int(os.environ.get("MODEL_STEPS", "40"))
+EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "200"))
+STEPS = int(os.environ.get("MODEL_STEPS", "50"))
 NO_DELAY = '{"strategy": "fixed", "initial_delay": 0, "jitter": 0}'
 
 
@@ -40,6 +47,9 @@ class ModelJob:
     tokens: list[int] = field(default_factory=list)  # every token issued, in order
     completed_with: int | None = None
     cancel_requested: bool = False
+    expired: bool = False
+    #: token -> what fail() answered for it (a repeated fail answers its first outcome)
+    failed_with: dict[int, str] = field(default_factory=dict)
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -117,7 +127,7 @@ class QueueMachine(RuleBasedStateMachine):
         status = self.one("SELECT jobqueue.complete(%s, %s)", (job.id, token))
         if job.state == "processing" and token == job.token:
             assert status == "completed"
-            job.state, job.completed_with, job.token = "completed", token, None
+            job.state, job.completed_with, job.token, job.expired = "completed", token, None, False
         elif job.state == "completed" and token == job.completed_with:
             assert status == "already_completed"
         else:
@@ -131,7 +141,7 @@ class QueueMachine(RuleBasedStateMachine):
         token = self.token_for(data, job)
         status = self.one("SELECT jobqueue.fail(%s, %s, 'boom', %s)", (job.id, token, error_class))
         if token != job.token:
-            assert status == "lease_lost"
+            assert status == job.failed_with.get(token, "lease_lost"), (job, token, status)
             return
         budget = job.max_attempts * (2 if error_class == "system" else 1)
         if job.cancel_requested:
@@ -141,7 +151,8 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             expected = "retrying"
         assert status == expected, (job, error_class, status)
-        job.state, job.token = expected, None
+        job.failed_with[token] = expected
+        job.state, job.token, job.expired = expected, None, False
 
     @rule(data=st.data())
     def heartbeat(self, data: st.DataObject) -> None:
@@ -151,6 +162,9 @@ class QueueMachine(RuleBasedStateMachine):
         token = self.token_for(data, job)
         status = self.one("SELECT status FROM jobqueue.heartbeat(%s, %s, interval '30 seconds')", (job.id, token))
         assert status == ("ok" if token == job.token else "lease_lost")
+        if status == "ok":
+            # Liveness: an expired lease nobody has taken over yet is renewed, not refused.
+            job.expired = False
 
     @rule(data=st.data())
     def snooze(self, data: st.DataObject) -> None:
@@ -159,9 +173,12 @@ class QueueMachine(RuleBasedStateMachine):
             return
         token = self.token_for(data, job)
         status = self.one("SELECT jobqueue.snooze(%s, %s, interval '0 seconds')", (job.id, token))
-        if token == job.token:
+        if token == job.token and job.cancel_requested:
+            assert status == "cancelled"  # a job someone cancelled is not put back
+            job.state, job.token, job.expired = "cancelled", None, False
+        elif token == job.token:
             assert status == "snoozed"
-            job.state, job.token = "pending", None
+            job.state, job.token, job.expired = "pending", None, False
             job.attempt -= 1  # a snooze uses no attempt
         else:
             assert status == "lease_lost"
@@ -173,9 +190,12 @@ class QueueMachine(RuleBasedStateMachine):
             return
         token = self.token_for(data, job)
         status = self.one("SELECT jobqueue.release(%s, %s)", (job.id, token))
-        if token == job.token:
+        if token == job.token and job.cancel_requested:
+            assert status == "cancelled"  # a job someone cancelled is not put back
+            job.state, job.token, job.expired = "cancelled", None, False
+        elif token == job.token:
             assert status == "released"
-            job.state, job.token = "pending", None
+            job.state, job.token, job.expired = "pending", None, False
             job.attempt -= 1
         else:
             assert status == "lease_lost"
@@ -189,7 +209,7 @@ class QueueMachine(RuleBasedStateMachine):
             self.conn.execute(
                 "UPDATE jobqueue.job SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (job.id,)
             )
-            job.expired = True  # type: ignore[attr-defined]
+            job.expired = True
 
     @rule()
     def make_due(self) -> None:
@@ -201,7 +221,7 @@ class QueueMachine(RuleBasedStateMachine):
     def reconcile(self) -> None:
         self.one("SELECT jobqueue.reconcile()")
         for job in self.jobs.values():
-            if job.state == "processing" and getattr(job, "expired", False):
+            if job.state == "processing" and job.expired:
                 if job.cancel_requested:
                     job.state = "cancelled"
                 elif job.attempt >= job.max_attempts:
@@ -209,7 +229,7 @@ class QueueMachine(RuleBasedStateMachine):
                 else:
                     job.state = "retrying"
                 job.token = None
-                job.expired = False  # type: ignore[attr-defined]
+                job.expired = False
 
     # -- admin -----------------------------------------------------------------------------
 
@@ -270,10 +290,12 @@ class QueueMachine(RuleBasedStateMachine):
 
 def test_queue_state_machine(db_url: str) -> None:
     QueueMachine.db_url = db_url
-    run = settings(
-        max_examples=EXAMPLES,
-        stateful_step_count=STEPS,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    run_state_machine_as_test(
+        QueueMachine,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
     )
-    run(QueueMachine.TestCase)().runTest()
