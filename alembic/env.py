@@ -46,6 +46,8 @@ def run_migrations_online() -> None:
             # Serialise concurrent migrators: the second waits here, then sees head and stops.
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             connection.exec_driver_sql(ENSURE_SCHEMA)
+            # Read under the lock: what this process found is what it actually upgraded from.
+            config.attributes["found_revision"] = context.get_context().get_current_revision()
             context.run_migrations()
 
 

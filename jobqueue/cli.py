@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import click
 
@@ -96,12 +97,12 @@ def migrate(ctx: Context, as_sql: bool, check: bool) -> None:
             sys.exit(1)
         click.echo(f"database is up to date at {state.head}")
         return
-    before = migrations.state(target)
-    migrations.upgrade(target)
-    if before.up_to_date:
-        click.echo(f"already at {before.head}")
+    found = migrations.upgrade(target)
+    head = migrations.state(target).head
+    if found == head:
+        click.echo(f"already at {head}")
     else:
-        click.echo(f"migrated {target.display} from {before.current or 'nothing'} to {before.head}")
+        click.echo(f"migrated {target.display} from {found or 'nothing'} to {head}")
 
 
 # -- db --------------------------------------------------------------------------------------
@@ -261,6 +262,15 @@ def load_app(spec: str) -> JobQueue:
     help="Do not LISTEN for notifications (poll only; for PgBouncer transaction pooling).",
 )
 @click.option(
+    "--listen-url",
+    metavar="URL",
+    default=None,
+    envvar="JOBQUEUE_LISTEN_URL",
+    show_envvar=True,
+    help="A direct PostgreSQL URL for LISTEN when the database URL goes through PgBouncer in transaction mode "
+    "(default: the database URL).",
+)
+@click.option(
     "--visibility-timeout",
     type=click.FloatRange(1, 43_200),
     default=None,
@@ -340,6 +350,11 @@ def worker(
 
 # -- input types (parsing only: every check here is also made by the SQL API) ----------------
 
+if TYPE_CHECKING:
+    ParamTypeBase: TypeAlias = click.ParamType[Any]
+else:  # older click: ParamType is not generic at run time
+    ParamTypeBase = click.ParamType
+
 _DURATION = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 #: Written as a duration or setting value, clears a queue setting (back to the default).
@@ -356,7 +371,7 @@ class Cleared:
 CLEAR = Cleared()
 
 
-class Duration(click.ParamType):
+class Duration(ParamTypeBase):
     """``30``, ``30s``, ``250ms``, ``5m``, ``2h``, ``1d`` (a bare number is seconds)."""
 
     name = "duration"
@@ -388,7 +403,7 @@ class Duration(click.ParamType):
             self.fail(f"{value!r} is too long", param, ctx)
 
 
-class PriorityType(click.ParamType):
+class PriorityType(ParamTypeBase):
     """0..10 or low, normal, high, critical (higher runs first)."""
 
     name = "priority"
@@ -412,7 +427,7 @@ class PriorityType(click.ParamType):
         return number
 
 
-class Timestamp(click.ParamType):
+class Timestamp(ParamTypeBase):
     """ISO-8601 with a time zone: ``2030-01-01T09:00:00Z``, ``2030-01-01 09:00+02:00``."""
 
     name = "timestamp"
@@ -433,12 +448,12 @@ class Timestamp(click.ParamType):
         return parsed
 
 
-class Clearable(click.ParamType):
+class Clearable(ParamTypeBase):
     """An integer setting, or ``none`` to remove it."""
 
     def __init__(self, low: int, high: int | None = None) -> None:
         self.inner = click.IntRange(low, high)
-        self.name = f"integer|none"
+        self.name = "integer|none"
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return "N|none"
@@ -536,7 +551,7 @@ def read_payload(spec: str | None) -> dict[str, Any]:
     if spec is None:
         return {}
     if spec == "-":
-        text = click.get_text_stream("stdin").read()
+        text = sys.stdin.read()
         if not text.strip():
             raise InvalidInput("payload: stdin is empty (expected a JSON object)", field="payload")
         return json_object(text, "payload", "stdin")
@@ -581,10 +596,26 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
 
 
+#: Width of tables written to a pipe or file (no terminal to measure); $COLUMNS overrides it.
+PIPE_WIDTH = 200
+
+
 def console() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False)
+    out = Console(highlight=False)
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out.width = PIPE_WIDTH
+    return out
+
+
+def duration(value: timedelta) -> str:
+    """``1d``, ``2h``, ``5m``, ``90s``, ``0.25s``: the largest unit that divides it."""
+    total = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if total >= size and total % size == 0:
+            return f"{total / size:g}{unit}"
+    return f"{total:g}s"
 
 
 def cell(value: Any) -> str:
@@ -594,7 +625,7 @@ def cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, timedelta):
-        return f"{value.total_seconds():g}s"
+        return duration(value)
     if isinstance(value, Decimal | float):
         return f"{float(value):.4g}"
     if isinstance(value, bool):
@@ -660,6 +691,8 @@ def _attempts(row: Mapping[str, Any]) -> str:
 
 
 def _last_error(row: Mapping[str, Any]) -> str | None:
+    if row.get("last_error"):
+        return str(row["last_error"])
     errors = row.get("errors") or []
     if not errors:
         return None
@@ -680,14 +713,31 @@ def _last_error(row: Mapping[str, Any]) -> str | None:
 @option("--delay", type=DURATION, default=None, help="Run no earlier than this long from now.")
 @option("--run-at", type=TIMESTAMP, default=None, help="Run no earlier than this time (needs a time zone).")
 @option("--max-attempts", type=click.IntRange(1, 1000), default=None, help="Attempts before it is dead-lettered.")
-@option("--retry-policy", metavar="JSON", default=None, help='Retry policy, e.g. \'{"strategy": "fixed", "initial_delay": 5}\'.')
-@option("--unique-key", metavar="KEY", default=None, help="At most one live job per key: a duplicate prints the live job's id.")
+@option(
+    "--retry-policy",
+    metavar="JSON",
+    default=None,
+    help='Retry policy, e.g. \'{"strategy": "fixed", "initial_delay": 5}\'.',
+)
+@option(
+    "--unique-key",
+    metavar="KEY",
+    default=None,
+    help="At most one live job per key: a duplicate prints the live job's id.",
+)
 @option("--expires-at", type=TIMESTAMP, default=None, help="Dead-letter it (reason expired) if not started by then.")
-@option("--expires-in", type=POSITIVE_DURATION, default=None, help="Same as --expires-at, relative to now (this machine's clock).")
+@option(
+    "--expires-in",
+    type=POSITIVE_DURATION,
+    default=None,
+    help="Same as --expires-at, relative to now (this machine's clock).",
+)
 @option("--tenant", metavar="ID", default=None, help="Tenant id (row-level security in multi-tenant setups).")
 @option("--user", metavar="ID", default=None, help="User id, for auditing.")
 @option("--tag", "tags", multiple=True, metavar="TAG", help="A tag (repeatable).")
-@option("--metadata", metavar="JSON", default=None, help="A JSON object stored with the job (not given to the handler).")
+@option(
+    "--metadata", metavar="JSON", default=None, help="A JSON object stored with the job (not given to the handler)."
+)
 @option("--depends-on", type=JOB_ID, multiple=True, metavar="ID", help="Run only after job ID completes (repeatable).")
 @option("--timeout", type=POSITIVE_DURATION, default=None, help="Longest one attempt may run.")
 @option("--visibility-timeout", type=POSITIVE_DURATION, default=None, help="Lease length per claim.")
@@ -881,14 +931,23 @@ def jobs_show(ctx: Context, job_id: int, as_json: bool) -> None:
     show_job(job)
 
 
+def _error_row(entry: Any) -> dict[str, Any]:
+    """One failed attempt from the job's error history, its time parsed for display."""
+    row = dict(entry) if isinstance(entry, dict) else {"message": entry}
+    if isinstance(row.get("at"), str):
+        with contextlib.suppress(ValueError):
+            row["at"] = datetime.fromisoformat(row["at"])
+    return row
+
+
 def show_job(job: Job) -> None:
-    fields = {k: v for k, v in job.row.items() if k not in ("errors",)}
+    fields = {k: v for k, v in job.row.items() if k not in ("errors", "last_error")}
     fields["attempts"] = _attempts(job.row)
     print_fields(f"job {job.id}", fields)
     errors = job.row.get("errors") or []
     if errors:
-        rows = [e if isinstance(e, dict) else {"error": e} for e in errors]
-        columns = [("attempt", "attempt"), ("at", "at (UTC)"), ("error_class", "class"), ("error", "error")]
+        rows = [_error_row(e) for e in errors]
+        columns = [("attempt", "attempt"), ("at", "at (UTC)"), ("error_class", "class"), ("message", "error")]
         print_table(f"failed attempts ({len(rows)})", columns, rows)
         last_tb = next((e.get("traceback") for e in reversed(rows) if e.get("traceback")), None)
         if last_tb:
@@ -949,15 +1008,18 @@ def jobs_logs(ctx: Context, job_id: int, as_json: bool) -> None:
 
 DLQ_COLUMNS = (
     ("id", "id"),
+    ("state", "state"),
     ("queue", "queue"),
     ("type", "type"),
     ("reason", "reason"),
     ("attempts", "attempts"),
-    ("finished_at", "failed (UTC)"),
+    ("dead_at", "dead since (UTC)"),
     ("last_error", "last error"),
 )
 #: Jobs per redrive/purge call; big filters run in chunks of this size.
 DLQ_CHUNK = 1000
+#: The most ids one redrive call returns (the SQL API's limit), so the most a dry run lists.
+DRY_RUN_MAX = 10_000
 
 
 def _dlq_filter(
@@ -967,7 +1029,7 @@ def _dlq_filter(
     return {k: v for k, v in found.items() if v is not None}
 
 
-def _dlq_row(row: Mapping[str, Any]) -> dict[str, Any]:
+def dlq_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["attempts"] = _attempts(row)
     out["last_error"] = _last_error(row)
@@ -996,13 +1058,13 @@ def dlq_list(
     before_id: int | None,
     as_json: bool,
 ) -> None:
-    """List dead letters, newest first."""
+    """List dead letters (and archived ones, state archived), newest first."""
     rows = ctx.queue().dead_letters(queue=queue, type=type_, reason=reason, before_id=before_id, limit=limit)
     more = next_page_hint(rows, limit)
     if as_json:
         echo_json({"dead_letters": rows, "next_before_id": more})
         return
-    print_table(f"dead letters ({len(rows)})", DLQ_COLUMNS, [_dlq_row(r) for r in rows])
+    print_table(f"dead letters ({len(rows)})", DLQ_COLUMNS, [dlq_row(r) for r in rows])
     if more is not None:
         click.echo(f"more: --before-id {more}", err=True)
 
@@ -1029,7 +1091,9 @@ def dlq_show(ctx: Context, job_id: int, as_json: bool) -> None:
 @option("--reason", default=None, help="Dead letters with this reason.")
 @option("--error-class", default=None, help="Dead letters whose last error has this class.")
 @option("--limit", type=click.IntRange(1), default=None, help="Redrive at most this many.  [default: all that match]")
-@option("--chunk-size", type=click.IntRange(1, 10_000), default=DLQ_CHUNK, show_default=True, help="Jobs per statement.")
+@option(
+    "--chunk-size", type=click.IntRange(1, 10_000), default=DLQ_CHUNK, show_default=True, help="Jobs per statement."
+)
 @option("--dry-run", is_flag=True, help="Print what would be redriven; change nothing.")
 @json_option()
 @pass_context
@@ -1057,21 +1121,27 @@ def dlq_redrive(
     if job_ids:
         filt = {"ids": list(job_ids)}
         limit = min(limit or len(job_ids), len(job_ids))
+    more = False
     if dry_run:
-        ids = jq.redrive(filt, limit=limit or 2**31 - 1, dry_run=True)
+        ask = min(limit or DRY_RUN_MAX, DRY_RUN_MAX)
+        ids = jq.redrive(filt, limit=ask, dry_run=True)
+        more = len(ids) == ask and (limit is None or limit > ask)
     else:
         ids = _in_chunks(lambda n: jq.redrive(filt, limit=n), limit, chunk_size, "redriving", as_json)
+    missed = sorted(set(job_ids) - set(ids))
     if as_json:
-        echo_json({"dry_run": dry_run, "count": len(ids), "ids": ids})
-        return
-    verb = "would redrive" if dry_run else "redrove"
-    shown = ", ".join(str(i) for i in ids[:20]) + (", ..." if len(ids) > 20 else "")
-    click.echo(f"{verb} {len(ids)} dead letter{'s' if len(ids) != 1 else ''}{': ' + shown if ids else ''}")
+        echo_json({"dry_run": dry_run, "count": len(ids), "ids": ids, "more": more, "not_dead_letters": missed})
+    else:
+        verb = "would redrive" if dry_run else "redrove"
+        shown = ", ".join(str(i) for i in ids[:20]) + (", ..." if len(ids) > 20 else "")
+        count = f"{'at least ' if more else ''}{len(ids)} dead letter{'s' if len(ids) != 1 else ''}"
+        click.echo(f"{verb} {count}{': ' + shown if ids else ''}")
+    if missed:
+        click.echo(f"jobqueue: not dead letters (left as they are): {', '.join(map(str, missed))}", err=True)
+        sys.exit(1)
 
 
-def _in_chunks(
-    step: Callable[[int], list[int]], limit: int | None, chunk: int, what: str, quiet: bool
-) -> list[int]:
+def _in_chunks(step: Callable[[int], list[int]], limit: int | None, chunk: int, what: str, quiet: bool) -> list[int]:
     """Call ``step(n)`` until it returns fewer than asked (or ``limit`` is reached).
 
     A progress bar shows once more than one chunk is needed (never with --json).
@@ -1085,6 +1155,7 @@ def _in_chunks(
             got = step(ask)
             done.extend(got)
             if progress is None and len(got) == ask and not quiet and (limit is None or len(done) < limit):
+                from rich.console import Console
                 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
                 progress = Progress(
@@ -1109,14 +1180,14 @@ def _in_chunks(
 @dlq.command("archive")
 @option(
     "--max-age-days",
-    type=click.IntRange(1, 36_500),
+    type=click.IntRange(0, 36_500),
     default=None,
-    help="Archive dead letters older than this.  [default: each queue's dead_letter_max_age_days, else 14]",
+    help="Archive dead letters older than this (0: all).  [default: each queue's dead_letter_max_age_days, else 14]",
 )
 @json_option()
 @pass_context
 def dlq_archive(ctx: Context, max_age_days: int | None, as_json: bool) -> None:
-    """Archive old dead letters (kept for inspection, no longer in `dlq list`)."""
+    """Archive old dead letters: state archived, kept for inspection, never redriven by a filter."""
     count = ctx.queue().archive_dead_letters(max_age_days)
     if as_json:
         echo_json({"archived": count})
@@ -1131,9 +1202,7 @@ def dlq_archive(ctx: Context, max_age_days: int | None, as_json: bool) -> None:
 @option("--yes", is_flag=True, help="Needed to purge every dead letter (no filter).")
 @json_option()
 @pass_context
-def dlq_purge(
-    ctx: Context, queue: str | None, type_: str | None, reason: str | None, yes: bool, as_json: bool
-) -> None:
+def dlq_purge(ctx: Context, queue: str | None, type_: str | None, reason: str | None, yes: bool, as_json: bool) -> None:
     """Delete dead letters for good (the audit trail keeps that they existed)."""
     filt = _dlq_filter(queue, type_, reason)
     if not filt and not yes:
@@ -1185,20 +1254,28 @@ def queues_list(ctx: Context, as_json: bool) -> None:
 
 @queues.command("pause")
 @click.argument("name")
+@json_option()
 @pass_context
-def queues_pause(ctx: Context, name: str) -> None:
+def queues_pause(ctx: Context, name: str, as_json: bool) -> None:
     """Stop workers claiming from NAME (enqueue still works; running jobs finish)."""
     ctx.queue().pause(name)
-    click.echo(f"queue {name}: paused")
+    if as_json:
+        echo_json({"queue": name, "paused": True})
+    else:
+        click.echo(f"queue {name}: paused")
 
 
 @queues.command("resume")
 @click.argument("name")
+@json_option()
 @pass_context
-def queues_resume(ctx: Context, name: str) -> None:
+def queues_resume(ctx: Context, name: str, as_json: bool) -> None:
     """Let workers claim from NAME again."""
     ctx.queue().resume(name)
-    click.echo(f"queue {name}: resumed")
+    if as_json:
+        echo_json({"queue": name, "paused": False})
+    else:
+        click.echo(f"queue {name}: resumed")
 
 
 @queues.command("set")
@@ -1208,8 +1285,18 @@ def queues_resume(ctx: Context, name: str) -> None:
 @option("--max-attempts", type=Clearable(1, 1000), default=None, help="Default attempts per job.")
 @option("--retry-policy", metavar="JSON|none", default=None, help="Default retry policy of the queue's jobs.")
 @option("--dead-letter-max-age-days", type=Clearable(1), default=None, help="Archive dead letters older than this.")
-@option("--history-retention", type=Duration(allow_zero=False, clearable=True), default=None, help="Keep finished jobs this long.")
-@option("--aging-interval", type=Duration(allow_zero=False, clearable=True), default=None, help="Raise a waiting job's priority by one this often.")
+@option(
+    "--history-retention",
+    type=Duration(allow_zero=False, clearable=True),
+    default=None,
+    help="Keep finished jobs this long.",
+)
+@option(
+    "--aging-interval",
+    type=Duration(allow_zero=False, clearable=True),
+    default=None,
+    help="Raise a waiting job's priority by one this often.",
+)
 @json_option()
 @pass_context
 def queues_set(
@@ -1313,13 +1400,13 @@ def stats_table(rows: Sequence[Mapping[str, Any]], window: timedelta) -> Any:
     from rich.table import Table
 
     table = Table(
-        title=f"queues (rates over the last {cell(window)}, at {datetime.now(UTC):%H:%M:%S} UTC)",
+        title=f"queues (rates over the last {duration(window)}, at {datetime.now(UTC):%H:%M:%S} UTC)",
         title_justify="left",
         show_edge=False,
         pad_edge=False,
     )
     for key, heading in STATS_COLUMNS:
-        table.add_column(heading, justify="left" if key == "queue" else "right")
+        table.add_column(heading, justify="left" if key == "queue" else "right", no_wrap=key == "queue")
     for row in rows:
         table.add_row(*(cell(row.get(key)) for key, _ in STATS_COLUMNS))
     return table
@@ -1327,7 +1414,9 @@ def stats_table(rows: Sequence[Mapping[str, Any]], window: timedelta) -> Any:
 
 @cli.command()
 @option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
-@option("--interval", type=Duration(allow_zero=False), default="2s", show_default=True, help="With --watch: refresh period.")
+@option(
+    "--interval", type=Duration(allow_zero=False), default="2s", show_default=True, help="With --watch: refresh period."
+)
 @option("--window", type=Duration(allow_zero=False), default="1h", show_default=True, help="Period of the rates.")
 @json_option()
 @pass_context
@@ -1344,8 +1433,14 @@ def stats(ctx: Context, watch: bool, interval: timedelta, window: timedelta, as_
         return
     from rich.live import Live
 
+    out = console()
     try:
-        with Live(stats_table(stats_rows(jq, window), window), console=console(), auto_refresh=False) as live:
+        if not out.is_terminal:  # a pipe or a file: one table per refresh, appended
+            while True:
+                out.print(stats_table(stats_rows(jq, window), window))
+                out.file.flush()
+                time.sleep(interval.total_seconds())
+        with Live(stats_table(stats_rows(jq, window), window), console=out, auto_refresh=False) as live:
             while True:
                 time.sleep(interval.total_seconds())
                 live.update(stats_table(stats_rows(jq, window), window), refresh=True)
@@ -1368,18 +1463,32 @@ def reconcile(ctx: Context, dry_run: bool, batch: int, as_json: bool) -> None:
     if as_json:
         echo_json(summary)
         return
-    prefix = "would have: " if dry_run else ""
-    parts = [f"{key.replace('_', ' ')} {value}" for key, value in summary.items() if not isinstance(value, dict)]
-    click.echo(f"reconcile: {prefix}{', '.join(parts) or 'nothing to do'}")
+    counts = {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool) and v}
+    parts = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in sorted(counts.items()))
+    if dry_run:
+        click.echo(f"reconcile (dry run): {'would do: ' + parts if parts else 'nothing to do'}")
+    else:
+        click.echo(f"reconcile: {parts or 'nothing to do'}")
 
 
 # -- demo ------------------------------------------------------------------------------------
 
 
 @cli.command()
+@option(
+    "--jobs", "job_count", type=click.IntRange(20, 100_000), default=3000, show_default=True, help="Jobs to enqueue."
+)
+@option("--workers", "worker_count", type=click.IntRange(1, 16), default=2, show_default=True, help="Worker processes.")
+@option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True, help="Jobs at once per worker.")
 @pass_context
-def demo(ctx: Context) -> None:
-    """Start the database (embedded by default), migrate it and show its state."""
+def demo(ctx: Context, job_count: int, worker_count: int, concurrency: int) -> None:
+    """Show the product in under a minute: enqueue, work, retry, dead-letter, redrive.
+
+    Uses the database as every command does (the embedded PostgreSQL by default) and its
+    own queue `demo`, cleared first.
+    """
+    from jobqueue import demo as demo_module
+
     target = ctx.target()
     click.echo(f"database: {target.display}")
     migrations.upgrade(target)
@@ -1387,23 +1496,150 @@ def demo(ctx: Context) -> None:
     click.echo(f"schema: revision {state.current}")
     info = _probe(target)
     click.echo(f"server: PostgreSQL {info.get('server_version')}, jobqueue schema {info.get('schema_version')}")
+    code = demo_module.run(target, jobs=job_count, workers=worker_count, concurrency=concurrency)
+    sys.exit(code)
+
+
+# -- bench -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@option("--quick", is_flag=True, help="Tiny N for a smoke test (well under a minute).")
+@option(
+    "--only",
+    metavar="A,B",
+    default=None,
+    help="Scenarios: baseline,enqueue,drain,latency,history,cost.  [default: all]",
+)
+@option(
+    "--max-seconds",
+    type=click.FloatRange(1, 86_400),
+    default=120.0,
+    show_default=True,
+    help="Time budget of each scenario; past it, a measurement stops and reports its partial rate.",
+)
+@option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the results to FILE.")
+@option(
+    "--jobs",
+    type=click.IntRange(10, 10_000_000),
+    default=None,
+    help="N of the bulk and drain scenarios.  [default: 50000]",
+)
+@option(
+    "--single-jobs",
+    type=click.IntRange(10, 10_000_000),
+    default=None,
+    help="N of the 1-tx-per-job paths.  [default: 10000]",
+)
+@option(
+    "--drain-concurrency",
+    metavar="C,C",
+    default=None,
+    help="Worker -c values to drain with; the first is the reference.",
+)
+@option(
+    "--scratch-db",
+    metavar="NAME",
+    default=None,
+    help="Scratch database, dropped and recreated.  [default: <database>_bench]",
+)
+@option("--keep", is_flag=True, help="Keep the scratch databases after the run.")
+@option(
+    "--peers",
+    "peers_python",
+    metavar="PYTHON",
+    default=None,
+    help="Also run Procrastinate and PgQueuer (make bench-peers).",
+)
+@option("--no-progress", is_flag=True, help="No progress bar.")
+@pass_context
+def bench(
+    ctx: Context,
+    quick: bool,
+    only: str | None,
+    max_seconds: float,
+    json_path: str | None,
+    jobs: int | None,
+    single_jobs: int | None,
+    drain_concurrency: str | None,
+    scratch_db: str | None,
+    keep: bool,
+    peers_python: str | None,
+    no_progress: bool,
+) -> None:
+    """Measure jobqueue against a raw-SQL baseline on the same server, in one run.
+
+    Works in a scratch database (<database>_bench) that it drops and recreates, never on
+    real jobs. See docs/performance.md.
+    """
+    from pathlib import Path
+
+    from jobqueue import bench as bench_module
+
+    config = bench_module.BenchConfig(
+        quick=quick,
+        only=bench_module.parse_only(only),
+        max_seconds=max_seconds,
+        jobs=jobs,
+        single_jobs=single_jobs,
+        drain_concurrency=bench_module.parse_ints(drain_concurrency, bench_module.BenchConfig().drain_concurrency),
+        scratch_db=scratch_db,
+        keep=keep,
+        json_path=Path(json_path) if json_path else None,
+        peers_python=peers_python,
+        progress=not no_progress,
+    ).validate()
+    sys.exit(bench_module.run(ctx.target(), config))
+
+
+# -- environment variables -------------------------------------------------------------------
+
+
+def name_envvars(group: click.Group, prefix: str = "JOBQUEUE") -> None:
+    """Name the environment variable of every option that shows one and has none yet.
+
+    ``JOBQUEUE_<COMMAND PATH>_<LONG FLAG>``: ``jobqueue jobs list --before-id`` reads
+    ``JOBQUEUE_JOBS_LIST_BEFORE_ID``. Derived from the flag rather than the Python parameter
+    name (click's auto_envvar_prefix would give ``..._AS_JSON`` for ``--json``).
+    """
+    for name, command in group.commands.items():
+        path = f"{prefix}_{name.upper().replace('-', '_')}"
+        for param in command.params:
+            if isinstance(param, click.Option) and param.show_envvar and not param.envvar:
+                flag = max((o for o in param.opts if o.startswith("--")), key=len)
+                param.envvar = f"{path}_{flag[2:].upper().replace('-', '_')}"
+        if isinstance(command, click.Group):
+            name_envvars(command, path)
+
+
+name_envvars(cli)
 
 
 # -- entry point -----------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: jobqueue errors become one line on stderr and an exit code."""
+    """Console entry point: every error is one line on stderr and an exit code.
+
+    2 for a usage error (click), the error class's code for a JobQueueError (65 bad data,
+    69 database unavailable, 75 schema out of date or queue full, 78 bad configuration, ...).
+    """
     try:
         cli.main(args=argv, prog_name="jobqueue", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        message = " ".join(exc.format_message().split())
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            message += f" (see '{exc.ctx.command_path} --help')"
+        click.echo(f"jobqueue: error: {message}", err=True)
+        sys.exit(exc.exit_code)
     except JobQueueError as exc:
-        click.echo(f"jobqueue: error: {exc}", err=True)
+        click.echo(f"jobqueue: error: {' '.join(str(exc).split())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

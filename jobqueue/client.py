@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, resolve_database
 from jobqueue.db import check_schema, connect, translate, translated
@@ -316,11 +316,16 @@ class JobQueue:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _conn(self) -> AbstractContextManager[psycopg.Connection[dict[str, Any]]]:
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A pooled connection; an unreachable database becomes DatabaseUnavailable naming it."""
         try:
-            return self.pool.connection()
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"could not connect to {self.target.display}: {exc}") from exc
+            with self.pool.connection() as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            if isinstance(exc, psycopg.OperationalError) and exc.sqlstate:
+                raise  # a server-side error on a live connection: translated by the caller
+            raise DatabaseUnavailable(f"could not connect to {self.target.display}: {_one_line(exc)}") from exc
 
     def _fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
         with self._conn() as conn, translated():
@@ -468,3 +473,8 @@ def interval_param(value: Any, name: str) -> timedelta | None:
         return as_timedelta(value)
     except TypeError as exc:
         raise InvalidInput(f"{name}: {exc}", field=name) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,11 +12,13 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-
-from alembic.config import Config
+from typing import TYPE_CHECKING
 
 from jobqueue.config import DatabaseTarget
 from jobqueue.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 #: pg_advisory_xact_lock key held while migrating ("jobq" in ASCII).
 MIGRATION_LOCK_KEY = 0x6A6F6271
@@ -40,6 +42,7 @@ def schema_sql() -> str:
 
 
 def alembic_config(target: DatabaseTarget | None, output: io.StringIO | None = None) -> Config:
+    from alembic.config import Config  # imported here: alembic costs every CLI call ~0.5 s
 
     cfg = Config(stdout=output) if output is not None else Config()
     cfg.set_main_option("script_location", str(resource_dir("alembic")))
@@ -49,10 +52,14 @@ def alembic_config(target: DatabaseTarget | None, output: io.StringIO | None = N
     return cfg
 
 
-def upgrade(target: DatabaseTarget) -> None:
+def upgrade(target: DatabaseTarget) -> str | None:
+    """Upgrade to head; return the revision found under the migration lock (None: empty)."""
     from alembic import command
 
-    command.upgrade(alembic_config(target), "head")
+    cfg = alembic_config(target)
+    command.upgrade(cfg, "head")
+    found: str | None = cfg.attributes.get("found_revision")
+    return found
 
 
 def upgrade_sql() -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import faulthandler
 import json
 import logging
 import os
@@ -212,6 +213,8 @@ class Worker:
         if self.config.install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+            # `kill -USR1 <pid>` writes every thread's stack to stderr: what is it doing?
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
         self._wait_for_database()
         if self._stopping.is_set():
             return 0

@@ -8,6 +8,7 @@ benchmark does).
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -105,7 +106,12 @@ def test_half_open_listener_is_detected(workers: Workers, db: psycopg.Connection
             wait_for(lambda: jq.get(during).state == "completed", 10, "polling to cover the dead listener")
             began = time.monotonic()
             # The ping hangs on the black hole until tcp_user_timeout (10 s) fails it.
-            wait_for(lambda: "listener_lost" in log_of(worker), 30, "the dead listener to be noticed")
+            try:
+                wait_for(lambda: "listener_lost" in log_of(worker), 30, "the dead listener to be noticed")
+            except AssertionError:
+                worker.send_signal(signal.SIGUSR1)  # the worker dumps every thread's stack to its log
+                time.sleep(1)
+                raise AssertionError(f"the dead listener was not noticed; worker log:\n{log_of(worker)}") from None
             noticed = time.monotonic() - began
             proxy.heal()
             wait_for(lambda: proxy.accepted > first_accepts and listener_ready(db, "n3"), 30, "a new listener")

@@ -1,0 +1,289 @@
+"""`jobqueue demo`: the whole product in under a minute, on the default database.
+
+Migrate; enqueue a few thousand jobs of the example tasks (``jobqueue.examples``) in one
+``enqueue_many``: mixed priorities, some delayed, some failing transiently then succeeding,
+some failing for good; run two real worker processes while a progress bar reads
+``stats()``; print the stats and the dead letters with their reasons; redrive one whose
+cause has gone away and show it complete. Everything goes through the library, as a user's
+code would. The demo owns queue ``demo`` and clears it first, so it can run again.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from rich.console import Console
+
+from jobqueue import cli, examples
+from jobqueue.client import JobQueue
+from jobqueue.config import DatabaseTarget
+from jobqueue.errors import JobQueueError
+from jobqueue.models import TERMINAL_STATES, JobState, Priority
+
+DEMO_QUEUE = "demo"
+DEFAULT_JOBS = 3000
+DEFAULT_WORKERS = 2
+DEFAULT_CONCURRENCY = 16
+#: Give up waiting for the jobs after this long (the demo normally needs 10-20 s).
+RUN_TIMEOUT_S = 90.0
+#: The simulated partner outage: longer than the retry budget of the job caught in it.
+OUTAGE_S = 5.0
+DELAY_RANGE_S = (1.0, 3.0)
+DELAYED_FRACTION = 0.1
+PROGRESS_REFRESH_S = 0.2
+WORKER_STOP_TIMEOUT_S = 30.0
+LIVE_STATES = (JobState.PENDING.value, JobState.RETRYING.value, JobState.PROCESSING.value)
+PRIORITY_WEIGHTS = {Priority.LOW: 2, Priority.NORMAL: 5, Priority.HIGH: 2, Priority.CRITICAL: 1}
+
+
+@dataclass
+class Plan:
+    """The jobs to enqueue, and what the demo expects of them."""
+
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    outage_endpoint: str = "/partners/inventory-sync"
+    down_until: float = 0.0
+
+
+def plan(total: int, rng: random.Random, now: float) -> Plan:
+    """A deterministic mix of ``total`` jobs (at least 20)."""
+    result = Plan(down_until=now + OUTAGE_S)
+    n_charge = max(6, total * 7 // 100)
+    n_flaky = max(6, total * 13 // 100)
+    n_resize = total - n_charge - n_flaky
+    priorities = list(PRIORITY_WEIGHTS)
+    weights = list(PRIORITY_WEIGHTS.values())
+
+    def add(task: Any, kind: str, payload: dict[str, Any], **options: Any) -> None:
+        job = {**task.options.values, "type": task.name, "payload": payload, "queue": DEMO_QUEUE, **options}
+        job.setdefault("priority", int(rng.choices(priorities, weights)[0]))
+        result.jobs.append(job)
+        result.kinds[kind] += 1
+
+    for i in range(n_resize):
+        delay = rng.uniform(*DELAY_RANGE_S) if rng.random() < DELAYED_FRACTION else None
+        payload = {
+            "image": f"photos/img_{i:05d}.png",
+            "width": rng.choice([320, 640, 1280]),
+            "work_ms": rng.uniform(2, 10),
+        }
+        add(examples.resize_image, "delayed" if delay else "quick", payload, delay=delay)
+    for i in range(n_flaky - 1):
+        add(examples.flaky_api, "flaky", {"endpoint": f"/partners/orders/{i}", "fail_attempts": rng.choice([1, 2])})
+    # Caught in an outage longer than its two attempts: dead-lettered, then redriven by the demo.
+    add(
+        examples.flaky_api,
+        "outage",
+        {"endpoint": result.outage_endpoint, "fail_attempts": 0, "down_until": result.down_until},
+        max_attempts=2,
+        priority=int(Priority.CRITICAL),
+    )
+    for i in range(n_charge):
+        card, amount = "4242424242424242", rng.randint(100, 50_000)
+        kind = "charged"
+        if i < 3:
+            card, kind = "4000000000000002", "declined"
+        elif i < 5:
+            amount, kind = 0, "invalid"
+        add(examples.charge_card, kind, {"order_id": f"ord-{i:04d}", "card": card, "amount_cents": amount})
+    rng.shuffle(result.jobs)
+    return result
+
+
+def run(
+    target: DatabaseTarget,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    workers: int = DEFAULT_WORKERS,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    out: Console | None = None,
+) -> int:
+    """Run the demo against ``target`` (already migrated); returns the exit code."""
+    out = out or cli.console()
+    started = time.monotonic()
+    jq = examples.jq
+    jq.use_database(target.url)
+    procs: list[subprocess.Popen[bytes]] = []
+    log = tempfile.NamedTemporaryFile(prefix="jobqueue-demo-workers-", suffix=".log", delete=False)  # noqa: SIM115
+    ok = False
+    try:
+        cleared = clean(jq)
+        if cleared:
+            out.print(f"cleared the previous demo: {cleared} jobs cancelled or purged")
+        the_plan = plan(jobs, random.Random(42), time.time())
+        t0 = time.monotonic()
+        ids = jq.enqueue_many(the_plan.jobs)
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(the_plan.kinds.items(), key=lambda kv: -kv[1]))
+        out.print(
+            f"\n[bold]enqueued {len(ids)} jobs[/] on queue {DEMO_QUEUE!r} in {time.monotonic() - t0:.2f}s "
+            f"with one enqueue_many: {kinds}"
+        )
+        out.print(f"starting {workers} workers: jobqueue worker --app jobqueue.examples:jq --queues {DEMO_QUEUE}")
+        procs = [start_worker(target.url, concurrency, log) for _ in range(workers)]
+        if not watch(jq, out, len(ids), procs):
+            return 1
+        out.print()
+        window = timedelta(minutes=5)
+        out.print(cli.stats_table([r for r in cli.stats_rows(jq, window) if r["queue"] == DEMO_QUEUE], window))
+        dead = jq.dead_letters(queue=DEMO_QUEUE, limit=100)
+        out.print()
+        cli.print_table(f"dead letters ({len(dead)})", cli.DLQ_COLUMNS, [cli.dlq_row(r) for r in dead])
+        outage = next((r for r in dead if r["payload"].get("endpoint") == the_plan.outage_endpoint), None)
+        if outage is None:
+            out.print("[red]the outage job is not in the dead-letter queue[/]")
+            return 1
+        ok = redrive_one(jq, out, int(outage["id"]), the_plan.down_until)
+    except JobQueueError as exc:
+        out.print(f"[red]demo failed: {exc}[/]")
+        return exc.exit_code
+    finally:
+        stop_workers(procs)
+        log.close()
+        if ok:
+            os.unlink(log.name)
+        elif procs:
+            out.print(f"worker logs: {log.name}")
+        jq.close()
+    out.print(
+        f"\n[bold]demo finished in {time.monotonic() - started:.1f}s.[/] Next: "
+        f"jobqueue stats --watch | jobqueue jobs list -q {DEMO_QUEUE} | jobqueue dlq list -q {DEMO_QUEUE} | "
+        "jobqueue --help"
+    )
+    return 0
+
+
+def clean(jq: JobQueue) -> int:
+    """Cancel the live jobs and purge the dead letters a previous demo left on the demo queue."""
+    if any(q["name"] == DEMO_QUEUE and q.get("paused") for q in jq.queues()):
+        jq.resume(DEMO_QUEUE)
+    count = 0
+    before: int | None = None
+    while True:
+        page = jq.list(states=LIVE_STATES, queue=DEMO_QUEUE, before_id=before, limit=1000)
+        for job in page:
+            jq.cancel(job.id, "cleared by a new jobqueue demo")
+        count += len(page)
+        if len(page) < 1000:
+            break
+        before = page[-1].id
+    while True:
+        purged = jq.purge_dead_letters({"queue": DEMO_QUEUE}, limit=1000)
+        count += purged
+        if purged < 1000:
+            return count
+
+
+def start_worker(url: str, concurrency: int, log: Any) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "jobqueue",
+        "--database-url",
+        url,
+        "worker",
+        "--app",
+        "jobqueue.examples:jq",
+        "--queues",
+        DEMO_QUEUE,
+        "--concurrency",
+        str(concurrency),
+        "--poll-interval",
+        "0.5",
+        "--reconcile-interval",
+        "1",
+        "--log-level",
+        "WARNING",
+    ]
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (a graceful stop: running jobs finish), then wait; kill only a stuck one."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=WORKER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def live_counts(jq: JobQueue) -> dict[str, int]:
+    row = next((r for r in jq.stats() if r["queue"] == DEMO_QUEUE), {})
+    keys = ("pending", "scheduled", "retrying", "processing", "dead_letters")
+    return {k: int(row.get(k) or 0) for k in keys}
+
+
+def watch(jq: JobQueue, out: Console, total: int, procs: list[subprocess.Popen[bytes]]) -> bool:
+    """A progress bar over stats() until no demo job is waiting or running."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]jobs finished"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
+    with Progress(*columns, console=out) as progress:
+        task = progress.add_task("jobs", total=total, detail="")
+        while True:
+            counts = live_counts(jq)
+            waiting = counts["pending"] + counts["scheduled"] + counts["retrying"] + counts["processing"]
+            detail = (
+                f"pending {counts['pending']}  scheduled {counts['scheduled']}  retrying {counts['retrying']}  "
+                f"running {counts['processing']}  dead {counts['dead_letters']}"
+            )
+            progress.update(task, completed=max(total - waiting, 0), detail=detail)
+            if waiting == 0:
+                return True
+            if all(p.poll() is not None for p in procs):
+                out.print(f"[red]the workers exited (codes {[p.returncode for p in procs]})[/]")
+                return False
+            if time.monotonic() > deadline:
+                out.print(f"[red]gave up after {RUN_TIMEOUT_S:g}s with {waiting} jobs left[/]")
+                return False
+            time.sleep(PROGRESS_REFRESH_S)
+
+
+def redrive_one(jq: JobQueue, out: Console, job_id: int, down_until: float) -> bool:
+    """Redrive the job the outage dead-lettered, once the outage is over; show it complete."""
+    job = jq.get(job_id)
+    out.print(
+        f"\njob {job_id} ({job.type}) is a dead letter: {job.row.get('reason')} after "
+        f"{job.row.get('attempt')} attempts while the partner API was down."
+    )
+    wait = down_until - time.time()
+    if wait > 0:
+        out.print(f"waiting {wait:.1f}s for the partner API to come back ...")
+        time.sleep(wait)
+    out.print(f"the partner API is back: [bold]jobqueue dlq redrive {job_id}[/]")
+    jq.redrive({"ids": [job_id]}, limit=1)
+    deadline = time.monotonic() + 30
+    while job.state not in TERMINAL_STATES or job.state == JobState.DEAD_LETTER:
+        if time.monotonic() > deadline:
+            out.print(f"[red]job {job_id} did not finish after the redrive (state {job.state.value})[/]")
+            return False
+        time.sleep(0.1)
+        job = jq.get(job_id)
+    errors = job.row.get("errors") or []
+    out.print(
+        f"redriven job {job_id}: [bold]{job.state.value}[/] on attempt {job.row.get('attempt')}, "
+        f"output {cli.cell(job.row.get('output'))}; its {len(errors)} earlier failed attempts stay in its history"
+    )
+    return job.state == JobState.COMPLETED
