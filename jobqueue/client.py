@@ -61,8 +61,11 @@ class JobQueue:
         pool_size: int = POOL_MAX_SIZE,
         error_classes: Mapping[type[BaseException], ErrorClass | str] | None = None,
         application_name: str | None = None,
+        pool_timeout: float = POOL_GET_TIMEOUT_S,
     ) -> None:
         self._database_url = database_url
+        #: Seconds a call waits for a pooled connection before DatabaseUnavailable.
+        self.pool_timeout = pool_timeout
         #: Shown in pg_stat_activity (default: $PGAPPNAME, else "jobqueue").
         self.application_name = application_name or os.environ.get("PGAPPNAME") or "jobqueue"
         self._target: DatabaseTarget | None = None
@@ -101,7 +104,7 @@ class JobQueue:
                 },
                 check=ConnectionPool.check_connection,
                 reconnect_timeout=POOL_RECONNECT_TIMEOUT_S,
-                timeout=POOL_GET_TIMEOUT_S,
+                timeout=self.pool_timeout,
                 name="jobqueue",
                 open=True,
             )
