@@ -1,3 +1,4 @@
+CREATE SCHEMA IF NOT EXISTS jobqueue;
 -- jobqueue schema, version 1: the queue core and its public SQL API.
 --
 -- The whole current schema: types, private tables, indexes, public functions, views,
@@ -7,18 +8,22 @@
 -- functions and read the views.
 --
 -- Conventions:
---   * every API function is SECURITY DEFINER with a pinned search_path and still
---     schema-qualifies every table; EXECUTE is revoked from PUBLIC and granted per role;
+--   * every function is SECURITY DEFINER with a pinned search_path and still schema-qualifies
+--     every table (two deliberate exceptions, both still pinned or parsed at creation: the
+--     audit trigger function runs as the invoker because it must see current_user, and three
+--     pure expressions are plain SQL bodies so that they inline into the set-based enqueue);
+--     EXECUTE is revoked from PUBLIC and granted per role;
 --   * every state transition names the state and the lease token it expects in its WHERE;
 --     zero rows changed means "someone else owns it now" and is answered, never guessed;
 --   * every clock reading is the database's: now() for decisions, clock_timestamp() for audit;
 --   * queue names and job types are data, never identifiers; the only dynamic SQL builds
---     history partition names from dates (format('%I')), never from input;
+--     history partition names from dates (format('%I')) and the three role names (constants),
+--     never anything from input;
 --   * bad arguments raise 22023 (22001: too long) with the message starting with the field
 --     name and COLUMN = the field; unknown job ids raise P0002; a full queue raises 53400.
 
--- The migration runner creates the schema first, to hold jobqueue.alembic_version.
-CREATE SCHEMA IF NOT EXISTS jobqueue;
+-- The migration runner creates the schema first, to hold jobqueue.alembic_version (never
+-- touched here), hence IF NOT EXISTS on the first line.
 COMMENT ON SCHEMA jobqueue IS 'jobqueue: a job queue whose whole state lives in PostgreSQL (schema version 1)';
 
 ------------------------------------------------------------------------------------------
@@ -627,7 +632,7 @@ AS $$
 BEGIN
     IF TG_OP = 'DELETE'
        AND current_setting('jobqueue.pruning', true) = 'on'
-       AND current_user = (SELECT n.nspowner::regrole::text FROM pg_catalog.pg_namespace n
+       AND current_user = (SELECT pg_get_userbyid(n.nspowner) FROM pg_catalog.pg_namespace n
                            WHERE n.nspname = 'jobqueue') THEN
         RETURN NULL;
     END IF;
@@ -753,7 +758,9 @@ BEGIN
                     WHEN b.extra_key IS NOT NULL THEN ARRAY['jobs', format('unknown key "%s"', b.extra_key)]
                     WHEN jobqueue._type_error(b.type) IS NOT NULL THEN ARRAY['type', jobqueue._type_error(b.type)]
                     WHEN jsonb_typeof(b.payload) IS DISTINCT FROM 'object' THEN ARRAY['payload', 'must be a JSON object']
-                    WHEN octet_length(b.payload::text) > max_payload
+                    -- JSON text is at most ~6x the binary size (escaped control characters), so
+                    -- small documents skip the text conversion
+                    WHEN pg_column_size(b.payload) * 8 > max_payload AND octet_length(b.payload::text) > max_payload
                         THEN ARRAY['payload', format('larger than %s bytes', max_payload)]
                     WHEN jobqueue._queue_error(b.queue) IS NOT NULL THEN ARRAY['queue', jobqueue._queue_error(b.queue)]
                     WHEN b.priority IS NULL
@@ -790,7 +797,7 @@ BEGIN
                         THEN ARRAY['tags', 'each tag must be a string of 1-100 characters without control characters']
                     WHEN b.metadata_j IS NOT NULL AND jsonb_typeof(b.metadata_j) <> 'object'
                         THEN ARRAY['metadata', 'must be a JSON object']
-                    WHEN octet_length(b.metadata_j::text) > max_meta
+                    WHEN pg_column_size(b.metadata_j) * 8 > max_meta AND octet_length(b.metadata_j::text) > max_meta
                         THEN ARRAY['metadata', format('larger than %s bytes', max_meta)]
                     WHEN b.depends_on_j IS NOT NULL AND b.depends_on IS NULL
                         THEN ARRAY['depends_on', 'must be a list of at most 100 job ids']
@@ -872,9 +879,10 @@ BEGIN
             INSERT INTO jobqueue.job_event (job_id, queue, from_state, to_state)
             SELECT i.id, i.queue, NULL, 'pending' FROM ins i
         )
-        SELECT array_agg(i.id), array_agg(DISTINCT i.queue), array_agg(DISTINCT i.queue) FILTER (WHERE i.runnable)
-        INTO ins_ids, ins_queues, notify_queues
-        FROM ins i;
+        SELECT (SELECT array_agg(i.id) FROM ins i),
+               (SELECT array_agg(x.queue) FROM (SELECT DISTINCT i.queue FROM ins i) AS x),
+               (SELECT array_agg(x.queue) FROM (SELECT DISTINCT i.queue FROM ins i WHERE i.runnable) AS x)
+        INTO ins_ids, ins_queues, notify_queues;
 
         IF ins_queues IS NOT NULL THEN
             all_queues := all_queues || ins_queues;
@@ -1562,7 +1570,7 @@ CREATE FUNCTION jobqueue._is_admin() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
     SELECT pg_has_role(session_user, 'jobqueue_admin', 'MEMBER')
-        OR session_user = (SELECT n.nspowner::regrole::text FROM pg_namespace n WHERE n.nspname = 'jobqueue')
+        OR session_user = (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n WHERE n.nspname = 'jobqueue')
 $$;
 
 CREATE FUNCTION jobqueue.cancel(id bigint, reason text DEFAULT NULL) RETURNS text
@@ -1620,7 +1628,13 @@ AS $$
 DECLARE
     back bigint[];
     queues text[];
+    blocked bigint[];
 BEGIN
+    -- A dead letter may have expired while still waiting for dependencies: lock its live
+    -- prerequisites (as enqueue does) and count them again; a failed one cancels it below.
+    PERFORM 1 FROM jobqueue.job p
+    WHERE p.id IN (SELECT unnest(x.depends_on) FROM jobqueue.dead_letter x WHERE x.id = ANY (ids))
+    ORDER BY p.id FOR NO KEY UPDATE;
     WITH c AS (
         SELECT x.id, x.state
         FROM jobqueue.dead_letter x
@@ -1639,22 +1653,37 @@ BEGIN
         DELETE FROM jobqueue.dead_letter x USING one_per_key o
         WHERE x.id = o.id AND x.state = o.state
         RETURNING x AS r, o.state AS from_state
+    ), deps AS (
+        SELECT (d.r).id,
+               (SELECT count(*) FROM jobqueue.job p WHERE p.id = ANY ((d.r).depends_on))::integer AS live,
+               EXISTS (SELECT 1 FROM jobqueue.dead_letter l WHERE l.id = ANY ((d.r).depends_on))
+               OR EXISTS (SELECT 1 FROM jobqueue.job_history h
+                          WHERE h.id = ANY ((d.r).depends_on) AND h.state = 'cancelled') AS failed
+        FROM d WHERE (d.r).depends_on IS NOT NULL
     ), ins AS (
         INSERT INTO jobqueue.job
-        SELECT p.* FROM d, jsonb_populate_record(d.r, jsonb_build_object(
+        SELECT p.* FROM d LEFT JOIN deps ON deps.id = (d.r).id,
+        LATERAL jsonb_populate_record(d.r, jsonb_build_object(
             'state', 'pending', 'attempt', 0, 'run_at', now(), 'priority', (d.r).base_priority,
-            'waiting_on', 0, 'worker_id', NULL, 'lease_expires_at', NULL, 'cancel_requested', false,
+            -- a failed dependency holds it (+1) until it is cancelled below
+            'waiting_on', coalesce(deps.live, 0) + CASE WHEN deps.failed THEN 1 ELSE 0 END,
+            'worker_id', NULL, 'lease_expires_at', NULL, 'cancel_requested', false,
             'progress', NULL, 'finished_at', NULL, 'output', NULL, 'reason', NULL, 'archived_at', NULL,
             -- an expired job is put back to run: its past expiry no longer applies
             'expires_at', CASE WHEN (d.r).expires_at > now() THEN (d.r).expires_at END)) AS p
-        RETURNING id, queue
+        RETURNING id, queue, waiting_on
     ), ev AS (
         INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
         SELECT (d.r).id, (d.r).token, (d.r).queue, d.from_state, 'pending', jsonb_build_object('action', action)
         FROM d
     )
-    SELECT array_agg(i.id ORDER BY i.id), array_agg(DISTINCT i.queue) INTO back, queues FROM ins i;
+    SELECT array_agg(i.id ORDER BY i.id), array_agg(DISTINCT i.queue) FILTER (WHERE i.waiting_on = 0),
+           (SELECT array_agg(deps.id) FROM deps WHERE deps.failed)
+    INTO back, queues, blocked FROM ins i;
     PERFORM jobqueue._notify(queues);
+    IF blocked IS NOT NULL THEN
+        PERFORM jobqueue._finish_waiting(blocked, 'cancelled', 'dependency_failed');
+    END IF;
     RETURN coalesce(back, '{}');
 END
 $$;
@@ -1693,11 +1722,12 @@ COMMENT ON FUNCTION jobqueue.retry(bigint) IS
     'Put one dead letter back as pending (same id, attempt 0; the next claim issues a new, higher token)';
 
 -- Dead-letter filters (redrive, purge_dead_letters): a JSON object with any of
--- queue, type, reason, tenant_id (strings), ids (list of job ids), since/until (timestamps
--- with zone, on the dead-letter time), state ('dead_letter' or 'archived').
+-- queue, type, reason, tenant_id (strings), error_class (the class of the last failed
+-- attempt), ids (list of job ids), since/until (timestamps with zone, on the dead-letter
+-- time), state ('dead_letter' or 'archived').
 CREATE TYPE jobqueue._dead_letter_filter AS (
     queue text, type text, reason text, tenant_id text, ids bigint[],
-    since timestamptz, until timestamptz, state jobqueue.job_state
+    since timestamptz, until timestamptz, state jobqueue.job_state, error_class text
 );
 
 CREATE FUNCTION jobqueue._parse_filter(filter jsonb) RETURNS jobqueue._dead_letter_filter
@@ -1724,6 +1754,13 @@ BEGIN
             WHEN 'reason' THEN f.reason := v #>> '{}';
             ELSE f.tenant_id := v #>> '{}';
             END CASE;
+        WHEN 'error_class' THEN
+            IF jsonb_typeof(v) <> 'string' OR (v #>> '{}') NOT IN
+               ('transient', 'timeout', 'system', 'validation', 'business', 'permanent', 'cancelled') THEN
+                PERFORM jobqueue._raise('filter', 'error_class must be one of transient, timeout, system, '
+                                                  'validation, business, permanent, cancelled');
+            END IF;
+            f.error_class := v #>> '{}';
         WHEN 'ids' THEN
             IF jsonb_typeof(v) <> 'array' OR EXISTS (
                 SELECT 1 FROM jsonb_array_elements(v) AS e
@@ -1744,7 +1781,7 @@ BEGIN
             f.state := (v #>> '{}')::jobqueue.job_state;
         ELSE
             PERFORM jobqueue._raise('filter', format('unknown key "%s" (known: queue, type, reason, tenant_id, '
-                                                     'ids, since, until, state)', k));
+                                                     'error_class, ids, since, until, state)', k));
         END CASE;
     END LOOP;
     RETURN f;
@@ -1763,6 +1800,7 @@ AS $$
           AND ((f).type IS NULL OR x.type = (f).type)
           AND ((f).reason IS NULL OR x.reason = (f).reason)
           AND ((f).tenant_id IS NULL OR x.tenant_id = (f).tenant_id)
+          AND ((f).error_class IS NULL OR x.errors->-1->>'error_class' = (f).error_class)
           AND ((f).ids IS NULL OR x.id = ANY ((f).ids))
           AND ((f).since IS NULL OR x.finished_at >= (f).since)
           AND ((f).until IS NULL OR x.finished_at < (f).until)
@@ -2544,7 +2582,12 @@ CREATE VIEW jobqueue.jobs AS
         UNION ALL SELECT * FROM jobqueue.job_history
         UNION ALL SELECT * FROM jobqueue.dead_letter
     ) AS x
-    WHERE x.created_by = session_user OR (SELECT jobqueue._sees_all_jobs());
+    -- (spelled out with pg_catalog functions: a view checks EXECUTE as the querying role)
+    WHERE x.created_by = session_user
+       OR (SELECT pg_has_role(session_user, 'jobqueue_worker', 'MEMBER')
+                  OR pg_has_role(session_user, 'jobqueue_admin', 'MEMBER')
+                  OR session_user = (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n
+                                     WHERE n.nspname = 'jobqueue'));
 COMMENT ON VIEW jobqueue.jobs IS
     'Every job in any state (live, finished, dead letters): one row per job. Producers see the jobs they enqueued.';
 
