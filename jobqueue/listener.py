@@ -92,7 +92,7 @@ class Listener:
             application_name=self.application_name,
             **(TCP_OPTIONS if _is_tcp(self.url) else {}),
         ) as conn:
-            conn.execute(f"LISTEN {CHANNEL}")  # a constant, never input
+            self._execute(conn, f"LISTEN {CHANNEL}".encode())  # a constant, never input
             if self.reconnects:
                 log.info("listener reconnected", extra={"action": "listener_reconnected"})
             self.reconnects += 1
@@ -105,17 +105,19 @@ class Listener:
                         self.wake()
                 since_ping += STOP_CHECK_S
                 if since_ping >= PING_INTERVAL_S:
-                    self._ping(conn)
+                    self._execute(conn, b"SELECT 1")
                     since_ping = 0.0
         self.connected.clear()
 
-    def _ping(self, conn: psycopg.Connection[Any]) -> None:
-        """``SELECT 1`` with a deadline, on the libpq connection (psycopg has no query timeout).
+    def _execute(self, conn: psycopg.Connection[Any], statement: bytes) -> None:
+        """Run a statement with a deadline, on the libpq connection (psycopg has no query timeout).
 
-        Notifications that arrive while waiting are delivered, not dropped.
+        Every statement on this connection goes through here: a peer that stops answering
+        mid-statement (LISTEN included) must not hang the listener. Notifications that arrive
+        while waiting are delivered, not dropped.
         """
         pgconn = conn.pgconn
-        pgconn.send_query(b"SELECT 1")
+        pgconn.send_query(statement)
         deadline = time.monotonic() + PING_TIMEOUT_S
         while pgconn.flush():
             self._wait(pgconn.socket, deadline, write=True)
@@ -125,8 +127,9 @@ class Listener:
                 break
             self._wait(pgconn.socket, deadline)
         while (result := pgconn.get_result()) is not None:
-            if result.status != pq.ExecStatus.TUPLES_OK:
-                raise psycopg.OperationalError(f"listener ping failed: {result.error_message.decode(errors='replace')}")
+            if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+                message = result.error_message.decode(errors="replace")
+                raise psycopg.OperationalError(f"listener statement failed: {message}")
         while (notify := pgconn.notifies()) is not None:
             if notify.extra.decode(errors="replace") in self.queues:
                 self.wake()
@@ -135,7 +138,7 @@ class Listener:
     def _wait(fileno: int, deadline: float, *, write: bool = False) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise psycopg.OperationalError(f"listener ping got no answer within {PING_TIMEOUT_S:g} s")
+            raise psycopg.OperationalError(f"listener connection got no answer within {PING_TIMEOUT_S:g} s")
         if write:
             select.select([], [fileno], [], remaining)
         else:

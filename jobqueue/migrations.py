@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
+
 from jobqueue.config import DatabaseTarget
-from jobqueue.errors import ConfigurationError
+from jobqueue.errors import ConfigurationError, DatabaseUnavailable
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -54,10 +56,21 @@ def alembic_config(target: DatabaseTarget | None, output: io.StringIO | None = N
 
 def upgrade(target: DatabaseTarget) -> str | None:
     """Upgrade to head; return the revision found under the migration lock (None: empty)."""
+    from sqlalchemy.exc import DBAPIError
+
     from alembic import command
+    from jobqueue.db import translate
 
     cfg = alembic_config(target)
-    command.upgrade(cfg, "head")
+    try:
+        command.upgrade(cfg, "head")
+    except DBAPIError as exc:  # alembic runs on SQLAlchemy: unwrap the driver's error
+        if not isinstance(exc.orig, psycopg.Error):
+            raise
+        error = translate(exc.orig)
+        if isinstance(error, DatabaseUnavailable):
+            raise DatabaseUnavailable(f"could not connect to {target.display}: {error}") from exc
+        raise error from exc
     found: str | None = cfg.attributes.get("found_revision")
     return found
 

@@ -37,8 +37,14 @@ def workers(db: psycopg.Connection[Any], db_url: str, tmp_path: Path) -> Iterato
 
 
 def listener_ready(db: psycopg.Connection[Any], name: str) -> bool:
+    """The worker's listener is connected and has run LISTEN (not merely connected)."""
     return bool(
-        scalar(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (f"jobqueue-listen:{name}",))
+        scalar(
+            db,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND query IN ('LISTEN jobqueue', 'SELECT 1')",
+            (f"jobqueue-listen:{name}",),
+        )
     )
 
 
