@@ -35,3 +35,22 @@ bench: $(STAMP)
 clean:
 	-test -x $(BIN)/jobqueue && $(BIN)/jobqueue db stop
 	rm -rf $(VENV) .jobqueue dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Procrastinate and PgQueuer under the same enqueue, drain and latency workloads, on the same
+# server, in the same run (ratios jobqueue / peer). They live in their own virtual
+# environment with exact pins (bench/peers/requirements.txt), never in jobqueue's.
+PEERS_VENV := .bench-peers/venv
+PEERS_STAMP := $(PEERS_VENV)/.installed
+BENCH_PEERS_ARGS ?=
+
+.PHONY: bench-peers
+
+$(PEERS_STAMP): bench/peers/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r bench/peers/requirements.txt
+	touch $(PEERS_STAMP)
+
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(BIN)/jobqueue bench --only baseline,enqueue,drain,latency --peers $(PEERS_VENV)/bin/python \
+		--json bench-results/peers.json $(BENCH_PEERS_ARGS)
