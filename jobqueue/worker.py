@@ -651,18 +651,25 @@ class Worker:
                 running.ctx._cancelled.set()
                 log.info("cancel requested", extra=_job_extra(running.job, "job_cancel_requested"))
 
+    @staticmethod
+    def _abandon(running: Running) -> bool:
+        """Give up on a running job: its outcome will be ignored. False if it already ended."""
+        with running.lock:
+            if running.finished or running.abandoned:
+                return False
+            running.abandoned = True
+        running.ctx._cancelled.set()
+        if running.future is not None:
+            running.future.cancel()  # an async handler is really cancelled; a thread cannot be
+        return True
+
     def _enforce_timeouts(self, now: float) -> None:
         for running in list(self._running.values()):
             if running.deadline is None or now < running.deadline:
                 continue
-            with running.lock:
-                if running.finished or running.abandoned:
-                    continue
-                running.abandoned = True
-            running.ctx._cancelled.set()
-            if running.future is not None:
-                running.future.cancel()
-            elif running.task is not None:
+            if not self._abandon(running):
+                continue
+            if running.future is None and running.task is not None:
                 self._spawn_handler_thread()  # the stuck thread keeps its slot until it returns
             limit = running.job.timeout.total_seconds() if running.job.timeout else 0
             log.warning("job timed out; abandoning it", extra=_job_extra(running.job, "job_timeout"))
@@ -695,13 +702,8 @@ class Worker:
             self._wake.clear()
         leftover = [r for r in list(self._running.values()) if not r.finished]
         for running in leftover:
-            with running.lock:
-                if running.finished or running.abandoned:
-                    continue
-                running.abandoned = True
-            running.ctx._cancelled.set()
-            if running.future is not None:
-                running.future.cancel()
+            if not self._abandon(running):
+                continue
             status = self._ack(running, "release")
             log.info("handed back unfinished job", extra=_job_extra(running.job, "job_released", status=status))
             self._release_slot(running.job.id)
