@@ -77,6 +77,25 @@ class ClaimedJob:
     lease_duration: timedelta | None = None
 
     @classmethod
+    def from_tuple(cls, row: tuple[Any, ...]) -> ClaimedJob:
+        """From a claim() row as a tuple, in claim()'s column order (the worker's hot path)."""
+        id, token, queue, type, payload, priority, attempt, max_attempts, timeout, expires, metadata, lease = row
+        return cls(
+            id,
+            token,
+            queue,
+            type,
+            payload or {},
+            priority,
+            attempt,
+            max_attempts,
+            timeout,
+            expires,
+            metadata or {},
+            lease,
+        )
+
+    @classmethod
     def from_row(cls, row: dict[str, Any]) -> ClaimedJob:
         return cls(
             id=row["id"],

@@ -2,13 +2,14 @@
 
 Threads, each owning one thing:
 
-* main        claims up to its free slots; sleeps until a NOTIFY, a freed slot, its poll
-              timer or the next delayed job's due time wakes it
+* main        acknowledges the jobs that finished and claims up to the free slots, in one
+              transaction per round (complete_many + claim, pipelined); sleeps until a
+              NOTIFY, a finished job, its poll timer or the next delayed job's due time
 * listener    LISTEN on a dedicated connection (jobqueue.listener)
 * keeper      heartbeats leases, enforces timeouts, self-fences on lost leases, refreshes
               the worker row and runs reconcile every so often
-* acker       batches completions: those within ACK_BATCH_WINDOW_S share one statement
-* handlers    a pool of threads for plain functions; one event loop thread for async ones
+* handlers    a pool of threads for plain functions, fed a claimed batch at a time;
+              one event loop thread for async ones
 
 No database transaction is open while a handler runs: the claim commits, the handler runs,
 the acknowledgement is a new short statement. Every database error in these loops is met
@@ -18,12 +19,12 @@ with a capped, jittered back-off and a retry, never with an exit.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import faulthandler
 import json
 import logging
 import os
-import queue
 import random
 import signal
 import socket
@@ -38,6 +39,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.rows import tuple_row
 from psycopg_pool import PoolTimeout
 
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
@@ -61,7 +63,8 @@ LEASE_SAFETY_MARGIN_S = 1.0
 RECONCILE_INTERVAL_S = 5.0
 WORKER_HEARTBEAT_S = 10.0
 ACK_BATCH_WINDOW_S = 0.002
-ACK_BATCH_MAX = 500
+#: complete_many takes at most 1000 jobs.
+ACK_BATCH_MAX = 1000
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 10.0
 KEEPER_TICK_S = 0.25
@@ -196,8 +199,11 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._signals = 0
-        self._acks: queue.Queue[tuple[Running, Any] | None] = queue.Queue()
-        self._handler_queue: queue.Queue[Running | None] = queue.Queue()
+        #: Handlers that returned, waiting to be acknowledged by the main loop (under _lock).
+        self._done: list[tuple[Running, Any]] = []
+        #: Jobs waiting for a handler thread; None tells a thread to exit.
+        self._ready: collections.deque[Running | None] = collections.deque()
+        self._ready_cv = threading.Condition(threading.Lock())
         self._handler_threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -239,10 +245,7 @@ class Worker:
                 "concurrency": self.config.concurrency,
             },
         )
-        threads = [
-            threading.Thread(target=self._keeper, name="jobqueue-keeper", daemon=True),
-            threading.Thread(target=self._acker, name="jobqueue-acker", daemon=True),
-        ]
+        threads = [threading.Thread(target=self._keeper, name="jobqueue-keeper", daemon=True)]
         for _ in range(self.config.concurrency):
             self._spawn_handler_thread()
         if self.config.listen:
@@ -294,48 +297,125 @@ class Worker:
     # -- main loop: claim ---------------------------------------------------------------------
 
     def _main_loop(self) -> None:
+        """Acknowledge what finished and claim into the free slots: one transaction per round."""
         backoff = Backoff("claim")
         while not self._stopping.is_set():
-            free = self.config.concurrency - len(self._running)
-            claimed = 0
-            if free > 0:
-                try:
-                    claimed = self._claim(min(free, MAX_CLAIM_BATCH))
-                    backoff.succeeded()
-                except RETRYABLE as exc:
-                    self._wake.wait(backoff.failed(exc))
-                    self._wake.clear()
-                    continue
-                if claimed == free:
+            self._gather_batch()
+            with self._lock:
+                done, self._done = self._done[:ACK_BATCH_MAX], self._done[ACK_BATCH_MAX:]
+                free = self.config.concurrency - len(self._running) + len(done)
+            batch = min(free, MAX_CLAIM_BATCH)
+            try:
+                claimed = self._claim_and_ack(done, batch)
+                backoff.succeeded()
+            except RETRYABLE as exc:
+                self._requeue_acks(done, exc)
+                self._wake.wait(backoff.failed(exc))
+                self._wake.clear()
+                continue
+            if batch > 0:
+                if claimed == batch:
                     continue  # there may be more: claim again as soon as slots free up
                 if self.config.burst and claimed == 0 and not self._running:
                     log.info("burst: nothing left to claim", extra={"action": "worker_drained"})
                     return
+            if self._done:
+                continue
             timeout = self.config.poll_interval_s * (0.8 + random.random() * 0.4)
-            if claimed == 0 and free > 0:
+            if claimed == 0 and batch > 0:
                 due = self._time_to_next_due()
                 if due is not None:
                     timeout = min(timeout, max(due, 0.0))
             self._wake.wait(timeout)
             self._wake.clear()
 
-    def _claim(self, batch: int) -> int:
+    def _gather_batch(self) -> None:
+        """When some of the running jobs have finished, give the rest a moment (at most
+        ACK_BATCH_WINDOW_S) so that one statement acknowledges them together."""
+        self._wake.clear()
+        if self._done and len(self._done) < len(self._running) and not self._stopping.is_set():
+            self._wake.wait(ACK_BATCH_WINDOW_S)  # _finish sets it when the last one is done
+            self._wake.clear()
+
+    def _claim_and_ack(self, done: list[tuple[Running, Any]], batch: int) -> int:
+        """complete_many for the finished jobs, then claim, in one transaction and one
+        round trip (pipeline): one commit per batch instead of two."""
+        if not done and batch <= 0:
+            return 0
         vt = self.config.visibility_timeout_s
+        acks: list[tuple[Any, ...]] = []
+        rows: list[tuple[Any, ...]] = []
         with self.jq.pool.connection() as conn:
-            rows = conn.execute(
-                query("claim"),
-                {
-                    "queues": list(self.config.queues),
-                    "worker_id": self.id,
-                    "batch": batch,
-                    "visibility_timeout": timedelta(seconds=vt) if vt else None,
-                    "types": self.types,
-                },
-            ).fetchall()
-        now = time.monotonic()
-        for row in rows:
-            self._start(ClaimedJob.from_row(row), now)
+            ack_cur = conn.cursor(row_factory=tuple_row)
+            claim_cur = conn.cursor(row_factory=tuple_row)
+            with conn.pipeline(), conn.transaction():
+                if done:
+                    ack_cur.execute(
+                        query("complete_many"),
+                        {
+                            "ids": [r.job.id for r, _ in done],
+                            "tokens": [r.job.token for r, _ in done],
+                            "outputs": [_output_json(value) for _, value in done],
+                        },
+                    )
+                if batch > 0:
+                    claim_cur.execute(
+                        query("claim"),
+                        {
+                            "queues": list(self.config.queues),
+                            "worker_id": self.id,
+                            "batch": batch,
+                            "visibility_timeout": timedelta(seconds=vt) if vt else None,
+                            "types": self.types,
+                        },
+                    )
+                if done:
+                    acks = ack_cur.fetchall()
+                if batch > 0:
+                    rows = claim_cur.fetchall()
+        if done:
+            self._acknowledged(done, {row[0]: row[1] for row in acks})
+        if rows:
+            now = time.monotonic()
+            self._dispatch([self._start(ClaimedJob.from_tuple(row), now) for row in rows])
         return len(rows)
+
+    def _requeue_acks(self, done: list[tuple[Running, Any]], exc: BaseException) -> None:
+        """A round failed and rolled back: its acknowledgements are tried again next round.
+        If the database refused them (not an outage), acknowledge them on their own once,
+        and drop them if that is refused too: the leases run out and reconcile puts the
+        jobs back, so nothing is lost."""
+        if not done:
+            return
+        if is_transient(exc):
+            with self._lock:
+                self._done[:0] = done
+            return
+        try:
+            with self.jq.pool.connection() as conn:
+                rows = conn.execute(
+                    query("complete_many"),
+                    {
+                        "ids": [r.job.id for r, _ in done],
+                        "tokens": [r.job.token for r, _ in done],
+                        "outputs": [_output_json(value) for _, value in done],
+                    },
+                ).fetchall()
+            self._acknowledged(done, {row["id"]: row["status"] for row in rows})
+        except RETRYABLE as again:
+            if is_transient(again):
+                with self._lock:
+                    self._done[:0] = done
+                return
+            log.error("complete refused", extra={"action": "ack_error", "error": _one_line(again)})
+            self._acknowledged(done, {})
+
+    def _acknowledged(self, done: list[tuple[Running, Any]], statuses: dict[int, str]) -> None:
+        for running, _ in done:
+            self._log_ack(running.job, str(statuses.get(running.job.id)), "complete")
+        with self._lock:
+            for running, _ in done:
+                self._running.pop(running.job.id, None)
 
     def _time_to_next_due(self) -> float | None:
         try:
@@ -346,7 +426,7 @@ class Worker:
         seconds = None if row is None else row["seconds"]
         return None if seconds is None else float(seconds)
 
-    def _start(self, job: ClaimedJob, now: float) -> None:
+    def _start(self, job: ClaimedJob, now: float) -> Running:
         lease = job.lease_duration
         lease_s = (
             lease.total_seconds()
@@ -376,11 +456,24 @@ class Worker:
         )
         with self._lock:
             self._running[job.id] = running
-        log.debug("job claimed", extra=_job_extra(job, "job_claimed"))
-        if running.task is not None and running.task.is_async:
-            running.future = asyncio.run_coroutine_threadsafe(self._run_async(running), self._event_loop())
-        else:
-            self._handler_queue.put(running)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job claimed", extra=_job_extra(job, "job_claimed"))
+        return running
+
+    def _dispatch(self, batch: list[Running]) -> None:
+        """Hand claimed jobs to handlers: async ones to the event loop, the others to the
+        handler threads as one batch (one wake-up; each thread that takes a job wakes the
+        next while some are left)."""
+        threaded: list[Running] = []
+        for running in batch:
+            if running.task is not None and running.task.is_async:
+                running.future = asyncio.run_coroutine_threadsafe(self._run_async(running), self._event_loop())
+            else:
+                threaded.append(running)
+        if threaded:
+            with self._ready_cv:
+                self._ready.extend(threaded)
+                self._ready_cv.notify()
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -390,8 +483,14 @@ class Worker:
         thread.start()
 
     def _handler_loop(self) -> None:
+        ready, cv = self._ready, self._ready_cv
         while True:
-            running = self._handler_queue.get()
+            with cv:
+                while not ready:
+                    cv.wait()
+                running = ready.popleft()
+                if ready:
+                    cv.notify()
             if running is None:
                 return
             outcome = self._invoke(running)
@@ -430,7 +529,10 @@ class Worker:
             outcome = exc
         finally:
             _current.reset(token)
-        await asyncio.get_running_loop().run_in_executor(None, self._finish, running, outcome)
+        if isinstance(outcome, _Success):
+            self._finish(running, outcome)  # only queues the acknowledgement: safe on the loop
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, self._finish, running, outcome)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -449,7 +551,12 @@ class Worker:
                 return
             running.finished = True
         if isinstance(outcome, _Success):
-            self._acks.put((running, outcome.value))  # the acker frees the slot once it is acknowledged
+            # the main loop acknowledges it (batched) and frees the slot
+            with self._lock:
+                self._done.append((running, outcome.value))
+                first, last = len(self._done) == 1, len(self._done) >= len(self._running)
+            if first or last:
+                self._wake.set()
             return
         try:
             name, params = self._failure_ack(running, outcome)
@@ -494,52 +601,6 @@ class Worker:
         self._log_ack(running.job, status, name)
         return status
 
-    def _acker(self) -> None:
-        """Flush completions in batches: one complete_many per ACK_BATCH_WINDOW_S."""
-        while True:
-            first = self._acks.get()
-            if first is None:
-                return
-            batch = [first]
-            deadline = time.monotonic() + ACK_BATCH_WINDOW_S
-            stop = False
-            while len(batch) < ACK_BATCH_MAX:
-                try:
-                    item = self._acks.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._complete_batch(batch)
-            if stop:
-                return
-
-    def _complete_batch(self, batch: list[tuple[Running, Any]]) -> None:
-        params = {
-            "ids": [r.job.id for r, _ in batch],
-            "tokens": [r.job.token for r, _ in batch],
-            "outputs": [_output_json(value) for _, value in batch],
-        }
-        backoff = Backoff("complete")
-        while True:
-            try:
-                with self.jq.pool.connection() as conn:
-                    rows = conn.execute(query("complete_many"), params).fetchall()
-                backoff.succeeded()
-                break
-            except RETRYABLE as exc:
-                if not is_transient(exc):
-                    log.error("complete refused", extra={"action": "ack_error", "error": _one_line(exc)})
-                    rows = []
-                    break
-                time.sleep(backoff.failed(exc))
-        statuses = {row["id"]: row["status"] for row in rows}
-        for running, _ in batch:
-            self._log_ack(running.job, str(statuses.get(running.job.id)), "complete")
-            self._release_slot(running.job.id)
-
     def _log_ack(self, job: ClaimedJob, status: str, what: str) -> None:
         if status == AckStatus.LEASE_LOST:
             log.warning(
@@ -549,7 +610,8 @@ class Worker:
         else:
             if status in (AckStatus.COMPLETED, AckStatus.ALREADY_COMPLETED):
                 self.jobs_done += 1
-            log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}"))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}"))
 
     def _release_slot(self, job_id: int) -> None:
         with self._lock:
@@ -563,7 +625,7 @@ class Worker:
         if row and row["status"] == AckStatus.LEASE_LOST:
             running = self._running.get(job.id)
             if running is not None:
-                running.ctx._lease_lost.set()
+                running.ctx._set_lease_lost()
 
     def _call_retrying(self, what: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Run a statement until the database answers (a lost ack must not be dropped).
@@ -608,7 +670,7 @@ class Worker:
                     backoff.failed(exc)
             for running in list(self._running.values()):
                 if now > running.lease_deadline and not running.ctx.lease_lost:
-                    running.ctx._lease_lost.set()  # self-fence: heartbeats have not got through
+                    running.ctx._set_lease_lost()  # self-fence: heartbeats have not got through
                     log.warning(
                         "lease deadline passed without a heartbeat; stop side effects",
                         extra=_job_extra(running.job, "lease_self_fenced"),
@@ -640,15 +702,15 @@ class Worker:
             if row is None:
                 continue
             if row["status"] == AckStatus.LEASE_LOST:
-                running.ctx._lease_lost.set()
-                running.ctx._cancelled.set()
+                running.ctx._set_lease_lost()
+                running.ctx._set_cancelled()
                 running.next_heartbeat = float("inf")
                 log.warning("lease lost while running", extra=_job_extra(running.job, "lease_lost"))
                 continue
             running.next_heartbeat = sent + extend * HEARTBEAT_FRACTION
             running.lease_deadline = sent + extend - LEASE_SAFETY_MARGIN_S
             if row["cancel_requested"] and not running.ctx.cancelled:
-                running.ctx._cancelled.set()
+                running.ctx._set_cancelled()
                 log.info("cancel requested", extra=_job_extra(running.job, "job_cancel_requested"))
 
     @staticmethod
@@ -658,7 +720,7 @@ class Worker:
             if running.finished or running.abandoned:
                 return False
             running.abandoned = True
-        running.ctx._cancelled.set()
+        running.ctx._set_cancelled()
         if running.future is not None:
             running.future.cancel()  # an async handler is really cancelled; a thread cannot be
         return True
@@ -697,9 +759,18 @@ class Worker:
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         self._stopping.set()
         deadline = time.monotonic() + self.config.shutdown_timeout_s
+        backoff = Backoff("complete")
         while self._running and time.monotonic() < deadline:
             self._wake.wait(0.05)
             self._wake.clear()
+            with self._lock:
+                done, self._done = self._done[:ACK_BATCH_MAX], self._done[ACK_BATCH_MAX:]
+            try:
+                self._claim_and_ack(done, 0)
+                backoff.succeeded()
+            except RETRYABLE as exc:
+                self._requeue_acks(done, exc)
+                time.sleep(min(backoff.failed(exc), max(0.0, deadline - time.monotonic())))
         leftover = [r for r in list(self._running.values()) if not r.finished]
         for running in leftover:
             if not self._abandon(running):
@@ -707,11 +778,11 @@ class Worker:
             status = self._ack(running, "release")
             log.info("handed back unfinished job", extra=_job_extra(running.job, "job_released", status=status))
             self._release_slot(running.job.id)
-        self._acks.put(None)
         for thread in threads:
             thread.join(timeout=30)
-        for _ in self._handler_threads:
-            self._handler_queue.put(None)
+        with self._ready_cv:
+            self._ready.extend([None] * len(self._handler_threads))
+            self._ready_cv.notify_all()
         if self.listener is not None:
             self.listener.stop()
         self._quietly("unregister_worker", {"worker_id": self.id})
