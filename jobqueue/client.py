@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 POOL_MAX_SIZE = 10
 #: Keep trying to reconnect for as long as the process lives: a queue must outlast outages.
 POOL_RECONNECT_TIMEOUT_S = 365 * 24 * 3600.0
+#: A pooled connection idle for longer than this is checked (an empty query) before use;
+#: one returned more recently was working a moment ago and is used at once. Checking every
+#: checkout costs a round trip and a transaction per enqueue, claim and acknowledgement.
+POOL_CHECK_IDLE_S = 5.0
 POOL_GET_TIMEOUT_S = 30.0
 #: At or above this many jobs, enqueue_many loads them with COPY instead of one JSON array.
 COPY_THRESHOLD = 1000
@@ -44,6 +49,20 @@ Tuples = list[tuple[Any, ...]]
 Ids = list[int]
 Jobs = list[Job]
 _JSON_OPTIONS = ("retry_policy", "metadata")
+
+
+def _mark_idle(conn: psycopg.Connection[Any]) -> None:
+    """Pool reset hook: note when the connection came back."""
+    conn._jobqueue_idle_since = time.monotonic()  # type: ignore[attr-defined]
+
+
+def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
+    """Pool check hook: a closed connection fails at once; a long-idle one is pinged."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the pooled connection is closed")
+    since = getattr(conn, "_jobqueue_idle_since", None)
+    if since is None or time.monotonic() - since > POOL_CHECK_IDLE_S:
+        ConnectionPool.check_connection(conn)
 
 
 class JobQueue:
@@ -102,7 +121,8 @@ class JobQueue:
                     "connect_timeout": CONNECT_TIMEOUT_S,
                     "application_name": self.application_name,
                 },
-                check=ConnectionPool.check_connection,
+                check=_check_if_idle,
+                reset=_mark_idle,
                 reconnect_timeout=POOL_RECONNECT_TIMEOUT_S,
                 timeout=self.pool_timeout,
                 name="jobqueue",
@@ -180,6 +200,11 @@ class JobQueue:
         batches are loaded with COPY into a temporary table, then handed to
         ``jobqueue.enqueue_many`` in the same transaction.
         """
+        jobs = list(jobs)
+        if connection is None and len(jobs) >= COPY_THRESHOLD:
+            plain = plain_rows(jobs)
+            if plain is not None:
+                return self._enqueue_columns(plain)
         documents = [job_document(i, job) for i, job in enumerate(jobs)]
         if not documents:
             return []
@@ -201,6 +226,26 @@ class JobQueue:
                 "(SELECT jsonb_agg(job ORDER BY n) FROM jobqueue_copy_batch)) AS id"
             ).fetchall()
         return [int(row[0]) for row in rows]
+
+    def _enqueue_columns(self, rows: list[tuple[Any, ...]]) -> Ids:
+        """Plain jobs: COPY typed columns, then one enqueue_batch call over their arrays."""
+        with self._conn() as conn, translated(), conn.transaction():
+            cur = conn.cursor(row_factory=tuple_row)
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS jobqueue_copy_plain (n int, type text, payload jsonb, queue text,"
+                " priority int, max_attempts int) ON COMMIT DELETE ROWS"
+            )
+            columns = "n, type, payload, queue, priority, max_attempts"
+            with cur.copy(f"COPY jobqueue_copy_plain ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            result = cur.execute(
+                "SELECT e.id FROM (SELECT array_agg(s.type) AS t, array_agg(s.payload) AS p, array_agg(s.queue) AS q,"
+                " array_agg(s.priority) AS pr, array_agg(s.max_attempts) AS m"
+                " FROM (SELECT * FROM jobqueue_copy_plain ORDER BY n) AS s) AS a,"
+                " jobqueue.enqueue_batch(a.t, a.p, a.q, a.pr, a.m) AS e(id)"
+            ).fetchall()
+        return [row[0] for row in result]
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -453,6 +498,32 @@ def job_document(index: int, job: Mapping[str, Any]) -> str:
             value = value.isoformat()
         doc[key] = value
     return dumps(doc, f"jobs[{index}]")
+
+
+_PLAIN_KEYS = frozenset({"type", "payload", "queue", "priority", "max_attempts"})
+
+
+def plain_rows(jobs: Sequence[Any]) -> list[tuple[Any, ...]] | None:
+    """COPY rows (n, type, payload, queue, priority, max_attempts) when every job is plain:
+    only those keys, of the simple types. None otherwise: the general path then checks
+    everything and names what is wrong."""
+    rows: list[tuple[Any, ...]] = []
+    for n, job in enumerate(jobs):
+        if not isinstance(job, Mapping) or not _PLAIN_KEYS.issuperset(job):
+            return None
+        type_, payload = job.get("type"), job.get("payload")
+        queue, priority, attempts = job.get("queue"), job.get("priority"), job.get("max_attempts")
+        if (
+            not isinstance(type_, str)
+            or not (payload is None or isinstance(payload, Mapping))
+            or not (queue is None or isinstance(queue, str))
+            or not (priority is None or (isinstance(priority, int) and not isinstance(priority, bool)))
+            or not (attempts is None or (isinstance(attempts, int) and not isinstance(attempts, bool)))
+        ):
+            return None
+        body = dumps(payload, f"jobs[{n}].payload") if payload else "{}"
+        rows.append((n, type_, body, queue, None if priority is None else int(priority), attempts))
+    return rows
 
 
 def priority_param(value: Any) -> int | str | None:
