@@ -1023,17 +1023,104 @@ CREATE FUNCTION jobqueue.enqueue(
     timeout interval DEFAULT NULL,
     visibility_timeout interval DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
-    SELECT id FROM jobqueue._enqueue(jsonb_build_array(jsonb_build_object(
-        'type', enqueue.type, 'payload', enqueue.payload, 'queue', enqueue.queue,
-        'priority', to_jsonb(enqueue.priority), 'run_at', enqueue.run_at,
-        'delay', extract(epoch FROM enqueue.delay), 'max_attempts', enqueue.max_attempts,
-        'retry_policy', enqueue.retry_policy, 'unique_key', enqueue.unique_key,
-        'expires_at', enqueue.expires_at, 'tenant_id', enqueue.tenant_id, 'user_id', enqueue.user_id,
-        'tags', enqueue.tags, 'metadata', enqueue.metadata, 'depends_on', enqueue.depends_on,
-        'timeout', extract(epoch FROM enqueue.timeout),
-        'visibility_timeout', extract(epoch FROM enqueue.visibility_timeout))), true) AS id
+#variable_conflict use_variable
+DECLARE
+    q_name text := coalesce(queue, 'default');
+    body jsonb := coalesce(nullif(payload, 'null'), '{}');
+    prio integer := jobqueue._priority_of(to_jsonb(priority));
+    max_payload numeric;
+    max_delay numeric;
+    err text;
+    q record;
+    attempts integer;
+    new_id bigint;
+    runnable boolean;
+BEGIN
+    -- Options that need the set-based core (unique keys, dependencies, policies, TTLs, tags,
+    -- metadata, per-job leases) go there. The common job takes this lean path: the same
+    -- checks in the same order with the same messages, then one INSERT.
+    IF unique_key IS NOT NULL OR depends_on IS NOT NULL OR retry_policy IS NOT NULL OR expires_at IS NOT NULL
+       OR tags IS NOT NULL OR metadata IS NOT NULL OR timeout IS NOT NULL OR visibility_timeout IS NOT NULL THEN
+        RETURN (SELECT e.id FROM jobqueue._enqueue(jsonb_build_array(jsonb_build_object(
+            'type', enqueue.type, 'payload', enqueue.payload, 'queue', enqueue.queue,
+            'priority', to_jsonb(enqueue.priority), 'run_at', enqueue.run_at,
+            'delay', extract(epoch FROM enqueue.delay), 'max_attempts', enqueue.max_attempts,
+            'retry_policy', enqueue.retry_policy, 'unique_key', enqueue.unique_key,
+            'expires_at', enqueue.expires_at, 'tenant_id', enqueue.tenant_id, 'user_id', enqueue.user_id,
+            'tags', enqueue.tags, 'metadata', enqueue.metadata, 'depends_on', enqueue.depends_on,
+            'timeout', extract(epoch FROM enqueue.timeout),
+            'visibility_timeout', extract(epoch FROM enqueue.visibility_timeout))), true) AS e(id));
+    END IF;
+
+    err := jobqueue._type_error(type);
+    IF err IS NOT NULL THEN
+        PERFORM jobqueue._raise('type', err);
+    END IF;
+    IF jsonb_typeof(body) <> 'object' THEN
+        PERFORM jobqueue._raise('payload', 'must be a JSON object');
+    END IF;
+    max_payload := jobqueue._conf('max_payload_bytes');
+    IF pg_column_size(body) * 8 > max_payload AND octet_length(body::text) > max_payload THEN
+        PERFORM jobqueue._raise('payload', format('larger than %s bytes', max_payload));
+    END IF;
+    err := jobqueue._queue_error(q_name);
+    IF err IS NOT NULL THEN
+        PERFORM jobqueue._raise('queue', err);
+    END IF;
+    IF prio IS NULL THEN
+        PERFORM jobqueue._raise('priority', 'must be between 0 and 10 or one of low, normal, high, critical');
+    END IF;
+    IF run_at IS NOT NULL OR delay IS NOT NULL THEN
+        max_delay := jobqueue._conf('max_delay_s');
+        IF run_at IS NOT NULL AND delay IS NOT NULL THEN
+            PERFORM jobqueue._raise('run_at', 'give run_at or delay, not both');
+        ELSIF run_at IS NOT NULL AND NOT isfinite(run_at) THEN
+            PERFORM jobqueue._raise('run_at', 'must be a timestamp with a time zone, e.g. 2030-01-31T12:00:00Z');
+        ELSIF run_at > now() + make_interval(secs => max_delay) THEN
+            PERFORM jobqueue._raise('run_at', format('must be at most %s ahead', jobqueue._human_seconds(max_delay)));
+        ELSIF extract(epoch FROM delay) < 0 OR extract(epoch FROM delay) > max_delay THEN
+            PERFORM jobqueue._raise('delay', format('must be between 0 and %s', jobqueue._human_seconds(max_delay)));
+        END IF;
+    END IF;
+    IF max_attempts IS NOT NULL AND max_attempts NOT BETWEEN 1 AND 1000 THEN
+        PERFORM jobqueue._raise('max_attempts', 'must be an integer between 1 and 1000');
+    END IF;
+    IF length(tenant_id) > 255 THEN
+        PERFORM jobqueue._raise('tenant_id', 'longer than 255 characters');
+    END IF;
+    IF length(user_id) > 255 THEN
+        PERFORM jobqueue._raise('user_id', 'longer than 255 characters');
+    END IF;
+
+    SELECT x.max_attempts, x.retry_policy, x.paused, x.max_size INTO q FROM jobqueue.queue x WHERE x.name = q_name;
+    attempts := coalesce(max_attempts,
+                         (SELECT (tp.policy->>'max_attempts')::integer FROM jobqueue.retry_policy tp
+                          WHERE tp.type = enqueue.type),
+                         q.max_attempts, (q.retry_policy->>'max_attempts')::integer,
+                         jobqueue._conf('default_max_attempts'));
+    INSERT INTO jobqueue.job AS j (queue, type, payload, priority, base_priority, run_at, max_attempts,
+                                   tenant_id, user_id)
+    VALUES (q_name, type, body, prio, prio, coalesce(run_at, now() + delay, now()), attempts, tenant_id, user_id)
+    RETURNING j.id, j.run_at <= now() INTO new_id, runnable;
+    INSERT INTO jobqueue.job_event (job_id, queue, from_state, to_state) VALUES (new_id, q_name, NULL, 'pending');
+    IF q.paused IS NULL THEN  -- no queue row yet (paused is NOT NULL in every row)
+        INSERT INTO jobqueue.queue (name) VALUES (q_name) ON CONFLICT DO NOTHING;
+    END IF;
+    IF runnable AND NOT coalesce(q.paused, false) THEN
+        PERFORM pg_notify('jobqueue', q_name);
+    END IF;
+    IF q.max_size IS NOT NULL AND (SELECT count(*) FROM (
+            SELECT 1 FROM jobqueue.job w
+            WHERE w.queue = q_name AND w.state IN ('pending', 'retrying') AND w.waiting_on = 0
+            LIMIT q.max_size + 1) AS c) > q.max_size THEN
+        RAISE EXCEPTION USING ERRCODE = '53400', COLUMN = 'queue',
+            MESSAGE = format('queue: queue "%s" is full (max_size %s waiting jobs); nothing was enqueued',
+                             q_name, q.max_size);
+    END IF;
+    RETURN new_id;
+END
 $$;
 COMMENT ON FUNCTION jobqueue.enqueue(text, jsonb, text, anycompatible, timestamptz, interval, integer, jsonb, text,
     timestamptz, text, text, text[], jsonb, bigint[], interval, interval) IS
@@ -1044,6 +1131,118 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, p
 AS $$ SELECT id FROM jobqueue._enqueue(jobs, false) AS id $$;
 COMMENT ON FUNCTION jobqueue.enqueue_many(jsonb) IS
     'Enqueue a JSON array of jobs (keys as enqueue''s parameters), all or nothing; returns ids in input order';
+
+-- Enqueue many plain jobs given as parallel arrays, all or nothing; ids in input order. The
+-- column-wise twin of enqueue_many for bulk loads (the Python library feeds it from COPY):
+-- no JSON document per job to build and take apart, one INSERT for the batch. Jobs that
+-- need more options (unique keys, dependencies, delays, ...) go through enqueue_many.
+CREATE FUNCTION jobqueue.enqueue_batch(
+    types text[],
+    payloads jsonb[],
+    queues text[] DEFAULT NULL,
+    priorities integer[] DEFAULT NULL,
+    max_attempts integer[] DEFAULT NULL
+) RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    max_jobs constant integer := 100000;
+    n integer := cardinality(types);
+    max_payload numeric := jobqueue._conf('max_payload_bytes');
+    default_attempts integer := jobqueue._conf('default_max_attempts');
+    bad record;
+    ids bigint[];
+    ins_queues text[];
+    full_queue record;
+BEGIN
+    IF types IS NULL OR n = 0 THEN
+        PERFORM jobqueue._raise('types', 'must be a non-empty array of job types');
+    END IF;
+    IF n > max_jobs THEN
+        PERFORM jobqueue._raise('types', format('longer than %s jobs', max_jobs));
+    END IF;
+    IF payloads IS NULL OR cardinality(payloads) <> n THEN
+        PERFORM jobqueue._raise('payloads', 'must hold one payload per type');
+    END IF;
+    IF queues IS NOT NULL AND cardinality(queues) <> n THEN
+        PERFORM jobqueue._raise('queues', 'must hold one queue per type (or be NULL for default)');
+    END IF;
+    IF priorities IS NOT NULL AND cardinality(priorities) <> n THEN
+        PERFORM jobqueue._raise('priorities', 'must hold one priority per type (or be NULL for 5)');
+    END IF;
+    IF max_attempts IS NOT NULL AND cardinality(max_attempts) <> n THEN
+        PERFORM jobqueue._raise('max_attempts', 'must hold one value per type (or be NULL)');
+    END IF;
+
+    SELECT x.idx, x.err INTO bad FROM (
+        SELECT (i.o - 1)::integer AS idx,
+            CASE
+            WHEN jobqueue._type_error(i.type) IS NOT NULL THEN ARRAY['type', jobqueue._type_error(i.type)]
+            WHEN jsonb_typeof(coalesce(nullif(i.payload, 'null'), '{}')) <> 'object'
+                THEN ARRAY['payload', 'must be a JSON object']
+            WHEN pg_column_size(i.payload) * 8 > max_payload AND octet_length(i.payload::text) > max_payload
+                THEN ARRAY['payload', format('larger than %s bytes', max_payload)]
+            WHEN jobqueue._queue_error(coalesce(i.queue, 'default')) IS NOT NULL
+                THEN ARRAY['queue', jobqueue._queue_error(coalesce(i.queue, 'default'))]
+            WHEN i.priority NOT BETWEEN 0 AND 10
+                THEN ARRAY['priority', 'must be between 0 and 10 or one of low, normal, high, critical']
+            WHEN i.attempts NOT BETWEEN 1 AND 1000
+                THEN ARRAY['max_attempts', 'must be an integer between 1 and 1000']
+            END AS err
+        FROM unnest(types, payloads, queues, priorities, max_attempts)
+             WITH ORDINALITY AS i(type, payload, queue, priority, attempts, o)
+    ) x
+    WHERE x.err IS NOT NULL
+    ORDER BY x.idx LIMIT 1;
+    IF FOUND THEN
+        PERFORM jobqueue._raise(bad.err[1], bad.err[2], format('jobs[%s].%s', bad.idx, bad.err[1]));
+    END IF;
+
+    ids := ARRAY(SELECT nextval('jobqueue.job_id_seq') FROM generate_series(1, n));
+    WITH ins AS (
+        INSERT INTO jobqueue.job AS j (id, queue, type, payload, priority, base_priority, max_attempts)
+        SELECT ids[i.o], i.queue, i.type, i.payload, i.priority, i.priority,
+               coalesce(i.attempts, (tp.policy->>'max_attempts')::integer, q.max_attempts,
+                        (q.retry_policy->>'max_attempts')::integer, default_attempts)
+        FROM (
+            SELECT u.o, u.type, coalesce(nullif(u.payload, 'null'), '{}') AS payload,
+                   coalesce(u.queue, 'default') AS queue, coalesce(u.priority, 5) AS priority, u.attempts
+            FROM unnest(types, payloads, queues, priorities, max_attempts)
+                 WITH ORDINALITY AS u(type, payload, queue, priority, attempts, o)
+        ) i
+        LEFT JOIN jobqueue.queue q ON q.name = i.queue
+        LEFT JOIN jobqueue.retry_policy tp ON tp.type = i.type
+        RETURNING j.id, j.queue
+    ), ev AS (
+        INSERT INTO jobqueue.job_event (job_id, queue, from_state, to_state)
+        SELECT ins.id, ins.queue, NULL, 'pending' FROM ins
+    )
+    SELECT array_agg(DISTINCT ins.queue) INTO ins_queues FROM ins;
+
+    INSERT INTO jobqueue.queue (name)
+    SELECT x FROM unnest(ins_queues) AS x
+    WHERE NOT EXISTS (SELECT 1 FROM jobqueue.queue q WHERE q.name = x)
+    ON CONFLICT DO NOTHING;
+    PERFORM jobqueue._notify(ins_queues);
+    SELECT q.name, q.max_size INTO full_queue
+    FROM jobqueue.queue q
+    WHERE q.name = ANY (ins_queues) AND q.max_size IS NOT NULL
+      AND (SELECT count(*) FROM (
+               SELECT 1 FROM jobqueue.job w
+               WHERE w.queue = q.name AND w.state IN ('pending', 'retrying') AND w.waiting_on = 0
+               LIMIT q.max_size + 1) AS c) > q.max_size
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '53400', COLUMN = 'queue',
+            MESSAGE = format('queue: queue "%s" is full (max_size %s waiting jobs); nothing was enqueued',
+                             full_queue.name, full_queue.max_size);
+    END IF;
+    RETURN QUERY SELECT r FROM unnest(ids) AS r;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.enqueue_batch(text[], jsonb[], text[], integer[], integer[]) IS
+    'Enqueue plain jobs as parallel arrays (types, payloads, queues, priorities, max_attempts), all or nothing; ids in input order';
 
 -- Cancel (dependency_failed) every waiting job that depends on one of these jobs, recursively.
 CREATE FUNCTION jobqueue._cancel_dependents(ids bigint[]) RETURNS integer
@@ -1123,6 +1322,8 @@ CREATE FUNCTION jobqueue.claim(
                  attempt integer, max_attempts integer, timeout interval, lease_expires_at timestamptz,
                  metadata jsonb, lease_duration interval)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+    -- planned once per connection: re-planning the claim statement cost more than running it
+    SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -1193,7 +1394,9 @@ BEGIN
                 lease_expires_at = now() + coalesce(vt, j.visibility_timeout,
                     (SELECT q.visibility_timeout FROM jobqueue.queue q WHERE q.name = j.queue), default_vt)
             FROM c
-            WHERE j.id = c.id AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+            -- the ANY(ARRAY) makes even a generic plan fetch the locked rows by primary key
+            WHERE j.id = ANY (ARRAY(SELECT c2.id FROM c c2)) AND j.id = c.id
+              AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
             RETURNING j.id, j.token, j.queue, j.type, j.payload, j.priority::integer AS priority, j.attempt,
                       j.max_attempts, j.timeout, j.lease_expires_at, j.metadata, j.run_at, c.state AS from_state,
                       j.lease_expires_at - j.claimed_at AS lease
@@ -1235,7 +1438,9 @@ BEGIN
                 lease_expires_at = now() + coalesce(vt, j.visibility_timeout,
                     (SELECT q.visibility_timeout FROM jobqueue.queue q WHERE q.name = j.queue), default_vt)
             FROM c
-            WHERE j.id = c.id AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+            -- the ANY(ARRAY) makes even a generic plan fetch the locked rows by primary key
+            WHERE j.id = ANY (ARRAY(SELECT c2.id FROM c c2)) AND j.id = c.id
+              AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
             RETURNING j.id, j.token, j.queue, j.type, j.payload, j.priority::integer AS priority, j.attempt,
                       j.max_attempts, j.timeout, j.lease_expires_at, j.metadata, j.run_at, c.state AS from_state,
                       j.lease_expires_at - j.claimed_at AS lease
@@ -1289,6 +1494,7 @@ COMMENT ON FUNCTION jobqueue.heartbeat(bigint, bigint, interval) IS
 CREATE FUNCTION jobqueue._complete(ids bigint[], tokens bigint[], outputs jsonb[])
 RETURNS TABLE (id bigint, status text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+    SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -1300,8 +1506,12 @@ BEGIN
         SELECT x.id, x.token, x.output, x.ord
         FROM unnest(ids, tokens, outputs) WITH ORDINALITY AS x(id, token, output, ord)
     ), d AS (
+        -- By primary key: written as plainly as `j.state = 'processing'`, the state test lets
+        -- the planner scan all of job_lease_idx (every running job) once stale statistics say
+        -- it is tiny; a sub-select's value proves nothing about that partial index.
         DELETE FROM jobqueue.job j USING input i
-        WHERE j.id = i.id AND j.state = 'processing' AND j.token = i.token
+        WHERE j.id = ANY (ids) AND j.id = i.id AND j.state = (SELECT 'processing'::jobqueue.job_state)
+          AND j.token = i.token
         RETURNING j.*, i.output AS new_output
     ), h AS (
         INSERT INTO jobqueue.job_history
@@ -1996,6 +2206,10 @@ DECLARE
     history_keep interval := make_interval(secs => jobqueue._conf('history_retention_s'));
     min_keep interval;
     drop_before timestamptz;
+    -- cut-offs computed once: a setting read per row made pruning a full scan of the table
+    events_before timestamptz := now() - make_interval(secs => jobqueue._conf('event_retention_s'));
+    logs_before timestamptz := now() - make_interval(secs => jobqueue._conf('log_retention_s'));
+    workers_before timestamptz := now() - make_interval(secs => jobqueue._conf('worker_retention_s'));
 BEGIN
     IF batch IS NULL OR batch NOT BETWEEN 1 AND 100000 THEN
         PERFORM jobqueue._raise('batch', 'must be between 1 and 100000');
@@ -2133,12 +2347,12 @@ BEGIN
             LIMIT batch) AS s;
         SELECT count(*) INTO events_pruned FROM (
             SELECT 1 FROM jobqueue.job_event e
-            WHERE e.at < now() - make_interval(secs => jobqueue._conf('event_retention_s')) LIMIT batch) AS s;
+            WHERE e.at < events_before LIMIT batch) AS s;
         SELECT count(*) INTO logs_pruned FROM (
             SELECT 1 FROM jobqueue.job_log g
-            WHERE g.at < now() - make_interval(secs => jobqueue._conf('log_retention_s')) LIMIT batch) AS s;
+            WHERE g.at < logs_before LIMIT batch) AS s;
         SELECT count(*) INTO workers_pruned FROM jobqueue.worker w
-        WHERE w.stopped_at < now() - make_interval(secs => jobqueue._conf('worker_retention_s'));
+        WHERE w.stopped_at < workers_before;
     ELSE
         WITH c AS (
             SELECT h.id, h.finished_at FROM jobqueue.job_history h LEFT JOIN jobqueue.queue q ON q.name = h.queue
@@ -2158,18 +2372,18 @@ BEGIN
         DELETE FROM jobqueue.job_event e
         WHERE e.ctid = ANY (ARRAY(
             SELECT x.ctid FROM jobqueue.job_event x
-            WHERE x.at < now() - make_interval(secs => jobqueue._conf('event_retention_s')) LIMIT batch));
+            WHERE x.at < events_before LIMIT batch));
         GET DIAGNOSTICS events_pruned = ROW_COUNT;
         PERFORM set_config('jobqueue.pruning', 'off', true);
 
         DELETE FROM jobqueue.job_log g
         WHERE g.ctid = ANY (ARRAY(
             SELECT x.ctid FROM jobqueue.job_log x
-            WHERE x.at < now() - make_interval(secs => jobqueue._conf('log_retention_s')) LIMIT batch));
+            WHERE x.at < logs_before LIMIT batch));
         GET DIAGNOSTICS logs_pruned = ROW_COUNT;
 
         DELETE FROM jobqueue.worker w
-        WHERE w.stopped_at < now() - make_interval(secs => jobqueue._conf('worker_retention_s'));
+        WHERE w.stopped_at < workers_before;
         GET DIAGNOSTICS workers_pruned = ROW_COUNT;
     END IF;
 
@@ -2635,6 +2849,7 @@ GRANT EXECUTE ON FUNCTION
     jobqueue.enqueue(text, jsonb, text, anycompatible, timestamptz, interval, integer, jsonb, text, timestamptz,
                      text, text, text[], jsonb, bigint[], interval, interval),
     jobqueue.enqueue_many(jsonb),
+    jobqueue.enqueue_batch(text[], jsonb[], text[], integer[], integer[]),
     jobqueue.priority(text),
     jobqueue.cancel(bigint, text)
 TO jobqueue_producer;
