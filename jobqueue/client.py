@@ -51,9 +51,14 @@ Jobs = list[Job]
 _JSON_OPTIONS = ("retry_policy", "metadata")
 
 
-def _mark_idle(conn: psycopg.Connection[Any]) -> None:
-    """Pool reset hook: note when the connection came back."""
-    conn._jobqueue_idle_since = time.monotonic()  # type: ignore[attr-defined]
+class _Pool(ConnectionPool[psycopg.Connection[dict[str, Any]]]):
+    """Notes when each connection came back, for :func:`_check_if_idle`. (A pool ``reset``
+    hook would do it too, but makes psycopg_pool return every connection through a worker
+    thread: a thread hand-off per enqueue.)"""
+
+    def putconn(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        conn._jobqueue_idle_since = time.monotonic()  # type: ignore[attr-defined]
+        super().putconn(conn)
 
 
 def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
@@ -111,7 +116,7 @@ class JobQueue:
     @property
     def pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
         if self._pool is None:
-            self._pool = ConnectionPool(
+            self._pool = _Pool(
                 self.target.url,
                 min_size=1,
                 max_size=self.pool_size,
@@ -122,7 +127,6 @@ class JobQueue:
                     "application_name": self.application_name,
                 },
                 check=_check_if_idle,
-                reset=_mark_idle,
                 reconnect_timeout=POOL_RECONNECT_TIMEOUT_S,
                 timeout=self.pool_timeout,
                 name="jobqueue",
