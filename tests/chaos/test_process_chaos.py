@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from jobqueue import DatabaseUnavailable, JobQueue
 from jobqueue.embedded import EmbeddedServer
-from tests.acceptance.worker_harness import LEDGER_DDL, Workers, check_invariants, log_of, scalar, wait_for
+from tests.chaos.harness import LEDGER_DDL, Workers, check_invariants, log_of, scalar, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 

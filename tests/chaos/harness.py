@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = "tests.acceptance.chaos_app:jq"
+APP = "tests.chaos.chaos_app:jq"
 
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS exec_ledger (

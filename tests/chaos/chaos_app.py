@@ -1,4 +1,4 @@
-"""The app the worker subprocesses of the acceptance tests run (``--app tests.acceptance.chaos_app:jq``).
+"""The app the worker subprocesses of the acceptance tests run (``--app tests.chaos.chaos_app:jq``).
 
 Every execution is written to ``exec_ledger`` (job id, lease token, pid) on a separate
 autocommit connection *before* the handler's work, so a test can count executions; the
