@@ -1,6 +1,7 @@
-"""The real worker (CLI subprocesses) under kills, pauses, signals and database faults.
+"""Process chaos with the real worker (CLI subprocesses): signals, pauses, kills, poison.
 
-CHAOS-01 (quick), CHAOS-03, CHAOS-04 (quick), FENCE-02 and SHUT-01 of RELIABILITY.md 4.3.
+SHUT-01, FENCE-02, CHAOS-01, CHAOS-02, CHAOS-07 and CHAOS-08 of RELIABILITY.md 4.3, at
+CHAOS_SCALE quick (in `make test`) or full (`make chaos`).
 """
 
 from __future__ import annotations
@@ -9,58 +10,51 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
-from jobqueue import DatabaseUnavailable, JobQueue
-from jobqueue.embedded import EmbeddedServer
-from tests.chaos.harness import LEDGER_DDL, Workers, check_invariants, log_of, scalar, wait_for
+from jobqueue import JobQueue
+from tests.chaos.conftest import Figures
+from tests.chaos.harness import (
+    Feeder,
+    Reconcilers,
+    Workers,
+    check_invariants,
+    completed_count,
+    db_now,
+    enqueue,
+    log_of,
+    measure,
+    orphan_recovery,
+    pct,
+    rate,
+    record_enqueued,
+    scalar,
+    scaled,
+    wait_drained,
+    wait_for,
+    warm_up,
+    work_jobs,
+)
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(scaled(300, 1800))
 
-
-@pytest.fixture
-def ledger_db(db: psycopg.Connection[Any], db_url: str) -> str:
-    db.execute(LEDGER_DDL)
-    return db_url
-
-
-@pytest.fixture
-def workers(ledger_db: str, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(ledger_db, tmp_path)
-    yield pool
-    pool.kill_all()
-
-
-def enqueue_work(url: str, n: int, *, sleep_ms: tuple[int, int] = (0, 0), **options: Any) -> list[int]:
-    rng = random.Random(n)
-    with JobQueue(url) as jq:
-        return jq.enqueue_many(
-            [
-                {"type": "chaos.work", "payload": {"n": i, "sleep_ms": rng.randint(*sleep_ms)}, **options}
-                for i in range(n)
-            ]
-        )
+VT, R = 2, 1
+#: The fleet of the kill tests: vt 2 s, reconcile every second, poll every half second.
+FLEET = ("-c", "4", "--visibility-timeout", str(VT), "--reconcile-interval", str(R), "--poll-interval", "0.5")
+SLOTS = 4
 
 
 def executions(db: psycopg.Connection[Any]) -> int:
     return int(scalar(db, "SELECT count(*) FROM exec_ledger"))
 
 
-def done(db: psycopg.Connection[Any], ids: list[int]) -> bool:
-    n = scalar(db, "SELECT count(*) FROM jobqueue.jobs WHERE state = 'completed' AND id = ANY(%s)", (ids,))
-    return bool(n == len(ids))
-
-
 # -- SHUT-01 ---------------------------------------------------------------------------------
 
 
-def test_sigterm_graceful(workers: Workers, db: psycopg.Connection[Any], ledger_db: str) -> None:
+def test_sigterm_graceful(workers: Workers, db: psycopg.Connection[Any], ledger_db: str, figures: Figures) -> None:
     """SIGTERM with 8 jobs in flight: short ones finish, long ones are handed back at once."""
     worker = workers.start(
         "-c", "8", "--shutdown-timeout", "2", "--visibility-timeout", "600", "--reconcile-interval", "0"
@@ -86,6 +80,15 @@ def test_sigterm_graceful(workers: Workers, db: psycopg.Connection[Any], ledger_
         assert jq.get(late).state == "pending"  # nothing was claimed after the signal
     assert executions(db) == 8
     assert "worker_stopping" in log_of(worker) and "job_released" in log_of(worker)
+    figures.record(
+        "SHUT-01",
+        jobs=9,
+        faults="SIGTERM",
+        lost=0,
+        duplicates=0,
+        accepted=4,
+        note="4 short jobs finished, 4 long ones released at once (attempt given back), none claimed after",
+    )
 
 
 def test_second_signal_exits_at_once(workers: Workers, db: psycopg.Connection[Any], ledger_db: str) -> None:
@@ -102,7 +105,9 @@ def test_second_signal_exits_at_once(workers: Workers, db: psycopg.Connection[An
 # -- FENCE-02 --------------------------------------------------------------------------------
 
 
-def test_sigstop_pause_beyond_visibility_timeout(workers: Workers, db: psycopg.Connection[Any], ledger_db: str) -> None:
+def test_sigstop_pause_beyond_visibility_timeout(
+    workers: Workers, db: psycopg.Connection[Any], ledger_db: str, figures: Figures
+) -> None:
     """A paused worker's late completion is rejected; the job is completed once, by B."""
     a = workers.start("-c", "1", "--visibility-timeout", "2", "--reconcile-interval", "0")
     with JobQueue(ledger_db) as jq:
@@ -130,113 +135,220 @@ def test_sigstop_pause_beyond_visibility_timeout(workers: Workers, db: psycopg.C
     ).fetchall()
     assert len(rows) == 1 and rows[0]["token"] != first_token
     assert executions(db) == 2
+    figures.record(
+        "FENCE-02",
+        jobs=1,
+        faults="SIGSTOP 1",
+        lost=0,
+        duplicates=1,
+        accepted=1,
+        note="the paused worker's late completion was rejected (ack_rejected); B's token accepted",
+    )
 
 
-# -- CHAOS-01 (quick) ----------------------------------------------------------------------
+# -- CHAOS-01 and CHAOS-08 -------------------------------------------------------------------
 
 
-def test_kill9_workers(workers: Workers, db: psycopg.Connection[Any], ledger_db: str) -> None:
-    """2,000 jobs, 3 workers x 4 slots, 20 SIGKILLs with respawn: nothing lost, nothing doubled."""
-    ids = enqueue_work(ledger_db, 2000, sleep_ms=(0, 50))
-    args = ("-c", "4", "--visibility-timeout", "2", "--reconcile-interval", "1", "--poll-interval", "0.5")
-    live = [workers.start(*args) for _ in range(3)]
+def kill9_run(workers: Workers, url: str, *, reconcilers: int) -> dict[str, Any]:
+    """SIGKILL random workers (respawning each) while they drain a fixed batch."""
+    jobs, n_workers, n_kills = scaled((2000, 3, 20), (10_000, 4, 100))
+    enqueue(url, work_jobs(jobs, sleep_ms=(0, 50)))
+    live = [workers.start(*FLEET) for _ in range(n_workers)]
+    runners = Reconcilers(url, count=reconcilers).start() if reconcilers else None
     rng = random.Random(1)
-    kills = 0
-    deadline = time.monotonic() + 300
-    while kills < 20 and not done(db, ids):
-        time.sleep(rng.uniform(0.2, 0.6))
-        victim = live.pop(rng.randrange(len(live)))
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait(10)
-        kills += 1
-        live.append(workers.start(*args))
-        assert time.monotonic() < deadline
-    wait_for(lambda: done(db, ids), 300, "every job to complete", interval=0.5)
+    kills: list[tuple[str, Any]] = []
+    began = time.monotonic()
+    try:
+        while len(kills) < n_kills and completed_count_below(url, jobs):
+            time.sleep(rng.uniform(0.2, 0.6) if n_kills <= 20 else rng.uniform(0.5, 1.5))
+            victim = live.pop(rng.randrange(len(live)))
+            kills.append((victim.worker_name, db_now(url)))  # type: ignore[attr-defined]
+            workers.kill(victim)
+            live.append(workers.start(*FLEET))
+        drain = wait_drained(url, scaled(300, 900)) + (time.monotonic() - began)
+    finally:
+        if runners:
+            runners.stop()
     for proc in live:
         assert proc.poll() is None, log_of(proc)  # no worker exited by itself
-    figures = check_invariants(ledger_db, ids, kills=kills, slots_per_kill=4)
-    print(f"CHAOS-01 quick: kills={kills} {figures}")
+    figures = check_invariants(
+        url, workers.log_paths(), kills=len(kills), slots_per_kill=SLOTS, killed=[k for k, _ in kills]
+    )
+    delays = orphan_recovery(url, kills)
+    return {"figures": figures, "kills": kills, "delays": delays, "drain": drain, "runners": runners}
 
 
-# -- CHAOS-04 (quick) ----------------------------------------------------------------------
+def completed_count_below(url: str, jobs: int) -> bool:
+    return completed_count(url) < jobs
 
 
-def test_backend_terminate_storm(workers: Workers, db: psycopg.Connection[Any], ledger_db: str) -> None:
-    """pg_terminate_backend on the workers' backends 5/s for 10 s: no loss, no double, no exit."""
-    ids = enqueue_work(ledger_db, 1500, sleep_ms=(0, 20))
-    live = [
-        workers.start("-c", "4", "--visibility-timeout", "3", "--reconcile-interval", "1", "--poll-interval", "0.5")
-        for _ in range(2)
-    ]
-    victims = 0
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        victims += scalar(
-            db,
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND (application_name LIKE 'jq-worker-%%' "
-            "OR application_name LIKE 'jobqueue-listen:%%') ORDER BY random() LIMIT 1) t",
+def test_kill9_workers(workers: Workers, ledger_db: str, figures: Figures) -> None:
+    """CHAOS-01: SIGKILL with respawn while draining: nothing lost, nothing doubled, orphans back fast."""
+    run = kill9_run(workers, ledger_db, reconcilers=0)
+    f, delays = run["figures"], run["delays"]
+    assert delays, "no kill left an orphaned lease: the test exercised nothing"
+    bound = VT + R + 1
+    figures.record(
+        "CHAOS-01",
+        jobs=f["jobs"],
+        faults=f"SIGKILL {len(run['kills'])}",
+        lost=f["lost"],
+        duplicates=f["duplicates"],
+        accepted=f["accepted"],
+        recovery_s=round(max(delays), 2),
+        targets={"0 lost": True, f"orphans back <= {bound}s": max(delays) <= bound},
+        note=f"recovery = slowest of {len(delays)} orphaned leases handed back after its worker's SIGKILL "
+        f"(target vt + R + 1 s = {bound} s); drained in {run['drain']:.0f} s",
+    )
+    # The plan's bound is vt + R + 1 s; asserted with room for a loaded 2-core machine.
+    assert max(delays) <= 2 * bound, delays
+
+
+def test_reconcile_concurrent_runners(workers: Workers, ledger_db: str, figures: Figures) -> None:
+    """CHAOS-08: 3 `jobqueue reconcile` processes every 200 ms during CHAOS-01: no error, one event per expiry."""
+    run = kill9_run(workers, ledger_db, reconcilers=3)
+    runners: Reconcilers = run["runners"]
+    f = run["figures"]
+    assert not runners.errors, runners.errors[:3]
+    assert runners.runs >= 10, runners.runs
+    with psycopg.connect(ledger_db) as conn:
+        doubled = conn.execute(
+            "SELECT job_id, token, count(*) FROM jobqueue.job_event WHERE from_state = 'processing' "
+            "GROUP BY job_id, token HAVING count(*) > 1"
+        ).fetchall()
+        expiries = scalar(
+            conn,
+            "SELECT count(*) FROM jobqueue.job_event WHERE from_state = 'processing' AND detail->>'by' = 'reconcile'",
         )
-        time.sleep(0.2)
-    assert victims > 20
-    wait_for(lambda: done(db, ids), 300, "every job to complete", interval=0.5)
+    assert not doubled, f"a lease ended twice: {doubled[:5]}"
+    assert expiries > 0, "no lease expired: the reconcilers raced over nothing"
+    figures.record(
+        "CHAOS-08",
+        jobs=f["jobs"],
+        faults=f"SIGKILL {len(run['kills'])}; {runners.runs} reconcile runs",
+        lost=f["lost"],
+        duplicates=f["duplicates"],
+        accepted=f["accepted"],
+        recovery_s=round(max(run["delays"]), 2) if run["delays"] else None,
+        targets={"0 reconcile errors": not runners.errors, "1 event per expiry": not doubled},
+        note=f"{expiries} lease expiries, each one job_event row; the CLI runners made {runners.expired} of them",
+    )
+
+
+# -- CHAOS-02 --------------------------------------------------------------------------------
+
+
+def test_repeated_kills_throughput(workers: Workers, ledger_db: str, figures: Figures) -> None:
+    """CHAOS-02: kill one of two workers every few seconds under steady load; throughput during and after."""
+    every, duration, base_s, after_s = scaled((2.0, 10.0, 4.0, 5.0), (5.0, 120.0, 20.0, 30.0))
+    feeder = Feeder(ledger_db, low=400, batch=500)
+    feeder.start()
+    live = [workers.start(*FLEET) for _ in range(2)]
+    warm_up(ledger_db)
+    baseline, _, _ = measure(ledger_db, base_s)
+    chaos_start = db_now(ledger_db)
+    kills: list[tuple[str, Any]] = []
+    rng = random.Random(2)
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        time.sleep(max(0.0, min(every, end - time.monotonic())))
+        if time.monotonic() >= end:
+            break
+        victim = live.pop(rng.randrange(len(live)))
+        kills.append((victim.worker_name, db_now(ledger_db)))  # type: ignore[attr-defined]
+        workers.kill(victim)
+        live.append(workers.start(*FLEET))
+    chaos_end = db_now(ledger_db)
+    during = rate(ledger_db, chaos_start, chaos_end)
+    time.sleep(VT + R + 1)  # the last kill's orphans come back
+    after, _, _ = measure(ledger_db, after_s)
+    feeder.stop()
+    wait_drained(ledger_db, scaled(120, 300))
     for proc in live:
         assert proc.poll() is None, log_of(proc)
-    figures = check_invariants(ledger_db, ids)
-    print(f"CHAOS-04 quick: terminated={victims} {figures}")
+    f = check_invariants(
+        ledger_db, workers.log_paths(), kills=len(kills), slots_per_kill=SLOTS, killed=[k for k, _ in kills]
+    )
+    delays = orphan_recovery(ledger_db, kills)
+    during_pct, after_pct = pct(during, baseline), pct(after, baseline)
+    figures.record(
+        "CHAOS-02",
+        jobs=f["jobs"],
+        faults=f"SIGKILL {len(kills)}",
+        lost=f["lost"],
+        duplicates=f["duplicates"],
+        accepted=f["accepted"],
+        recovery_s=round(max(delays), 2) if delays else None,
+        during_pct=during_pct,
+        after_pct=after_pct,
+        baseline=round(baseline, 1),
+        targets={"during >= 70%": (during_pct or 0) >= 70, "after >= 95%": (after_pct or 0) >= 95},
+        note=f"baseline {baseline:.0f} jobs/s (2 workers x 4); a kill every {every:g} s for {duration:g} s, "
+        f"respawned at once; after = {after_s:g} s window starting vt + R + 1 s after the last kill",
+    )
 
 
-# -- CHAOS-03 ------------------------------------------------------------------------------
+# -- CHAOS-07 --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(home=tmp_path_factory.mktemp("pg"))
-    server.ensure_running()
-    yield server
-    server.stop("immediate")
+def test_poison_crash_loop(workers: Workers, ledger_db: str, figures: Figures) -> None:
+    """CHAOS-07: a job that kills its worker (os._exit(137)) is dead-lettered after exactly 3 claims."""
+    base_s = scaled(4.0, 20.0)
+    feeder = Feeder(ledger_db, low=400, batch=500)
+    feeder.start()
+    live = [workers.start(*FLEET) for _ in range(2)]
+    warm_up(ledger_db)
+    baseline, _, _ = measure(ledger_db, base_s)
+    with JobQueue(ledger_db, pool_size=1) as jq:
+        poison = jq.enqueue(
+            "chaos.poison", {}, max_attempts=3, retry_policy={"strategy": "fixed", "initial_delay": 0, "jitter": 0}
+        )
+    record_enqueued(ledger_db, [poison])
+    began = db_now(ledger_db)
+    crashes = 0
+    crashed: list[str] = []
 
+    def poison_dead() -> bool:
+        nonlocal crashes
+        for i, proc in enumerate(live):
+            code = proc.poll()
+            if code is not None:
+                assert code == 137, f"a worker exited with {code}, not the poison's 137: {log_of(proc)[-2000:]}"
+                crashes += 1
+                crashed.append(proc.worker_name)  # type: ignore[attr-defined]
+                live[i] = workers.start(*FLEET)
+        with psycopg.connect(ledger_db) as conn:
+            return bool(scalar(conn, "SELECT count(*) FROM jobqueue.dead_letter WHERE id = %s", (poison,)))
 
-def test_postgres_immediate_restart(private_server: EmbeddedServer, tmp_path: Path) -> None:
-    """Three crash-restarts of PostgreSQL under load: workers survive, nothing is lost or doubled."""
-    url = private_server.ensure_running()
-    from jobqueue import migrations
-    from jobqueue.config import DatabaseTarget
-
-    migrations.upgrade(DatabaseTarget(url, "test"))
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(LEDGER_DDL)
-    pool = Workers(url, tmp_path)
-
-    def completed() -> int:
-        with psycopg.connect(url) as conn:
-            return int(scalar(conn, "SELECT count(*) FROM jobqueue.jobs WHERE state = 'completed'"))
-
-    try:
-        ids = enqueue_work(url, 1500, sleep_ms=(0, 20))
-        live = [pool.start("-c", "4", "--visibility-timeout", "3", "--reconcile-interval", "1",
-                           "--poll-interval", "0.5") for _ in range(2)]
-        recoveries = []
-        for _ in range(3):
-            wait_for(lambda: completed() > 0, 30, "work to be under way")
-            private_server.stop("immediate")
-            # While the server is down, producers get an error, never a silent drop.
-            with pytest.raises(DatabaseUnavailable), JobQueue(url, pool_timeout=2) as jq:
-                jq.enqueue("chaos.work", {"n": -1})
-            time.sleep(2.0)
-            private_server.ensure_running()  # returns once the server accepts connections
-            back = time.monotonic()
-            before = completed()
-            with JobQueue(url) as jq:
-                ids.append(jq.enqueue("chaos.work", {"n": -2}))
-            wait_for(lambda n=before: completed() > n, 30, "the first completion after the restart", interval=0.1)
-            recoveries.append(time.monotonic() - back)
-        with psycopg.connect(url, row_factory=dict_row) as conn:
-            wait_for(lambda: done(conn, ids), 300, "every job to complete", interval=0.5)
-        for proc in live:
-            assert proc.poll() is None, log_of(proc)
-        figures = check_invariants(url, ids)
-        print(f"CHAOS-03: restarts=3 first-completion-after-restart={[round(r, 1) for r in recoveries]} s {figures}")
-        assert max(recoveries) <= 10, recoveries  # RELIABILITY CHAOS-03: first claim within 10 s
-    finally:
-        pool.kill_all()
+    wait_for(poison_dead, scaled(120, 300), "the poison job to be dead-lettered", interval=0.1)
+    ended = db_now(ledger_db)
+    others = rate(ledger_db, began, ended, exclude=[poison])
+    feeder.stop()
+    wait_drained(ledger_db, scaled(120, 300), dead_ok=[poison])
+    with psycopg.connect(ledger_db) as conn:
+        claims = scalar(
+            conn, "SELECT count(*) FROM jobqueue.job_event WHERE job_id = %s AND to_state = 'processing'", (poison,)
+        )
+        runs = scalar(conn, "SELECT count(*) FROM exec_ledger WHERE job_id = %s", (poison,))
+        dead = conn.execute("SELECT attempt, reason FROM jobqueue.dead_letter WHERE id = %s", (poison,)).fetchone()
+    assert claims == 3 and runs == 3, (claims, runs)
+    assert dead == (3, "visibility_timeout_exceeded"), dead
+    assert crashes == 3, crashes
+    f = check_invariants(
+        ledger_db, workers.log_paths(), dead_ok=[poison], kills=crashes, slots_per_kill=SLOTS, killed=crashed
+    )
+    during_pct = pct(others, baseline)
+    figures.record(
+        "CHAOS-07",
+        jobs=f["jobs"],
+        faults=f"poison crashes {crashes}",
+        lost=f["lost"],
+        duplicates=f["duplicates"],
+        accepted=f["accepted"],
+        recovery_s=round((ended - began).total_seconds(), 1),
+        during_pct=during_pct,
+        baseline=round(baseline, 1),
+        targets={"DLQ after 3 claims": True, "others >= 70%": (during_pct or 0) >= 70},
+        note="recovery = seconds from the poison's enqueue to its dead letter; during = the other jobs' "
+        "throughput meanwhile (the crashing worker is respawned at once)",
+    )
