@@ -5,8 +5,10 @@ Threads, each owning one thing:
 * main        claims up to its free slots; sleeps until a NOTIFY, a freed slot, its poll
               timer or the next delayed job's due time wakes it
 * listener    LISTEN on a dedicated connection (jobqueue.listener)
-* keeper      heartbeats leases, enforces timeouts, self-fences on lost leases, refreshes
-              the worker row and runs reconcile every so often
+* keeper      heartbeats leases, enforces timeouts, refreshes the worker row and runs
+              reconcile every so often
+* fence       self-fences: past a lease's local (monotonic) deadline, tells its handler to
+              stop side effects; never touches the database, so a hung connection cannot stop it
 * acker       batches completions: those within ACK_BATCH_WINDOW_S share one statement
 * handlers    a pool of threads for plain functions; one event loop thread for async ones
 
@@ -242,6 +244,7 @@ class Worker:
         threads = [
             threading.Thread(target=self._keeper, name="jobqueue-keeper", daemon=True),
             threading.Thread(target=self._acker, name="jobqueue-acker", daemon=True),
+            threading.Thread(target=self._fence, name="jobqueue-fence", daemon=True),
         ]
         for _ in range(self.config.concurrency):
             self._spawn_handler_thread()
@@ -606,13 +609,6 @@ class Worker:
                     backoff.succeeded()
                 except RETRYABLE as exc:
                     backoff.failed(exc)
-            for running in list(self._running.values()):
-                if now > running.lease_deadline and not running.ctx.lease_lost:
-                    running.ctx._lease_lost.set()  # self-fence: heartbeats have not got through
-                    log.warning(
-                        "lease deadline passed without a heartbeat; stop side effects",
-                        extra=_job_extra(running.job, "lease_self_fenced"),
-                    )
             if self._stopping.is_set():
                 continue
             if now >= next_worker_beat:
@@ -621,6 +617,24 @@ class Worker:
             if interval and now >= next_reconcile:
                 next_reconcile = now + interval
                 self._quietly("reconcile", {"batch": 1000, "dry_run": False})
+
+    def _fence(self) -> None:
+        """Self-fencing, on a thread of its own that never waits on the database.
+
+        The keeper cannot do it: on a black-holed connection its heartbeat statement hangs
+        (the peer's TCP stack still acknowledges, so no timeout fires) and it would never
+        look at the deadlines again, while handlers keep starting side effects.
+        """
+        while not (self._stopping.is_set() and not self._running):
+            time.sleep(KEEPER_TICK_S)
+            now = time.monotonic()
+            for running in list(self._running.values()):
+                if now > running.lease_deadline and not running.ctx.lease_lost:
+                    running.ctx._lease_lost.set()  # heartbeats have not got through in time
+                    log.warning(
+                        "lease deadline passed without a heartbeat; stop side effects",
+                        extra=_job_extra(running.job, "lease_self_fenced"),
+                    )
 
     def _heartbeat(self, due: list[Running]) -> None:
         extend = max(r.lease_s for r in due)
