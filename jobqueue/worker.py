@@ -67,6 +67,8 @@ ACK_BATCH_MAX = 500
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 10.0
 KEEPER_TICK_S = 0.25
+#: Warn at start when the local clock is further than this from the database's.
+CLOCK_SKEW_WARN_S = 60.0
 MAX_CLAIM_BATCH = 1000
 ERROR_TEXT_MAX = 2000
 
@@ -220,6 +222,7 @@ class Worker:
         self._wait_for_database()
         if self._stopping.is_set():
             return 0
+        self._check_clock()
         self._call_retrying(
             "register",
             "register_worker",
@@ -293,6 +296,27 @@ class Worker:
                 if isinstance(exc, JobQueueError) and not is_transient(exc):
                     raise
                 self._stopping.wait(backoff.failed(exc))
+
+    def _check_clock(self) -> None:
+        """Warn when this host's clock is far from the database's.
+
+        Nothing depends on it (leases and retry times are computed in SQL from the database
+        clock; local deadlines use the monotonic clock), but logs and handlers that read the
+        wall clock will be off by as much.
+        """
+        try:
+            with self.jq.pool.connection() as conn:
+                row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now").fetchone()
+        except RETRYABLE:
+            return
+        if row is None:
+            return
+        skew = time.time() - float(row["now"])
+        if abs(skew) > CLOCK_SKEW_WARN_S:
+            log.warning(
+                f"this host's clock is {skew:+.0f} s off the database's; leases use the database clock",
+                extra={"action": "clock_skew", "skew_s": round(skew, 1)},
+            )
 
     # -- main loop: claim ---------------------------------------------------------------------
 
