@@ -390,7 +390,21 @@ def check_invariants(
     * executions - jobs <= kills x (concurrency + prefetch); this worker claims only for
       free slots, so prefetch is 0.
     """
-    accepted_by_workers = load_accepts(url, log_paths)
+    log_paths = list(log_paths)
+    # A live worker may still be retrying the acknowledgement of a completion the database
+    # already committed (outcome unknown after a crash): give it up to 30 s to learn it.
+    deadline = time.monotonic() + 30
+    while True:
+        accepted_by_workers = load_accepts(url, log_paths)
+        with connect(url) as conn:
+            pending = scalar(
+                conn,
+                "SELECT count(*) FROM jobqueue.job_history h JOIN enqueue_ledger l ON l.job_id = h.id "
+                "WHERE h.state = 'completed' AND NOT EXISTS (SELECT 1 FROM accept_ledger a WHERE a.job_id = h.id)",
+            )
+        if pending == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     dead_ok = list(dead_ok)
     with connect(url) as conn:
         acked = [row["job_id"] for row in conn.execute("SELECT job_id FROM enqueue_ledger ORDER BY job_id")]
