@@ -390,7 +390,7 @@ def check_invariants(
     * executions - jobs <= kills x (concurrency + prefetch); this worker claims only for
       free slots, so prefetch is 0.
     """
-    log_paths = list(log_paths)
+    log_paths, killed = list(log_paths), list(killed)
     # A live worker may still be retrying the acknowledgement of a completion the database
     # already committed (outcome unknown after a crash): give it up to 30 s to learn it.
     deadline = time.monotonic() + 30
@@ -400,7 +400,10 @@ def check_invariants(
             pending = scalar(
                 conn,
                 "SELECT count(*) FROM jobqueue.job_history h JOIN enqueue_ledger l ON l.job_id = h.id "
-                "WHERE h.state = 'completed' AND NOT EXISTS (SELECT 1 FROM accept_ledger a WHERE a.job_id = h.id)",
+                "JOIN jobqueue.job_event e ON e.job_id = h.id AND e.token = h.token AND e.to_state = 'processing' "
+                "WHERE h.state = 'completed' AND NOT EXISTS (SELECT 1 FROM accept_ledger a WHERE a.job_id = h.id) "
+                "AND NOT (e.detail->>'worker_id' = ANY(%s))",
+                (list(killed),),
             )
         if pending == 0 or time.monotonic() > deadline:
             break
