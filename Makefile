@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench clean install
+.PHONY: demo test lint bench clean install chaos
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -32,9 +32,16 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/jobqueue bench
 
+# The chaos suite at full scale (RELIABILITY.md 4.3): real workers killed, paused, cut off,
+# skewed; PostgreSQL crash-restarted and filled up. `make test` runs the same tests at quick
+# scale. Prints a figure table and writes chaos-results/chaos.json. Takes ~30 min on 2 cores.
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	CHAOS_SCALE=full CHAOS_JSON=chaos-results/chaos.json $(BIN)/python -m pytest tests/chaos -q $(CHAOS_ARGS)
+
 clean:
 	-test -x $(BIN)/jobqueue && $(BIN)/jobqueue db stop
-	rm -rf $(VENV) .jobqueue dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .jobqueue dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis chaos-results
 
 # Procrastinate and PgQueuer under the same enqueue, drain and latency workloads, on the same
 # server, in the same run (ratios jobqueue / peer). They live in their own virtual

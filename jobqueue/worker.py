@@ -6,8 +6,10 @@ Threads, each owning one thing:
               transaction per round (complete_many + claim, pipelined); sleeps until a
               NOTIFY, a finished job, its poll timer or the next delayed job's due time
 * listener    LISTEN on a dedicated connection (jobqueue.listener)
-* keeper      heartbeats leases, enforces timeouts, self-fences on lost leases, refreshes
-              the worker row and runs reconcile every so often
+* keeper      heartbeats leases, enforces timeouts, refreshes the worker row and runs
+              reconcile every so often
+* fence       self-fences: past a lease's local (monotonic) deadline, tells its handler to
+              stop side effects; never touches the database, so a hung connection cannot stop it
 * handlers    a pool of threads for plain functions, fed a claimed batch at a time;
               one event loop thread for async ones
 
@@ -68,6 +70,8 @@ ACK_BATCH_MAX = 1000
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 10.0
 KEEPER_TICK_S = 0.25
+#: Warn at start when the local clock is further than this from the database's.
+CLOCK_SKEW_WARN_S = 60.0
 MAX_CLAIM_BATCH = 1000
 ERROR_TEXT_MAX = 2000
 
@@ -224,6 +228,7 @@ class Worker:
         self._wait_for_database()
         if self._stopping.is_set():
             return 0
+        self._check_clock()
         self._call_retrying(
             "register",
             "register_worker",
@@ -245,7 +250,10 @@ class Worker:
                 "concurrency": self.config.concurrency,
             },
         )
-        threads = [threading.Thread(target=self._keeper, name="jobqueue-keeper", daemon=True)]
+        threads = [
+            threading.Thread(target=self._keeper, name="jobqueue-keeper", daemon=True),
+            threading.Thread(target=self._fence, name="jobqueue-fence", daemon=True),
+        ]
         for _ in range(self.config.concurrency):
             self._spawn_handler_thread()
         if self.config.listen:
@@ -293,6 +301,27 @@ class Worker:
                 if isinstance(exc, JobQueueError) and not is_transient(exc):
                     raise
                 self._stopping.wait(backoff.failed(exc))
+
+    def _check_clock(self) -> None:
+        """Warn when this host's clock is far from the database's.
+
+        Nothing depends on it (leases and retry times are computed in SQL from the database
+        clock; local deadlines use the monotonic clock), but logs and handlers that read the
+        wall clock will be off by as much.
+        """
+        try:
+            with self.jq.pool.connection() as conn:
+                row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now").fetchone()
+        except RETRYABLE:
+            return
+        if row is None:
+            return
+        skew = time.time() - float(row["now"])
+        if abs(skew) > CLOCK_SKEW_WARN_S:
+            log.warning(
+                f"this host's clock is {skew:+.0f} s off the database's; leases use the database clock",
+                extra={"action": "clock_skew", "skew_s": round(skew, 1)},
+            )
 
     # -- main loop: claim ---------------------------------------------------------------------
 
@@ -668,13 +697,6 @@ class Worker:
                     backoff.succeeded()
                 except RETRYABLE as exc:
                     backoff.failed(exc)
-            for running in list(self._running.values()):
-                if now > running.lease_deadline and not running.ctx.lease_lost:
-                    running.ctx._set_lease_lost()  # self-fence: heartbeats have not got through
-                    log.warning(
-                        "lease deadline passed without a heartbeat; stop side effects",
-                        extra=_job_extra(running.job, "lease_self_fenced"),
-                    )
             if self._stopping.is_set():
                 continue
             if now >= next_worker_beat:
@@ -683,6 +705,24 @@ class Worker:
             if interval and now >= next_reconcile:
                 next_reconcile = now + interval
                 self._quietly("reconcile", {"batch": 1000, "dry_run": False})
+
+    def _fence(self) -> None:
+        """Self-fencing, on a thread of its own that never waits on the database.
+
+        The keeper cannot do it: on a black-holed connection its heartbeat statement hangs
+        (the peer's TCP stack still acknowledges, so no timeout fires) and it would never
+        look at the deadlines again, while handlers keep starting side effects.
+        """
+        while not (self._stopping.is_set() and not self._running):
+            time.sleep(KEEPER_TICK_S)
+            now = time.monotonic()
+            for running in list(self._running.values()):
+                if now > running.lease_deadline and not running.ctx.lease_lost:
+                    running.ctx._set_lease_lost()  # heartbeats have not got through in time
+                    log.warning(
+                        "lease deadline passed without a heartbeat; stop side effects",
+                        extra=_job_extra(running.job, "lease_self_fenced"),
+                    )
 
     def _heartbeat(self, due: list[Running]) -> None:
         extend = max(r.lease_s for r in due)

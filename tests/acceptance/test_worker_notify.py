@@ -20,7 +20,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from jobqueue import JobQueue
-from tests.acceptance.worker_harness import LEDGER_DDL, Workers, log_of, scalar, wait_for
+from tests.chaos.harness import LEDGER_DDL, Workers, log_of, scalar, wait_for
 from tests.support.proxy import Proxy
 
 pytestmark = pytest.mark.timeout(300)

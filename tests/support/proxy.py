@@ -68,7 +68,7 @@ class Proxy:
                     if not data:
                         return
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: select() on a socket reset() closed meanwhile
             return
         finally:
             for sock in (a, b):
