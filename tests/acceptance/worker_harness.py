@@ -35,6 +35,8 @@ class Workers:
 
     url: str
     log_dir: Path
+    #: The --app the workers load (the soak and OPS tests use tests.support.soak_app:jq).
+    app: str = APP
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     logs: list[Any] = field(default_factory=list)
     started: int = 0
@@ -53,7 +55,7 @@ class Workers:
                 self.url,
                 "worker",
                 "--app",
-                APP,
+                self.app,
                 "--name",
                 name,
                 *args,

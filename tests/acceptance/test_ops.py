@@ -1,0 +1,68 @@
+"""OPS-02 (PR tier): no worker holds a transaction while a handler runs.
+
+Real `jobqueue worker` processes run 2-second handlers while ``pg_stat_activity`` is sampled
+every 100 ms. A worker that kept a transaction open across a handler would show a
+transaction at least 2 s old; the limits are 1 s. A negative control then runs one handler
+that does exactly that (``soak.leak``), to prove the sampler sees it. The full-size run
+is in `make soak` (tests/soak).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobqueue import JobQueue
+from tests.acceptance.worker_harness import Workers, scalar, wait_for
+from tests.support.activity import ActivitySampler
+
+pytestmark = pytest.mark.timeout(120)
+
+APP = "tests.support.soak_app:jq"
+HANDLER_S = 2.0
+LIMIT_S = 1.0
+
+
+@pytest.fixture
+def workers(db_url: str, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(db_url, tmp_path, app=APP)
+    yield pool
+    pool.kill_all()
+
+
+def finished(db: psycopg.Connection[Any], ids: list[int]) -> bool:
+    n = scalar(db, "SELECT count(*) FROM jobqueue.jobs WHERE state IN ('completed', 'dead_letter') AND id = ANY(%s)",
+               (ids,))
+    return bool(n == len(ids))
+
+
+def test_no_idle_in_transaction_workers(db: psycopg.Connection[Any], db_url: str, workers: Workers) -> None:
+    """OPS-02: no worker backend idle in transaction > 1 s; no transaction open while a handler runs."""
+    for name in ("ops-a", "ops-b"):
+        workers.start("-c", "4", "--poll-interval", "0.2", "--reconcile-interval", "1", name=name)
+    with JobQueue(db_url) as jq:
+        ids = jq.enqueue_many([{"type": "soak.work", "payload": {"ms": int(HANDLER_S * 1000)}} for _ in range(16)])
+        ids += jq.enqueue_many([{"type": "soak.work", "payload": {"ms": 5}} for _ in range(200)])
+        with ActivitySampler(db_url, "jq-worker-ops-", idle_in_tx_limit_s=LIMIT_S, xact_limit_s=LIMIT_S) as clean:
+            wait_for(lambda: finished(db, ids), 60, "the slow jobs")
+        figures = clean.report.figures()
+        print("OPS-02 quick:", figures)
+        assert not clean.errors
+        assert clean.report.samples >= 20
+        # both workers' pooled sessions (and listeners) were in view
+        assert len(clean.report.sessions) >= 4, clean.report.sessions
+        assert clean.report.idle_in_tx_over == []
+        assert clean.report.xact_over == []
+        assert clean.report.max_xact_age_s < HANDLER_S / 2
+
+        # Negative control: a handler that holds a transaction on the worker's own pool.
+        leak = jq.enqueue("soak.leak", {"seconds": HANDLER_S + 0.5})
+        with ActivitySampler(db_url, "jq-worker-ops-", idle_in_tx_limit_s=LIMIT_S, xact_limit_s=LIMIT_S) as dirty:
+            wait_for(lambda: finished(db, [leak]), 30, "the leaking job")
+    print("OPS-02 negative control:", dirty.report.figures())
+    assert dirty.report.idle_in_tx_over, "the sampler missed a worker idle in transaction"
+    assert dirty.report.max_xact_age_s > HANDLER_S, "the sampler missed a transaction held through a handler"
