@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench clean install chaos
+.PHONY: demo test lint bench clean install chaos soak nightly
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -39,9 +39,25 @@ CHAOS_ARGS ?=
 chaos: $(STAMP)
 	CHAOS_SCALE=full CHAOS_JSON=chaos-results/chaos.json $(BIN)/python -m pytest tests/chaos -q $(CHAOS_ARGS)
 
+# Not in `make test` (RELIABILITY.md 4.3, nightly tier). `make soak`: SOAK-01, SOAK-02, OPS-01
+# and OPS-02 at plan size with real worker processes (about an hour on 2 cores;
+# SOAK_SCALE=quick: a few minutes); figure table printed, JSON in soak-results/soak.json.
+# `make nightly`: MODEL-01 at 5,000 examples and FENCE-01 over 1,000 randomized runs.
+SOAK_SCALE ?= full
+MODEL_EXAMPLES_NIGHTLY ?= 5000
+FENCE_RUNS_NIGHTLY ?= 1000
+
+soak: $(STAMP)
+	JOBQUEUE_SOAK=1 SOAK_SCALE=$(SOAK_SCALE) $(BIN)/python -m pytest tests/soak -s -q $(PYTEST_ARGS)
+
+nightly: $(STAMP)
+	MODEL_EXAMPLES=$(MODEL_EXAMPLES_NIGHTLY) FENCE_RUNS=$(FENCE_RUNS_NIGHTLY) $(BIN)/python -m pytest -s -q \
+		--durations=0 tests/integration/test_sql_model.py::test_queue_state_machine \
+		tests/integration/test_sql_core.py::test_stale_tokens_in_randomized_interleavings $(PYTEST_ARGS)
+
 clean:
 	-test -x $(BIN)/jobqueue && $(BIN)/jobqueue db stop
-	rm -rf $(VENV) .jobqueue dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis chaos-results
+	rm -rf $(VENV) .jobqueue dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis chaos-results soak-results
 
 # Procrastinate and PgQueuer under the same enqueue, drain and latency workloads, on the same
 # server, in the same run (ratios jobqueue / peer). They live in their own virtual

@@ -116,6 +116,8 @@ class Workers:
     url: str
     log_dir: Path
     ledger_url: str | None = None
+    #: The --app the workers load (the soak and OPS tests use tests.support.soak_app:jq).
+    app: str = APP
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     logs: list[Any] = field(default_factory=list)
     started: int = 0
@@ -141,7 +143,7 @@ class Workers:
                 url or self.url,
                 "worker",
                 "--app",
-                APP,
+                self.app,
                 "--name",
                 name,
                 "--log-format",
