@@ -538,3 +538,43 @@ def _under_initplan(node: dict[str, Any], inside: bool) -> list[bool]:
     for child in node.get("Plans", []):
         found.extend(_under_initplan(child, inside))
     return found
+
+
+def test_library_tenant_admin_and_errors(tdb: TenantDb, db_url: str, login_role: Callable[[str], str]) -> None:
+    """The JobQueue methods: mapping, limits, and the errors they raise (field named, nothing changed)."""
+    from jobqueue import ConfigurationError, InvalidInput, JobQueue, PermissionDenied, RateLimited
+
+    roles = tdb.cluster.roles
+    with JobQueue(tdb.url(roles["ops_admin"]), pool_size=1) as ops, JobQueue(
+        tdb.url(roles["a_prod"]), pool_size=1
+    ) as a, JobQueue(tdb.url(roles["a_admin"]), pool_size=1) as a_admin:
+        ops.set_tenant_role(roles["ops_work"], "C")
+        assert {(r["role_name"], r["tenant_id"]) for r in ops.tenant_roles()} >= {(roles["ops_work"], "C")}
+        assert ops.unset_tenant_role(roles["ops_work"]) is True
+        assert ops.unset_tenant_role(roles["ops_work"]) is False
+        with pytest.raises(InvalidInput) as err:
+            ops.set_tenant_role("no_such_role_xyz", "A")
+        assert err.value.field == "role_name"
+        with pytest.raises(PermissionDenied):
+            a_admin.set_tenant_role(roles["a_admin"], "B")
+        for rate, burst, name in [(float("nan"), None, "rate"), (0, None, "rate"), (1, 0, "burst"), (1, 1.5, "burst")]:
+            with pytest.raises(InvalidInput) as err:
+                ops.set_tenant_rate_limit("A", rate, burst)  # type: ignore[arg-type]
+            assert err.value.field == name
+        assert ops.tenant_rate_limits() == []
+        ops.set_tenant_rate_limit("A", 0.001, 2)
+        assert [r["burst"] for r in ops.tenant_rate_limits()] == [2]
+        job = a.enqueue("t")
+        assert a.get(job).tenant_id == "A"
+        with pytest.raises(InvalidInput) as err:
+            a.enqueue("t", tenant_id="B")
+        assert err.value.field == "tenant_id"
+        a.enqueue_many([{"type": "t"}])
+        with pytest.raises(RateLimited, match='tenant "A" is over its enqueue rate limit'):
+            a.enqueue("t")
+        assert ops.clear_tenant_rate_limit("A") is True
+        assert ops.clear_tenant_rate_limit("A") is False
+        a.enqueue("t")
+    # a superuser-owned install cannot enter multi-tenant mode
+    with JobQueue(db_url, pool_size=1) as su, pytest.raises(ConfigurationError, match="SUPERUSER or BYPASSRLS"):
+        su.set_tenant_role(login_role("jobqueue_producer"), "A")
