@@ -49,6 +49,10 @@ ADMIN_ONLY = {
     "purge_dead_letters(jsonb,integer)",
     "archive_dead_letters(integer)",
     "set_retry_policy(text,jsonb)",
+    "set_tenant_role(text,text)",
+    "unset_tenant_role(text)",
+    "set_tenant_rate_limit(text,double precision,integer)",
+    "clear_tenant_rate_limit(text)",
 }
 
 
