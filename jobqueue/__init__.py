@@ -23,6 +23,7 @@ from jobqueue.errors import (
     JobQueueError,
     PermissionDenied,
     QueueFull,
+    RateLimited,
     SchemaOutOfDate,
 )
 from jobqueue.models import ErrorClass, Job, JobState, Priority
@@ -46,6 +47,7 @@ __all__ = [
     "PermissionDenied",
     "Priority",
     "QueueFull",
+    "RateLimited",
     "Retry",
     "SchemaOutOfDate",
     "Snooze",

@@ -350,6 +350,39 @@ class JobQueue:
     def set_retry_policy(self, type: str, policy: Mapping[str, Any]) -> None:
         self._fetch("set_retry_policy", {"type": type, "policy": dumps(dict(policy), "policy")})
 
+    # -- tenants (multi-tenant mode: docs/sql-api.md "Multi-tenant mode") --------------------
+
+    def set_tenant_role(self, role_name: str, tenant_id: str) -> None:
+        """Confine login role ``role_name`` to ``tenant_id``: its jobs get that tenant and it
+        sees only that tenant's jobs. Needs an unmapped jobqueue_admin role and a schema owner
+        without SUPERUSER/BYPASSRLS (else ConfigurationError)."""
+        self._fetch("set_tenant_role", {"role_name": role_name, "tenant_id": tenant_id})
+
+    def unset_tenant_role(self, role_name: str) -> bool:
+        """Remove a login role's tenant mapping; False when it had none."""
+        return bool(self._fetch("unset_tenant_role", {"role_name": role_name})[0]["removed"])
+
+    def tenant_roles(self) -> Rows:
+        """Login roles and their tenants (a mapped caller sees its own tenant's only)."""
+        return self._fetch("list_tenant_roles", {})
+
+    def set_tenant_rate_limit(self, tenant_id: str, rate: float, burst: int | None = None) -> None:
+        """Limit a tenant's enqueues to ``rate`` jobs per second with bursts of ``burst``
+        (default: one second's worth). Over it, enqueue raises RateLimited."""
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate):
+            raise InvalidInput("rate: must be a finite number of jobs per second", field="rate")
+        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int)):
+            raise InvalidInput("burst: must be an integer", field="burst")
+        self._fetch("set_tenant_rate_limit", {"tenant_id": tenant_id, "rate": float(rate), "burst": burst})
+
+    def clear_tenant_rate_limit(self, tenant_id: str) -> bool:
+        """Remove a tenant's enqueue rate limit; False when it had none."""
+        return bool(self._fetch("clear_tenant_rate_limit", {"tenant_id": tenant_id})[0]["removed"])
+
+    def tenant_rate_limits(self) -> Rows:
+        """Rate limits per tenant with the tokens available now."""
+        return self._fetch("list_tenant_rate_limits", {})
+
     def reconcile(self, *, batch: int = 1000, dry_run: bool = False) -> dict[str, Any]:
         rows = self._fetch("reconcile", {"batch": batch, "dry_run": dry_run})
         return dict(rows[0]["summary"])

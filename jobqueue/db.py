@@ -11,12 +11,14 @@ from psycopg.rows import dict_row, tuple_row
 
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget
 from jobqueue.errors import (
+    ConfigurationError,
     DatabaseUnavailable,
     InvalidInput,
     JobNotFound,
     JobQueueError,
     PermissionDenied,
     QueueFull,
+    RateLimited,
     SchemaOutOfDate,
 )
 
@@ -34,6 +36,8 @@ _SQLSTATE_ERRORS: dict[str, type[JobQueueError]] = {
     "22003": InvalidInput,  # numeric_value_out_of_range
     "23514": InvalidInput,  # check_violation
     "53400": QueueFull,
+    "JQ429": RateLimited,  # jobqueue's own: the tenant's enqueue token bucket is empty
+    "55000": ConfigurationError,  # object_not_in_prerequisite_state: e.g. multi-tenant mode on a superuser-owned schema
     "P0002": JobNotFound,
     "42501": PermissionDenied,
 }

@@ -56,6 +56,12 @@ class QueueFull(JobQueueError):
     exit_code = 75
 
 
+class RateLimited(JobQueueError):
+    """The tenant is over its enqueue rate limit; nothing was enqueued, retry later."""
+
+    exit_code = 75
+
+
 class JobNotFound(JobQueueError):
     """No job has that id."""
 

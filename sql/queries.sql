@@ -149,3 +149,21 @@ SELECT * FROM jobqueue.metrics(%(window)s::interval) ORDER BY queue;
 
 -- name: list_workers
 SELECT * FROM jobqueue.workers ORDER BY started_at DESC;
+
+-- name: set_tenant_role
+SELECT jobqueue.set_tenant_role(%(role_name)s::text, %(tenant_id)s::text);
+
+-- name: unset_tenant_role
+SELECT jobqueue.unset_tenant_role(%(role_name)s::text) AS removed;
+
+-- name: list_tenant_roles
+SELECT * FROM jobqueue.tenant_roles ORDER BY tenant_id, role_name;
+
+-- name: set_tenant_rate_limit
+SELECT jobqueue.set_tenant_rate_limit(%(tenant_id)s::text, %(rate)s::float8, %(burst)s::int);
+
+-- name: clear_tenant_rate_limit
+SELECT jobqueue.clear_tenant_rate_limit(%(tenant_id)s::text) AS removed;
+
+-- name: list_tenant_rate_limits
+SELECT * FROM jobqueue.tenant_rate_limits ORDER BY tenant_id;

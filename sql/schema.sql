@@ -202,8 +202,11 @@ COMMENT ON TABLE jobqueue.job IS 'Live jobs (pending, retrying, processing); pri
 -- with no sort. Rows leave it when claimed, finished or blocked by dependencies.
 CREATE INDEX job_claim_idx ON jobqueue.job (queue, priority DESC, run_at, id)
     WHERE state IN ('pending', 'retrying') AND waiting_on = 0;
--- One live job per unique key (ON CONFLICT target of enqueue).
-CREATE UNIQUE INDEX job_unique_key_idx ON jobqueue.job (unique_key) WHERE unique_key IS NOT NULL;
+-- One live job per unique key and tenant (ON CONFLICT target of enqueue). Per tenant, so that
+-- one tenant's key can neither collide with nor reveal another tenant's job; NULLS NOT
+-- DISTINCT keeps single-tenant installs (tenant_id NULL) at one live job per key.
+CREATE UNIQUE INDEX job_unique_key_idx ON jobqueue.job (unique_key, tenant_id) NULLS NOT DISTINCT
+    WHERE unique_key IS NOT NULL;
 -- Reconcile step 1: expired leases.
 CREATE INDEX job_lease_idx ON jobqueue.job (lease_expires_at) WHERE state = 'processing';
 -- Reconcile step 2: TTL'd jobs.
@@ -277,6 +280,40 @@ CREATE TABLE jobqueue.worker (
     jobs_done    bigint NOT NULL DEFAULT 0,
     stopped_at   timestamptz
 ) WITH (fillfactor = 70);
+
+------------------------------------------------------------------------------------------
+-- Multi-tenancy and admission control (private; written only through the admin functions)
+------------------------------------------------------------------------------------------
+-- Which tenant a login role acts for. The key is the login role (session_user), which SET
+-- ROLE cannot change and which stays the caller's inside SECURITY DEFINER functions. A
+-- mapped role sees and touches only its tenant's jobs (row-level security, below); an
+-- unmapped role is not restricted (single-tenant installs map nobody and behave as before).
+CREATE TABLE jobqueue.tenant_role (
+    role_name  text PRIMARY KEY CHECK (length(role_name) BETWEEN 1 AND 63),
+    tenant_id  text NOT NULL CHECK (length(tenant_id) BETWEEN 1 AND 255 AND tenant_id !~ '[[:cntrl:]]'),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    created_by text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE jobqueue.tenant_role IS
+    'Login role -> tenant; a mapped role is confined to its tenant''s jobs. Private: set_tenant_role/unset_tenant_role';
+
+-- Enqueue rate limit per tenant: a token bucket (rate tokens per second, at most burst), one
+-- token per job, refilled lazily by the enqueue that reads it. Only enqueues of tenants with
+-- a row pay for it (and then contend on that row until they commit).
+CREATE TABLE jobqueue.tenant_limit (
+    tenant_id   text PRIMARY KEY CHECK (length(tenant_id) BETWEEN 1 AND 255 AND tenant_id !~ '[[:cntrl:]]'),
+    rate        double precision NOT NULL CHECK (rate > 0 AND rate <= 1000000),
+    burst       integer NOT NULL CHECK (burst BETWEEN 1 AND 100000000),
+    tokens      double precision NOT NULL,
+    refilled_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE jobqueue.tenant_limit IS
+    'Token bucket per tenant for enqueue (rate jobs/s, burst); private: set_tenant_rate_limit/clear_tenant_rate_limit';
+
+-- Queues with a backlog cap: enqueue probes this (empty when no queue is capped) instead of
+-- the whole queue table.
+CREATE INDEX queue_capped_idx ON jobqueue.queue (name) WHERE max_size IS NOT NULL;
 
 ------------------------------------------------------------------------------------------
 -- Internal helpers
@@ -645,6 +682,119 @@ CREATE TRIGGER job_event_append_only
     FOR EACH STATEMENT EXECUTE FUNCTION jobqueue._job_event_append_only();
 
 ------------------------------------------------------------------------------------------
+-- Tenancy and admission (multi-tenant mode: docs/sql-api.md "Multi-tenant mode")
+------------------------------------------------------------------------------------------
+-- The calling login role's tenant, or NULL when the role is not mapped (not restricted).
+-- Never a setting or an argument: a caller can SET any GUC, but not its session_user. The
+-- row-level security policies spell the same lookup as a scalar sub-select, so that it is
+-- an InitPlan evaluated once per statement (a function call there would cost more).
+CREATE FUNCTION jobqueue._tenant() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$ SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user $$;
+
+-- Raise 42501 unless the caller acts for no tenant: queue settings, retry policies, the
+-- tenant mapping and rate limits are shared by every tenant, so only unmapped roles change them.
+CREATE FUNCTION jobqueue._require_unmapped(action text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    t text := jobqueue._tenant();
+BEGIN
+    IF t IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('%s: login role %s acts for tenant %s; %s changes what every tenant shares and '
+                             'needs a jobqueue_admin role mapped to no tenant', action, session_user, t, action);
+    END IF;
+END
+$$;
+
+-- Admission of a batch, before _enqueue writes anything (raising here changes nothing):
+--   1. tenant: a mapped caller's jobs get its tenant_id; naming another tenant is an error
+--      (jobs[i].tenant_id). Unmapped callers pass tenant_id through, as before.
+--   2. rate limit: each tenant with a bucket (tenant_limit) pays one token per job, in
+--      tenant order; short of tokens -> SQLSTATE JQ429 naming the tenant and its limit.
+--   3. backlog caps: the capped queues the batch writes to are locked (in name order) and
+--      touched, so enqueues into one capped queue run one at a time and the cap check in
+--      _enqueue counts every committed job: the depth never exceeds max_size (under
+--      REPEATABLE READ a concurrent admission surfaces as 40001, retry).
+-- Each step costs one index probe on an empty table/index when it is not in use.
+CREATE FUNCTION jobqueue._admit(jobs jsonb, single boolean) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    t text := jobqueue._tenant();
+    bad record;
+    b record;
+    at timestamptz;
+    capped text[];
+BEGIN
+    IF jsonb_typeof(jobs) IS DISTINCT FROM 'array' THEN
+        RETURN jobs;  -- _enqueue names the problem
+    END IF;
+    IF t IS NOT NULL THEN
+        SELECT (x.o - 1)::integer AS idx, x.e->'tenant_id' AS given INTO bad
+        FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, o)
+        WHERE jsonb_typeof(x.e) = 'object' AND nullif(x.e->'tenant_id', 'null') IS NOT NULL
+          AND x.e->'tenant_id' IS DISTINCT FROM to_jsonb(t)
+        ORDER BY x.o LIMIT 1;
+        IF FOUND THEN
+            PERFORM jobqueue._raise('tenant_id',
+                format('login role %s enqueues for tenant %s only (got %s); leave tenant_id out',
+                       session_user, to_jsonb(t), left(bad.given::text, 300)),
+                CASE WHEN single THEN 'tenant_id' ELSE format('jobs[%s].tenant_id', bad.idx) END);
+        END IF;
+        jobs := (SELECT jsonb_agg(CASE WHEN jsonb_typeof(x.e) = 'object'
+                                       THEN x.e || jsonb_build_object('tenant_id', t) ELSE x.e END ORDER BY x.o)
+                 FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, o));
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM jobqueue.tenant_limit) THEN
+        FOR b IN
+            SELECT l.tenant_id, a.n
+            FROM (SELECT x.e->>'tenant_id' AS tenant_id, count(*) AS n
+                  FROM jsonb_array_elements(jobs) AS x(e)
+                  WHERE jsonb_typeof(x.e->'tenant_id') = 'string'
+                  GROUP BY 1) AS a
+            JOIN jobqueue.tenant_limit l ON l.tenant_id = a.tenant_id
+            ORDER BY l.tenant_id
+        LOOP
+            at := clock_timestamp();
+            UPDATE jobqueue.tenant_limit l
+            SET tokens = least(l.burst, l.tokens + l.rate * greatest(extract(epoch FROM at - l.refilled_at), 0)) - b.n,
+                refilled_at = at
+            WHERE l.tenant_id = b.tenant_id
+            RETURNING l.tokens + b.n AS available, l.rate, l.burst INTO bad;
+            IF bad.available < b.n THEN
+                RAISE EXCEPTION USING ERRCODE = 'JQ429', COLUMN = 'tenant_id',
+                    MESSAGE = format('tenant_id: tenant %s is over its enqueue rate limit (%s jobs/s, burst %s): '
+                                     '%s jobs asked, %s available; nothing was enqueued, retry later',
+                                     to_jsonb(b.tenant_id), bad.rate, bad.burst, b.n,
+                                     floor(greatest(bad.available, 0))),
+                    HINT = CASE WHEN b.n > bad.burst
+                                THEN format('a batch larger than the burst (%s) is never admitted; split it', bad.burst)
+                                ELSE 'tokens come back at the rate above' END;
+            END IF;
+        END LOOP;
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM jobqueue.queue q WHERE q.max_size IS NOT NULL) THEN
+        capped := ARRAY(
+            SELECT q.name FROM jobqueue.queue q
+            WHERE q.max_size IS NOT NULL
+              AND q.name IN (SELECT CASE WHEN nullif(x.e->'queue', 'null') IS NULL THEN 'default'
+                                         ELSE x.e->>'queue' END
+                             FROM jsonb_array_elements(jobs) AS x(e))
+            ORDER BY q.name
+            FOR NO KEY UPDATE);
+        IF cardinality(capped) > 0 THEN
+            UPDATE jobqueue.queue q SET max_size = q.max_size WHERE q.name = ANY (capped);
+        END IF;
+    END IF;
+    RETURN jobs;
+END
+$$;
+
+------------------------------------------------------------------------------------------
 -- Enqueue
 --
 -- One set-based core (_enqueue) serves enqueue (one job, typed arguments turned into a JSON
@@ -873,7 +1023,7 @@ BEGIN
                       CASE WHEN single THEN c.err[1]
                            WHEN c.err[1] = 'jobs' THEN format('jobs[%s]', c.idx)
                            ELSE format('jobs[%s].%s', c.idx, c.err[1]) END)
-            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            ON CONFLICT (unique_key, tenant_id) WHERE unique_key IS NOT NULL DO NOTHING
             RETURNING j.id, j.queue, j.waiting_on = 0 AND j.run_at <= now() AS runnable
         ), ev AS (
             INSERT INTO jobqueue.job_event (job_id, queue, from_state, to_state)
@@ -907,6 +1057,7 @@ BEGIN
         LEFT JOIN LATERAL (
             SELECT j.id FROM jobqueue.job j
             WHERE m.id IS NULL AND j.unique_key = jobs->g.idx->>'unique_key'
+              AND j.tenant_id IS NOT DISTINCT FROM jobs->g.idx->>'tenant_id'
         ) AS l ON true;
         result := ARRAY(
             SELECT coalesce(t.v, r.v)
@@ -1039,11 +1190,14 @@ DECLARE
     runnable boolean;
 BEGIN
     -- Options that need the set-based core (unique keys, dependencies, policies, TTLs, tags,
-    -- metadata, per-job leases) go there. The common job takes this lean path: the same
-    -- checks in the same order with the same messages, then one INSERT.
+    -- metadata, per-job leases) go there, and so does admission control (a tenant-mapped
+    -- caller, tenant rate limits, a capped queue: jobqueue._admit). The common job takes
+    -- this lean path: the same checks in the same order with the same messages, one INSERT.
     IF unique_key IS NOT NULL OR depends_on IS NOT NULL OR retry_policy IS NOT NULL OR expires_at IS NOT NULL
-       OR tags IS NOT NULL OR metadata IS NOT NULL OR timeout IS NOT NULL OR visibility_timeout IS NOT NULL THEN
-        RETURN (SELECT e.id FROM jobqueue._enqueue(jsonb_build_array(jsonb_build_object(
+       OR tags IS NOT NULL OR metadata IS NOT NULL OR timeout IS NOT NULL OR visibility_timeout IS NOT NULL
+       OR jobqueue._tenant() IS NOT NULL OR EXISTS (SELECT 1 FROM jobqueue.tenant_limit)
+       OR EXISTS (SELECT 1 FROM jobqueue.queue x WHERE x.name = q_name AND x.max_size IS NOT NULL) THEN
+        RETURN (SELECT e.id FROM jobqueue._enqueue(jobqueue._admit(jsonb_build_array(jsonb_build_object(
             'type', enqueue.type, 'payload', enqueue.payload, 'queue', enqueue.queue,
             'priority', to_jsonb(enqueue.priority), 'run_at', enqueue.run_at,
             'delay', extract(epoch FROM enqueue.delay), 'max_attempts', enqueue.max_attempts,
@@ -1051,7 +1205,7 @@ BEGIN
             'expires_at', enqueue.expires_at, 'tenant_id', enqueue.tenant_id, 'user_id', enqueue.user_id,
             'tags', enqueue.tags, 'metadata', enqueue.metadata, 'depends_on', enqueue.depends_on,
             'timeout', extract(epoch FROM enqueue.timeout),
-            'visibility_timeout', extract(epoch FROM enqueue.visibility_timeout))), true) AS e(id));
+            'visibility_timeout', extract(epoch FROM enqueue.visibility_timeout))), true), true) AS e(id));
     END IF;
 
     err := jobqueue._type_error(type);
@@ -1094,7 +1248,7 @@ BEGIN
         PERFORM jobqueue._raise('user_id', 'longer than 255 characters');
     END IF;
 
-    SELECT x.max_attempts, x.retry_policy, x.paused, x.max_size INTO q FROM jobqueue.queue x WHERE x.name = q_name;
+    SELECT x.max_attempts, x.retry_policy, x.paused INTO q FROM jobqueue.queue x WHERE x.name = q_name;
     attempts := coalesce(max_attempts,
                          (SELECT (tp.policy->>'max_attempts')::integer FROM jobqueue.retry_policy tp
                           WHERE tp.type = enqueue.type),
@@ -1111,14 +1265,6 @@ BEGIN
     IF runnable AND NOT coalesce(q.paused, false) THEN
         PERFORM pg_notify('jobqueue', q_name);
     END IF;
-    IF q.max_size IS NOT NULL AND (SELECT count(*) FROM (
-            SELECT 1 FROM jobqueue.job w
-            WHERE w.queue = q_name AND w.state IN ('pending', 'retrying') AND w.waiting_on = 0
-            LIMIT q.max_size + 1) AS c) > q.max_size THEN
-        RAISE EXCEPTION USING ERRCODE = '53400', COLUMN = 'queue',
-            MESSAGE = format('queue: queue "%s" is full (max_size %s waiting jobs); nothing was enqueued',
-                             q_name, q.max_size);
-    END IF;
     RETURN new_id;
 END
 $$;
@@ -1128,7 +1274,7 @@ COMMENT ON FUNCTION jobqueue.enqueue(text, jsonb, text, anycompatible, timestamp
 
 CREATE FUNCTION jobqueue.enqueue_many(jobs jsonb) RETURNS SETOF bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT id FROM jobqueue._enqueue(jobs, false) AS id $$;
+AS $$ SELECT id FROM jobqueue._enqueue(jobqueue._admit(jobs, false), false) AS id $$;
 COMMENT ON FUNCTION jobqueue.enqueue_many(jsonb) IS
     'Enqueue a JSON array of jobs (keys as enqueue''s parameters), all or nothing; returns ids in input order';
 
@@ -1197,6 +1343,21 @@ BEGIN
     ORDER BY x.idx LIMIT 1;
     IF FOUND THEN
         PERFORM jobqueue._raise(bad.err[1], bad.err[2], format('jobs[%s].%s', bad.idx, bad.err[1]));
+    END IF;
+
+    -- Admission control (a tenant-mapped caller, tenant rate limits, capped queues) lives in
+    -- jobqueue._admit on the JSON path: such batches take it, checked values and all.
+    IF jobqueue._tenant() IS NOT NULL OR EXISTS (SELECT 1 FROM jobqueue.tenant_limit)
+       OR EXISTS (SELECT 1 FROM jobqueue.queue x
+                  WHERE x.max_size IS NOT NULL AND x.name IN (SELECT coalesce(u, 'default') FROM unnest(queues) AS u)
+                     OR x.max_size IS NOT NULL AND queues IS NULL AND x.name = 'default') THEN
+        RETURN QUERY SELECT e.id FROM jobqueue._enqueue(jobqueue._admit(
+            (SELECT jsonb_agg(jsonb_build_object('type', u.type, 'payload', u.payload,
+                                                                   'queue', u.queue, 'priority', u.priority,
+                                                                   'max_attempts', u.attempts) ORDER BY u.o)
+             FROM unnest(types, payloads, queues, priorities, max_attempts)
+                  WITH ORDINALITY AS u(type, payload, queue, priority, attempts, o)), false), false) AS e(id);
+        RETURN;
     END IF;
 
     ids := ARRAY(SELECT nextval('jobqueue.job_id_seq') FROM generate_series(1, n));
@@ -2459,6 +2620,7 @@ CREATE FUNCTION jobqueue.pause_queue(queue text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
 BEGIN
+    PERFORM jobqueue._require_unmapped('pause_queue');
     PERFORM jobqueue._check_queue(pause_queue.queue);
     INSERT INTO jobqueue.queue AS q (name, paused) VALUES (pause_queue.queue, true)
     ON CONFLICT (name) DO UPDATE SET paused = true, updated_at = now();
@@ -2470,6 +2632,7 @@ CREATE FUNCTION jobqueue.resume_queue(queue text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
 BEGIN
+    PERFORM jobqueue._require_unmapped('resume_queue');
     PERFORM jobqueue._check_queue(resume_queue.queue);
     INSERT INTO jobqueue.queue AS q (name, paused) VALUES (resume_queue.queue, false)
     ON CONFLICT (name) DO UPDATE SET paused = false, updated_at = now();
@@ -2489,6 +2652,7 @@ DECLARE
     max_lease numeric := jobqueue._conf('max_lease_s');
     problem text;
 BEGIN
+    PERFORM jobqueue._require_unmapped('configure_queue');
     PERFORM jobqueue._check_queue(configure_queue.queue);
     IF settings IS NULL OR jsonb_typeof(settings) <> 'object' THEN
         PERFORM jobqueue._raise('settings', 'must be a JSON object');
@@ -2564,6 +2728,7 @@ AS $$
 DECLARE
     problem text := jobqueue._policy_error(policy);
 BEGIN
+    PERFORM jobqueue._require_unmapped('set_retry_policy');
     PERFORM jobqueue._check_type(set_retry_policy.type);
     IF problem IS NOT NULL THEN
         PERFORM jobqueue._raise('policy', problem);
@@ -2831,6 +2996,214 @@ COMMENT ON VIEW jobqueue.workers IS
     'Worker processes: healthy (seen < 60 s ago), degraded (< 5 min), unhealthy, or stopped; running jobs';
 
 ------------------------------------------------------------------------------------------
+-- Multi-tenant mode: the tenant mapping, rate limits, and row-level security
+------------------------------------------------------------------------------------------
+-- Owners that would let the definer functions and views bypass row-level security
+-- (superusers and BYPASSRLS roles always do, FORCE or not); NULL when there are none.
+CREATE FUNCTION jobqueue._rls_bypassing_owners() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT string_agg(DISTINCT r.rolname, ', ' ORDER BY r.rolname)
+    FROM (SELECT c.relowner AS owner FROM pg_class c
+          WHERE c.relnamespace = 'jobqueue'::regnamespace AND c.relkind IN ('r', 'p', 'v')
+            AND c.relname <> 'alembic_version'
+          UNION
+          SELECT p.proowner FROM pg_proc p WHERE p.pronamespace = 'jobqueue'::regnamespace AND p.prosecdef) AS o
+    JOIN pg_roles r ON r.oid = o.owner
+    WHERE r.rolsuper OR r.rolbypassrls
+$$;
+
+-- Raise unless a tenant id is valid; returns it.
+CREATE FUNCTION jobqueue._check_tenant_id(tenant_id text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    IF tenant_id IS NULL OR tenant_id = '' THEN
+        PERFORM jobqueue._raise('tenant_id', 'must be a non-empty string');
+    ELSIF length(tenant_id) > 255 THEN
+        PERFORM jobqueue._raise('tenant_id', 'longer than 255 characters');
+    ELSIF tenant_id ~ '[[:cntrl:]]' THEN
+        PERFORM jobqueue._raise('tenant_id', 'must not contain control characters');
+    END IF;
+    RETURN tenant_id;
+END
+$$;
+
+CREATE FUNCTION jobqueue.set_tenant_role(role_name text, tenant_id text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    r record;
+    bypass text;
+BEGIN
+    PERFORM jobqueue._require_unmapped('set_tenant_role');
+    IF role_name IS NULL OR role_name = '' THEN
+        PERFORM jobqueue._raise('role_name', 'must be a non-empty string');
+    ELSIF length(role_name) > 63 THEN
+        PERFORM jobqueue._raise('role_name', 'longer than 63 characters');
+    END IF;
+    PERFORM jobqueue._check_tenant_id(set_tenant_role.tenant_id);
+    SELECT x.rolsuper OR x.rolbypassrls AS bypasses INTO r FROM pg_roles x WHERE x.rolname = set_tenant_role.role_name;
+    IF NOT FOUND THEN
+        PERFORM jobqueue._raise('role_name', format('no role %s in this cluster', quote_ident(set_tenant_role.role_name)));
+    ELSIF r.bypasses THEN
+        PERFORM jobqueue._raise('role_name', format('%s is a superuser or has BYPASSRLS: row-level security never '
+                                                    'applies to it, so it cannot be confined to a tenant',
+                                                    quote_ident(set_tenant_role.role_name)));
+    END IF;
+    bypass := jobqueue._rls_bypassing_owners();
+    IF bypass IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('set_tenant_role: multi-tenant mode needs the jobqueue schema owned by a role without '
+                             'SUPERUSER or BYPASSRLS, but %s owns jobqueue objects (row-level security would '
+                             'never apply); install it as such a role (docs/sql-api.md "Multi-tenant mode")', bypass);
+    END IF;
+    INSERT INTO jobqueue.tenant_role AS t (role_name, tenant_id)
+    VALUES (set_tenant_role.role_name, set_tenant_role.tenant_id)
+    ON CONFLICT (role_name) DO UPDATE
+    SET tenant_id = EXCLUDED.tenant_id, created_at = now(), created_by = session_user;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.set_tenant_role(text, text) IS
+    'Confine a login role to a tenant (its jobs get that tenant_id; it sees only that tenant''s jobs)';
+
+CREATE FUNCTION jobqueue.unset_tenant_role(role_name text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._require_unmapped('unset_tenant_role');
+    IF role_name IS NULL OR role_name = '' THEN
+        PERFORM jobqueue._raise('role_name', 'must be a non-empty string');
+    END IF;
+    DELETE FROM jobqueue.tenant_role t WHERE t.role_name = unset_tenant_role.role_name;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.unset_tenant_role(text) IS
+    'Remove a login role''s tenant mapping (it becomes unrestricted); false when it had none';
+
+CREATE FUNCTION jobqueue.set_tenant_rate_limit(tenant_id text, rate double precision, burst integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    b integer;
+BEGIN
+    PERFORM jobqueue._require_unmapped('set_tenant_rate_limit');
+    PERFORM jobqueue._check_tenant_id(set_tenant_rate_limit.tenant_id);
+    IF rate IS NULL OR rate = 'NaN' OR rate <= 0 OR rate > 1000000 THEN
+        PERFORM jobqueue._raise('rate', 'must be a number of jobs per second more than 0 and at most 1000000');
+    END IF;
+    IF burst IS NOT NULL AND burst NOT BETWEEN 1 AND 100000000 THEN
+        PERFORM jobqueue._raise('burst', 'must be an integer between 1 and 100000000 (or NULL: one second''s worth)');
+    END IF;
+    b := coalesce(burst, greatest(ceil(rate), 1)::integer);
+    INSERT INTO jobqueue.tenant_limit AS l (tenant_id, rate, burst, tokens)
+    VALUES (set_tenant_rate_limit.tenant_id, rate, b, b)
+    ON CONFLICT (tenant_id) DO UPDATE
+    SET rate = EXCLUDED.rate, burst = EXCLUDED.burst, tokens = least(l.tokens, EXCLUDED.burst), updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION jobqueue.set_tenant_rate_limit(text, double precision, integer) IS
+    'Limit a tenant''s enqueues to rate jobs/s with bursts of burst jobs (token bucket); over it: SQLSTATE JQ429';
+
+CREATE FUNCTION jobqueue.clear_tenant_rate_limit(tenant_id text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._require_unmapped('clear_tenant_rate_limit');
+    PERFORM jobqueue._check_tenant_id(clear_tenant_rate_limit.tenant_id);
+    DELETE FROM jobqueue.tenant_limit l WHERE l.tenant_id = clear_tenant_rate_limit.tenant_id;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.clear_tenant_rate_limit(text) IS
+    'Remove a tenant''s enqueue rate limit; false when it had none';
+
+CREATE VIEW jobqueue.tenant_roles AS
+    SELECT t.role_name, t.tenant_id, t.created_at, t.created_by
+    FROM jobqueue.tenant_role t
+    -- a mapped role sees its own tenant's mappings only
+    WHERE t.tenant_id = coalesce((SELECT m.tenant_id FROM jobqueue.tenant_role m WHERE m.role_name = session_user),
+                                 t.tenant_id);
+COMMENT ON VIEW jobqueue.tenant_roles IS 'Login roles confined to a tenant (set_tenant_role)';
+
+CREATE VIEW jobqueue.tenant_rate_limits AS
+    SELECT l.tenant_id, l.rate, l.burst,
+           least(l.burst, l.tokens + l.rate * greatest(extract(epoch FROM clock_timestamp() - l.refilled_at), 0))
+               AS tokens_available,
+           l.updated_at
+    FROM jobqueue.tenant_limit l
+    WHERE l.tenant_id = coalesce((SELECT m.tenant_id FROM jobqueue.tenant_role m WHERE m.role_name = session_user),
+                                 l.tenant_id);
+COMMENT ON VIEW jobqueue.tenant_rate_limits IS 'Enqueue rate limits per tenant and the tokens available now';
+
+-- Row-level security. ENABLE + FORCE: without FORCE the tables' owner -- the role every
+-- definer function and view runs as -- would bypass every policy. The tenant is looked up
+-- from session_user in a scalar sub-select, an InitPlan run once per statement; an unmapped
+-- caller (NULL tenant) passes every row. Superusers and BYPASSRLS roles bypass RLS
+-- whatever is set here; set_tenant_role refuses to map anyone while such a role owns
+-- jobqueue objects.
+ALTER TABLE jobqueue.job ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.job FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON jobqueue.job
+    USING (tenant_id IS NOT DISTINCT FROM coalesce(
+        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+-- The parent's policy applies to every partition's rows read or written through it (the
+-- only way the API reaches them; no role but the owner has any privilege on a partition).
+ALTER TABLE jobqueue.job_history ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.job_history FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON jobqueue.job_history
+    USING (tenant_id IS NOT DISTINCT FROM coalesce(
+        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+ALTER TABLE jobqueue.dead_letter ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.dead_letter FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON jobqueue.dead_letter
+    USING (tenant_id IS NOT DISTINCT FROM coalesce(
+        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+-- Audit rows and log lines belong to their job's tenant: a mapped caller reads (and
+-- reconcile prunes) those of the jobs it can see. They are written only by the definer
+-- functions, right after a transition the job's own policy already allowed, so INSERT is
+-- not re-checked (within one statement the new job row is not yet visible to a check).
+ALTER TABLE jobqueue.job_event ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.job_event FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON jobqueue.job_event FOR SELECT
+    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+           OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_event.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_event.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_event.job_id));
+CREATE POLICY tenant_prune ON jobqueue.job_event FOR DELETE
+    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+           OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_event.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_event.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_event.job_id));
+CREATE POLICY append ON jobqueue.job_event FOR INSERT WITH CHECK (true);
+ALTER TABLE jobqueue.job_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.job_log FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON jobqueue.job_log FOR SELECT
+    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+           OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_log.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_log.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_log.job_id));
+CREATE POLICY tenant_prune ON jobqueue.job_log FOR DELETE
+    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+           OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_log.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_log.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_log.job_id));
+CREATE POLICY append ON jobqueue.job_log FOR INSERT WITH CHECK (true);
+-- Worker registrations: a mapped caller sees (and may heartbeat or unregister) only the
+-- workers registered by login roles of its own tenant.
+ALTER TABLE jobqueue.worker ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.worker FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON jobqueue.worker
+    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+           OR db_user IN (SELECT m.role_name FROM jobqueue.tenant_role m
+                          WHERE m.tenant_id = (SELECT t.tenant_id FROM jobqueue.tenant_role t
+                                               WHERE t.role_name = session_user)));
+
+------------------------------------------------------------------------------------------
 -- The first history partitions (reconcile keeps creating them ahead)
 ------------------------------------------------------------------------------------------
 DO $$ BEGIN PERFORM jobqueue._maintain_partitions(false); END $$;
@@ -2890,3 +3263,11 @@ TO jobqueue_admin;
 GRANT SELECT ON jobqueue.jobs, jobqueue.queues TO jobqueue_producer, jobqueue_worker, jobqueue_admin;
 GRANT SELECT ON jobqueue.workers TO jobqueue_worker, jobqueue_admin;
 GRANT SELECT ON jobqueue.dead_letters TO jobqueue_admin;
+
+GRANT EXECUTE ON FUNCTION
+    jobqueue.set_tenant_role(text, text),
+    jobqueue.unset_tenant_role(text),
+    jobqueue.set_tenant_rate_limit(text, double precision, integer),
+    jobqueue.clear_tenant_rate_limit(text)
+TO jobqueue_admin;
+GRANT SELECT ON jobqueue.tenant_roles, jobqueue.tenant_rate_limits TO jobqueue_admin;

@@ -202,9 +202,9 @@ def test_enqueue_with_every_option_shows_in_jobs_show(jq: Run, db: psycopg.Conne
     assert job["metadata"] == {"trace": "abc"}
     assert job["depends_on"] == [parent]
     assert job["timeout"] == 90 and job["visibility_timeout"] == 120
-    # A duplicate unique key prints the live job's id and adds nothing.
+    # A duplicate unique key (of the same tenant: keys are per tenant) prints the live job's id and adds nothing.
     before = count_jobs(db)
-    again = ok(jq("enqueue", "email.send", '{"to": "b@example.com"}', "--unique-key", "welcome:42"))
+    again = ok(jq("enqueue", "email.send", '{"to": "b@example.com"}', "--unique-key", "welcome:42", "--tenant", "acme"))
     assert int(again.stdout) == created["id"] and count_jobs(db) == before
     # The human view names the job and its fields.
     shown = ok(jq("jobs", "show", str(created["id"])))

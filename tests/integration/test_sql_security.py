@@ -1,13 +1,20 @@
-"""Least privilege and injection (RELIABILITY.md 3 and 4.3): SEC-01 to SEC-04."""
+"""Security (RELIABILITY.md 3 and 4.3): least privilege, pinned definer functions, search_path
+hijack, injection (SEC-01..04); secrets (SEC-06), backpressure (SEC-07), the audit trail
+(SEC-08), no client time in lease SQL (SEC-09). SEC-05 (tenants): test_sql_tenancy.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from tests.integration.sql_helpers import api
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,6 +49,10 @@ ADMIN_ONLY = {
     "purge_dead_letters(jsonb,integer)",
     "archive_dead_letters(integer)",
     "set_retry_policy(text,jsonb)",
+    "set_tenant_role(text,text)",
+    "unset_tenant_role(text)",
+    "set_tenant_rate_limit(text,double precision,integer)",
+    "clear_tenant_rate_limit(text)",
 }
 
 
@@ -209,3 +220,308 @@ def test_queue_name_injection(db: psycopg.Connection[Any], name: str) -> None:
         except (psycopg.errors.InvalidParameterValue, psycopg.errors.StringDataRightTruncation) as exc:
             assert exc.diag.column_name in ("queue", "queues"), (statement, exc)
     assert _relations(db) == relations
+
+
+# -- SEC-06 secrets ---------------------------------------------------------------------------
+
+
+def test_secrets_not_in_logs(
+    db: psycopg.Connection[Any], db_url: str, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SEC-06: a payload secret never reaches app logs (DEBUG), our error texts, NOTIFY, metrics or Redis."""
+    import logging
+    import uuid
+
+    from jobqueue import InvalidInput, JobQueue, WorkerConfig
+
+    secret = f"sentinel-{uuid.uuid4().hex}"
+    listener = connect()
+    listener.execute("LISTEN jobqueue")
+    caplog.set_level(logging.DEBUG, logger="jobqueue")
+    texts: list[str] = []
+    with JobQueue(db_url, pool_size=2) as jq:
+
+        @jq.task(name="leaky", retry={"strategy": "fixed", "initial_delay": 0, "jitter": 0, "max_attempts": 2})
+        def leaky(card: str, password: str) -> None:
+            raise RuntimeError("card declined")  # a handler's own words; ours must not echo the payload
+
+        job = leaky.enqueue(card="4111", password=secret)
+        for _ in range(3):
+            assert jq.run_worker(WorkerConfig(burst=True, install_signal_handlers=False, poll_interval_s=0.05,
+                                              reconcile_interval_s=0)) == 0
+        dead = jq.get(job)
+        assert dead.state.value == "dead_letter" and dead.attempt == 2
+        # error texts jobqueue generates for bad input that carries the secret
+        for bad in [
+            {"priority": 99},
+            {"queue": "bad queue"},
+            {"not_an_option": secret},
+            {"max_attempts": 0},
+            {"run_at": "tomorrow"},
+        ]:
+            with pytest.raises(InvalidInput) as err:
+                jq.enqueue("leaky", {"password": secret}, **bad)
+            texts.append(str(err.value))
+        with pytest.raises(InvalidInput) as err:
+            jq.enqueue("leaky", {"password": secret, "pad": "x" * 300_000})
+        texts.append(str(err.value))
+        texts += [json.dumps(jq.stats(), default=str), json.dumps(jq.metrics(), default=str)]
+        # a dead letter's errors and last_error (its payload column is the input, kept by design)
+        texts += [json.dumps([(d["errors"], d["last_error"]) for d in jq.dead_letters()], default=str)]
+    letters = db.execute("SELECT errors::text AS e, last_error FROM jobqueue.dead_letters").fetchall()
+    texts += [r["e"] + str(r["last_error"]) for r in letters]
+    texts += [json.dumps(r["detail"]) for r in db.execute("SELECT detail FROM jobqueue.job_event").fetchall()]
+    notices = [n.payload for n in listener.notifies(timeout=0.5)]
+    assert notices, "the test saw no notification at all"
+    texts += notices
+    logged = [caplog.text] + [repr(vars(r)) for r in caplog.records]
+    assert len(caplog.records) > 5, "the worker logged (almost) nothing at DEBUG"
+    for text in texts + logged:
+        assert secret not in text, text[:500]
+    # metrics exposition and the Redis mirror, when installed: nothing holds the secret
+    try:
+        from prometheus_client import REGISTRY, generate_latest
+    except ImportError:
+        pass
+    else:
+        assert secret.encode() not in generate_latest(REGISTRY)
+    try:
+        import redis
+    except ImportError:
+        return
+    try:
+        client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2)
+        keys = list(client.scan_iter(count=1000))
+    except redis.RedisError:
+        return
+    for key in keys:
+        assert secret.encode() not in key
+        if client.type(key) == b"string":
+            value = client.get(key)
+            assert value is None or secret.encode() not in value
+
+
+# -- SEC-07 backpressure ----------------------------------------------------------------------
+
+
+def test_backpressure(db: psycopg.Connection[Any], connect: Connect, login_role: Callable[[str], str]) -> None:
+    """SEC-07: eight producers race into a capped queue: 53400 past the cap, depth never over it;
+    other queues keep accepting."""
+    import threading
+
+    limit, batch = 30, 4
+    db.execute("SELECT jobqueue.configure_queue('capped', %s)", (json.dumps({"max_size": limit}),))
+    role = login_role("jobqueue_producer")
+    conns = [connect(user=role) for _ in range(8)]
+    barrier = threading.Barrier(len(conns))
+    accepted: list[int] = []
+    refused: list[psycopg.Error] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    jobs = json.dumps([{"type": "t", "queue": "capped"}] * batch)
+
+    def produce(conn: psycopg.Connection[Any]) -> None:
+        try:
+            barrier.wait()
+            full = 0
+            while full < 3:
+                try:
+                    n = len(conn.execute("SELECT jobqueue.enqueue_many(%s::jsonb)", (jobs,)).fetchall())
+                    with lock:
+                        accepted.append(n)
+                except psycopg.errors.ConfigurationLimitExceeded as exc:
+                    full += 1
+                    with lock:
+                        refused.append(exc)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=produce, args=(c,)) for c in conns]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    depth = db.execute("SELECT count(*) AS n FROM jobqueue.job WHERE queue = 'capped'").fetchone()["n"]  # type: ignore[index]
+    assert depth == sum(accepted) and depth <= limit, (depth, limit)  # within limit (+ batch, the plan's bound)
+    assert depth > limit - batch  # the cap was reached, not undershot
+    exc = refused[0]
+    assert exc.diag.column_name == "queue" and '"capped" is full (max_size 30' in str(exc)
+    producer = conns[0]
+    other = producer.execute("SELECT jobqueue.enqueue('t', '{}', queue => 'other') AS id").fetchone()
+    assert other is not None and other["id"] > 0
+    # the refused enqueues wrote nothing: every job and event row belongs to an accepted batch
+    events = db.execute("SELECT count(*) AS n FROM jobqueue.job_event WHERE queue = 'capped'").fetchone()
+    assert events is not None and events["n"] == depth
+
+
+def test_backpressure_costs_nothing_when_no_queue_is_capped(db: psycopg.Connection[Any]) -> None:
+    """SEC-07: with no cap anywhere, enqueue does not lock or touch the queue row."""
+    db.execute("SELECT jobqueue.enqueue('t', '{}', queue => 'free')")
+    before = db.execute("SELECT xmin::text AS x FROM jobqueue.queue WHERE name = 'free'").fetchone()
+    db.execute("SELECT jobqueue.enqueue('t', '{}', queue => 'free')")
+    assert db.execute("SELECT xmin::text AS x FROM jobqueue.queue WHERE name = 'free'").fetchone() == before
+    db.execute("SELECT jobqueue.configure_queue('free', '{\"max_size\": 10}')")
+    capped = db.execute("SELECT xmin::text AS x FROM jobqueue.queue WHERE name = 'free'").fetchone()
+    db.execute("SELECT jobqueue.enqueue('t', '{}', queue => 'free')")
+    assert db.execute("SELECT xmin::text AS x FROM jobqueue.queue WHERE name = 'free'").fetchone() != capped
+
+
+# -- SEC-08 audit -----------------------------------------------------------------------------
+
+
+def test_audit_append_only(db: psycopg.Connection[Any], connect: Connect, login_role: Callable[[str], str]) -> None:
+    """SEC-08: every transition writes exactly one job_event row whose actor is the caller's login
+    role (session_user, also inside the definer functions); nobody may rewrite the trail."""
+    names = {k: login_role(f"jobqueue_{k}") for k in ("producer", "worker", "admin")}
+    p, w, a = (connect(user=names[k]) for k in ("producer", "worker", "admin"))
+    P, W, A = names["producer"], names["worker"], names["admin"]
+
+    def enq(**kw: Any) -> int:
+        query, params = api("enqueue", "audit.job", **kw)
+        return int(p.execute(query, params).fetchone()["enqueue"])  # type: ignore[index]
+
+    def lease(queue: str = "default") -> dict[str, Any]:
+        got = w.execute("SELECT id, token FROM jobqueue.claim(ARRAY[%s], 'w', 1)", (queue,)).fetchall()
+        assert len(got) == 1
+        return dict(got[0])
+
+    def call(conn: psycopg.Connection[Any], fn: str, *args: Any) -> Any:
+        query, params = api(fn, *args)
+        row = conn.execute(query, params).fetchone()
+        return None if row is None else next(iter(row.values()))
+
+    expected: dict[int, list[tuple[str | None, str | None, str]]] = {}
+    j1 = enq()
+    t = lease()["token"]
+    assert call(w, "fail", j1, t, "x", "transient", timedelta(0)) == "retrying"
+    t = lease()["token"]
+    db.execute("UPDATE jobqueue.job SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (j1,))
+    call(w, "reconcile")
+    db.execute("UPDATE jobqueue.job SET run_at = now() - interval '1 second' WHERE id = %s", (j1,))
+    t = lease()["token"]
+    assert call(w, "snooze", j1, t, timedelta(0)) == "snoozed"
+    t = lease()["token"]
+    assert call(w, "heartbeat", j1, t) == "ok"  # not a transition: no event
+    assert call(w, "release", j1, t) == "released"
+    t = lease()["token"]
+    assert call(w, "fail", j1, t, "x", "permanent") == "dead_letter"
+    assert call(a, "retry", j1) == j1
+    t = lease()["token"]
+    assert call(w, "complete", j1, t) == "completed"
+    expected[j1] = [
+        (None, "pending", P), ("pending", "processing", W), ("processing", "retrying", W),
+        ("retrying", "processing", W), ("processing", "retrying", W), ("retrying", "processing", W),
+        ("processing", "pending", W), ("pending", "processing", W), ("processing", "pending", W),
+        ("pending", "processing", W), ("processing", "dead_letter", W), ("dead_letter", "pending", A),
+        ("pending", "processing", W), ("processing", "completed", W),
+    ]
+    j2 = enq(queue="q2")
+    assert call(p, "cancel", j2) == "cancelled"
+    expected[j2] = [(None, "pending", P), ("pending", "cancelled", P)]
+    j3 = enq(queue="q3", max_attempts=1)
+    assert call(w, "fail", j3, lease("q3")["token"], "x", "transient") == "dead_letter"
+    db.execute("UPDATE jobqueue.dead_letter SET finished_at = now() - interval '2 days' WHERE id = %s", (j3,))
+    assert call(a, "archive_dead_letters", 1) == 1
+    assert call(a, "purge_dead_letters", Jsonb({"ids": [j3]})) == 1
+    expected[j3] = [(None, "pending", P), ("pending", "processing", W), ("processing", "dead_letter", W),
+                    ("dead_letter", "archived", A), ("archived", None, A)]
+    j4 = enq(queue="q4")
+    t = lease("q4")["token"]
+    assert call(a, "cancel", j4) == "cancel_requested"  # not a transition: no event
+    assert call(w, "fail", j4, t, "stopped", "cancelled") == "cancelled"
+    expected[j4] = [(None, "pending", P), ("pending", "processing", W), ("processing", "cancelled", W)]
+    j5 = enq(queue="q5", max_attempts=1)
+    assert call(w, "fail", j5, lease("q5")["token"], "x", "transient") == "dead_letter"
+    assert [r["redrive"] for r in a.execute("SELECT * FROM jobqueue.redrive(%s)", (Jsonb({"ids": [j5]}),))] == [j5]
+    expected[j5] = [(None, "pending", P), ("pending", "processing", W), ("processing", "dead_letter", W),
+                    ("dead_letter", "pending", A)]
+    for job_id, trail in expected.items():
+        got = db.execute(
+            "SELECT from_state::text AS f, to_state::text AS t, actor FROM jobqueue.job_event "
+            "WHERE job_id = %s ORDER BY id", (job_id,)).fetchall()
+        assert [(r["f"], r["t"], r["actor"]) for r in got] == trail, job_id
+    owner = db.execute("SELECT current_user AS u").fetchone()["u"]  # type: ignore[index]
+    assert db.execute("SELECT count(*) AS n FROM jobqueue.job_event WHERE actor = %s", (owner,)).fetchone() == {"n": 0}
+
+    before = db.execute("SELECT count(*) AS n, max(id) AS m FROM jobqueue.job_event").fetchone()
+    for conn in (p, w, a):
+        for statement in (
+            "UPDATE jobqueue.job_event SET actor = 'x'",
+            "DELETE FROM jobqueue.job_event",
+            "TRUNCATE jobqueue.job_event",
+            "INSERT INTO jobqueue.job_event (job_id, queue) VALUES (1, 'q')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    for statement in ("UPDATE jobqueue.job_event SET actor = 'x'", "DELETE FROM jobqueue.job_event",
+                      "TRUNCATE jobqueue.job_event"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            db.execute(statement)  # the owner: refused by the trigger
+    # the pruning flag alone does not open it to the owner outside the retention step
+    db.execute("SET jobqueue.pruning = 'on'")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        db.execute("UPDATE jobqueue.job_event SET actor = 'x'")
+    db.execute("RESET jobqueue.pruning")
+    assert db.execute("SELECT count(*) AS n, max(id) AS m FROM jobqueue.job_event").fetchone() == before
+
+
+# -- SEC-09 no client time in lease/retry SQL -------------------------------------------------
+
+#: Named statements (sql/queries.sql) that take or extend a lease or schedule a retry.
+LEASE_QUERIES = ("claim", "heartbeat_many", "complete", "complete_many", "fail", "snooze", "release",
+                 "add_log", "set_progress", "next_due", "reconcile")
+#: Calls that read the client's clock.
+CLIENT_CLOCK = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"), ("date", "today"),
+                ("time", "time"), ("time", "time_ns")}
+
+
+def _statements() -> dict[str, str]:
+    from jobqueue import migrations
+
+    text = (migrations.resource_dir("sql") / "queries.sql").read_text()
+    out: dict[str, str] = {}
+    for chunk in text.split("-- name: ")[1:]:
+        name, _, body = chunk.partition("\n")
+        out[name.strip()] = body
+    return out
+
+
+def test_no_client_time_in_lease_sql(db: psycopg.Connection[Any]) -> None:
+    """SEC-09: lease and retry SQL receive durations, never the client's datetimes."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import jobqueue
+
+    statements = _statements()
+    assert set(LEASE_QUERIES) <= set(statements)
+    for name in LEASE_QUERIES:
+        casts = re.findall(r"%\(\w+\)s::([a-z ]+)", statements[name])
+        assert casts and not any("time" in c or "date" in c for c in casts), (name, casts)
+    # the SQL functions behind them take no timestamp argument at all
+    signatures = db.execute(
+        "SELECT p.oid::regprocedure::text AS f FROM pg_proc p WHERE p.pronamespace = 'jobqueue'::regnamespace "
+        "AND p.proname = ANY(%s) AND EXISTS (SELECT 1 FROM unnest(p.proargtypes) t "
+        "WHERE t IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype))",
+        (["claim", "heartbeat", "complete", "complete_many", "fail", "snooze", "release", "reconcile", "next_due",
+          "retry_delay", "add_log", "set_progress"],),
+    ).fetchall()
+    assert signatures == []
+    # no Python function that runs one of them reads the client's clock
+    offenders = []
+    for path in sorted(Path(jobqueue.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            names = {n.value for n in ast.walk(fn) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+            if not names & set(LEASE_QUERIES):
+                continue
+            for call in ast.walk(fn):
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                        and isinstance(call.func.value, ast.Name)
+                        and (call.func.value.id, call.func.attr) in CLIENT_CLOCK):
+                    offenders.append(f"{path.name}:{call.lineno} {fn.name}")
+    assert offenders == []

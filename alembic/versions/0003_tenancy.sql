@@ -1,0 +1,1086 @@
+-- Revision 0002: security and multi-tenant mode (frozen; sql/schema.sql is the current truth).
+--   * tenant_role (login role -> tenant) and tenant_limit (enqueue token bucket per tenant);
+--   * enqueue/enqueue_many admit a batch first (_admit): tenant from the login role, rate
+--     limit, serialised backlog caps; unique keys are per tenant;
+--   * queue-wide settings refuse roles mapped to a tenant;
+--   * row-level security, ENABLE + FORCE, on job, job_history, dead_letter, job_event,
+--     job_log and worker;
+--   * admin functions and views for the mapping and the limits.
+
+DROP INDEX jobqueue.job_unique_key_idx;
+-- One live job per unique key and tenant (ON CONFLICT target of enqueue). Per tenant, so that
+-- one tenant's key can neither collide with nor reveal another tenant's job; NULLS NOT
+-- DISTINCT keeps single-tenant installs (tenant_id NULL) at one live job per key.
+CREATE UNIQUE INDEX job_unique_key_idx ON jobqueue.job (unique_key, tenant_id) NULLS NOT DISTINCT
+    WHERE unique_key IS NOT NULL;
+
+------------------------------------------------------------------------------------------
+-- Multi-tenancy and admission control (private; written only through the admin functions)
+------------------------------------------------------------------------------------------
+-- Which tenant a login role acts for. The key is the login role (session_user), which SET
+-- ROLE cannot change and which stays the caller's inside SECURITY DEFINER functions. A
+-- mapped role sees and touches only its tenant's jobs (row-level security, below); an
+-- unmapped role is not restricted (single-tenant installs map nobody and behave as before).
+CREATE TABLE jobqueue.tenant_role (
+    role_name  text PRIMARY KEY CHECK (length(role_name) BETWEEN 1 AND 63),
+    tenant_id  text NOT NULL CHECK (length(tenant_id) BETWEEN 1 AND 255 AND tenant_id !~ '[[:cntrl:]]'),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    created_by text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE jobqueue.tenant_role IS
+    'Login role -> tenant; a mapped role is confined to its tenant''s jobs. Private: set_tenant_role/unset_tenant_role';
+
+-- Enqueue rate limit per tenant: a token bucket (rate tokens per second, at most burst), one
+-- token per job, refilled lazily by the enqueue that reads it. Only enqueues of tenants with
+-- a row pay for it (and then contend on that row until they commit).
+CREATE TABLE jobqueue.tenant_limit (
+    tenant_id   text PRIMARY KEY CHECK (length(tenant_id) BETWEEN 1 AND 255 AND tenant_id !~ '[[:cntrl:]]'),
+    rate        double precision NOT NULL CHECK (rate > 0 AND rate <= 1000000),
+    burst       integer NOT NULL CHECK (burst BETWEEN 1 AND 100000000),
+    tokens      double precision NOT NULL,
+    refilled_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE jobqueue.tenant_limit IS
+    'Token bucket per tenant for enqueue (rate jobs/s, burst); private: set_tenant_rate_limit/clear_tenant_rate_limit';
+
+-- Queues with a backlog cap: enqueue probes this (empty when no queue is capped) instead of
+-- the whole queue table.
+CREATE INDEX queue_capped_idx ON jobqueue.queue (name) WHERE max_size IS NOT NULL;
+
+
+------------------------------------------------------------------------------------------
+-- Tenancy and admission (multi-tenant mode: docs/sql-api.md "Multi-tenant mode")
+------------------------------------------------------------------------------------------
+-- The calling login role's tenant, or NULL when the role is not mapped (not restricted).
+-- Never a setting or an argument: a caller can SET any GUC, but not its session_user. The
+-- row-level security policies spell the same lookup as a scalar sub-select, so that it is
+-- an InitPlan evaluated once per statement (a function call there would cost more).
+CREATE FUNCTION jobqueue._tenant() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$ SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user $$;
+
+-- Raise 42501 unless the caller acts for no tenant: queue settings, retry policies, the
+-- tenant mapping and rate limits are shared by every tenant, so only unmapped roles change them.
+CREATE FUNCTION jobqueue._require_unmapped(action text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    t text := jobqueue._tenant();
+BEGIN
+    IF t IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('%s: login role %s acts for tenant %s; %s changes what every tenant shares and '
+                             'needs a jobqueue_admin role mapped to no tenant', action, session_user, t, action);
+    END IF;
+END
+$$;
+
+-- Admission of a batch, before _enqueue writes anything (raising here changes nothing):
+--   1. tenant: a mapped caller's jobs get its tenant_id; naming another tenant is an error
+--      (jobs[i].tenant_id). Unmapped callers pass tenant_id through, as before.
+--   2. rate limit: each tenant with a bucket (tenant_limit) pays one token per job, in
+--      tenant order; short of tokens -> SQLSTATE JQ429 naming the tenant and its limit.
+--   3. backlog caps: the capped queues the batch writes to are locked (in name order) and
+--      touched, so enqueues into one capped queue run one at a time and the cap check in
+--      _enqueue counts every committed job: the depth never exceeds max_size (under
+--      REPEATABLE READ a concurrent admission surfaces as 40001, retry).
+-- Each step costs one index probe on an empty table/index when it is not in use.
+CREATE FUNCTION jobqueue._admit(jobs jsonb, single boolean) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    t text := jobqueue._tenant();
+    bad record;
+    b record;
+    at timestamptz;
+    capped text[];
+BEGIN
+    IF jsonb_typeof(jobs) IS DISTINCT FROM 'array' THEN
+        RETURN jobs;  -- _enqueue names the problem
+    END IF;
+    IF t IS NOT NULL THEN
+        SELECT (x.o - 1)::integer AS idx, x.e->'tenant_id' AS given INTO bad
+        FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, o)
+        WHERE jsonb_typeof(x.e) = 'object' AND nullif(x.e->'tenant_id', 'null') IS NOT NULL
+          AND x.e->'tenant_id' IS DISTINCT FROM to_jsonb(t)
+        ORDER BY x.o LIMIT 1;
+        IF FOUND THEN
+            PERFORM jobqueue._raise('tenant_id',
+                format('login role %s enqueues for tenant %s only (got %s); leave tenant_id out',
+                       session_user, to_jsonb(t), left(bad.given::text, 300)),
+                CASE WHEN single THEN 'tenant_id' ELSE format('jobs[%s].tenant_id', bad.idx) END);
+        END IF;
+        jobs := (SELECT jsonb_agg(CASE WHEN jsonb_typeof(x.e) = 'object'
+                                       THEN x.e || jsonb_build_object('tenant_id', t) ELSE x.e END ORDER BY x.o)
+                 FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, o));
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM jobqueue.tenant_limit) THEN
+        FOR b IN
+            SELECT l.tenant_id, a.n
+            FROM (SELECT x.e->>'tenant_id' AS tenant_id, count(*) AS n
+                  FROM jsonb_array_elements(jobs) AS x(e)
+                  WHERE jsonb_typeof(x.e->'tenant_id') = 'string'
+                  GROUP BY 1) AS a
+            JOIN jobqueue.tenant_limit l ON l.tenant_id = a.tenant_id
+            ORDER BY l.tenant_id
+        LOOP
+            at := clock_timestamp();
+            UPDATE jobqueue.tenant_limit l
+            SET tokens = least(l.burst, l.tokens + l.rate * greatest(extract(epoch FROM at - l.refilled_at), 0)) - b.n,
+                refilled_at = at
+            WHERE l.tenant_id = b.tenant_id
+            RETURNING l.tokens + b.n AS available, l.rate, l.burst INTO bad;
+            IF bad.available < b.n THEN
+                RAISE EXCEPTION USING ERRCODE = 'JQ429', COLUMN = 'tenant_id',
+                    MESSAGE = format('tenant_id: tenant %s is over its enqueue rate limit (%s jobs/s, burst %s): '
+                                     '%s jobs asked, %s available; nothing was enqueued, retry later',
+                                     to_jsonb(b.tenant_id), bad.rate, bad.burst, b.n,
+                                     floor(greatest(bad.available, 0))),
+                    HINT = CASE WHEN b.n > bad.burst
+                                THEN format('a batch larger than the burst (%s) is never admitted; split it', bad.burst)
+                                ELSE 'tokens come back at the rate above' END;
+            END IF;
+        END LOOP;
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM jobqueue.queue q WHERE q.max_size IS NOT NULL) THEN
+        capped := ARRAY(
+            SELECT q.name FROM jobqueue.queue q
+            WHERE q.max_size IS NOT NULL
+              AND q.name IN (SELECT CASE WHEN nullif(x.e->'queue', 'null') IS NULL THEN 'default'
+                                         ELSE x.e->>'queue' END
+                             FROM jsonb_array_elements(jobs) AS x(e))
+            ORDER BY q.name
+            FOR NO KEY UPDATE);
+        IF cardinality(capped) > 0 THEN
+            UPDATE jobqueue.queue q SET max_size = q.max_size WHERE q.name = ANY (capped);
+        END IF;
+    END IF;
+    RETURN jobs;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION jobqueue._enqueue(jobs jsonb, single boolean) RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    known constant text[] := ARRAY['type', 'payload', 'queue', 'priority', 'run_at', 'delay', 'max_attempts',
+        'retry_policy', 'unique_key', 'expires_at', 'tenant_id', 'user_id', 'tags', 'metadata', 'depends_on',
+        'timeout', 'visibility_timeout'];
+    max_jobs constant integer := 100000;
+    n integer;
+    max_payload numeric := jobqueue._conf('max_payload_bytes');
+    max_meta numeric := jobqueue._conf('max_metadata_bytes');
+    max_delay numeric := jobqueue._conf('max_delay_s');
+    max_lease numeric := jobqueue._conf('max_lease_s');
+    default_attempts integer := jobqueue._conf('default_max_attempts');
+    dep_idx integer[];        -- (element index, dependency id) pairs
+    dep_ids bigint[];
+    dep_wait integer[];       -- per element (index + 1): dependencies still live
+    dep_failed boolean[];     -- per element: a dependency already failed for good
+    bad record;
+    ids bigint[];             -- the id allotted to each element (index + 1)
+    result bigint[];          -- the id returned for each element
+    todo integer[];           -- elements still to insert (NULL: all)
+    ins_ids bigint[];
+    ins_queues text[];
+    notify_queues text[];
+    got bigint[];
+    all_queues text[] := '{}';
+    full_queue record;
+    lost integer[];
+    rounds integer := 0;
+BEGIN
+    IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' OR jsonb_array_length(jobs) = 0 THEN
+        PERFORM jobqueue._raise('jobs', 'must be a non-empty JSON array of job objects');
+    END IF;
+    n := jsonb_array_length(jobs);
+    IF n > max_jobs THEN
+        PERFORM jobqueue._raise('jobs', format('longer than %s jobs', max_jobs));
+    END IF;
+
+    -- Dependencies. Lock every live prerequisite (in id order) and flag it, so that its
+    -- completion, which must delete the row, waits for this transaction and then releases
+    -- the new dependents in a later statement that sees them. Then count what is still
+    -- live; a prerequisite already dead-lettered or cancelled makes the job born cancelled.
+    IF jsonb_path_exists(jobs, '$[*].depends_on ? (@ != null)') THEN
+        WITH d AS (
+            SELECT DISTINCT (t.o - 1)::integer AS idx, x.v::numeric::bigint AS dep
+            FROM jsonb_array_elements(jobs) WITH ORDINALITY AS t(e, o)
+            CROSS JOIN LATERAL jsonb_array_elements(
+                CASE WHEN jsonb_typeof(t.e->'depends_on') = 'array' THEN t.e->'depends_on' ELSE '[]' END) AS x(v)
+            WHERE jsonb_typeof(x.v) = 'number' AND x.v::numeric = trunc(x.v::numeric)
+              AND x.v::numeric BETWEEN 1 AND 9223372036854775807
+        )
+        SELECT array_agg(d.idx), array_agg(d.dep) INTO dep_idx, dep_ids FROM d;
+        PERFORM 1 FROM jobqueue.job j WHERE j.id = ANY (dep_ids) ORDER BY j.id FOR NO KEY UPDATE;
+        UPDATE jobqueue.job j SET has_dependents = true WHERE j.id = ANY (dep_ids) AND NOT j.has_dependents;
+        SELECT x.idx, x.dep INTO bad
+        FROM unnest(dep_idx, dep_ids) AS x(idx, dep)
+        WHERE NOT EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = x.dep)
+          AND NOT EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = x.dep)
+          AND NOT EXISTS (SELECT 1 FROM jobqueue.dead_letter l WHERE l.id = x.dep)
+        ORDER BY x.idx, x.dep LIMIT 1;
+        IF FOUND THEN
+            PERFORM jobqueue._raise('depends_on', format('unknown job id %s', bad.dep),
+                CASE WHEN single THEN 'depends_on' ELSE format('jobs[%s].depends_on', bad.idx) END);
+        END IF;
+        -- dense arrays indexed by element (idx + 1): a subscript per row, not a join
+        SELECT array_agg(s.wait ORDER BY g.idx), array_agg(s.failed ORDER BY g.idx)
+        INTO dep_wait, dep_failed
+        FROM generate_series(0, n - 1) AS g(idx)
+        LEFT JOIN (
+            SELECT x.idx,
+                   count(*) FILTER (WHERE EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = x.dep))::integer AS wait,
+                   bool_or(EXISTS (SELECT 1 FROM jobqueue.dead_letter l WHERE l.id = x.dep)
+                           OR EXISTS (SELECT 1 FROM jobqueue.job_history h
+                                      WHERE h.id = x.dep AND h.state = 'cancelled')) AS failed
+            FROM unnest(dep_idx, dep_ids) AS x(idx, dep)
+            GROUP BY x.idx
+        ) s ON s.idx = g.idx;
+    END IF;
+
+    ids := ARRAY(SELECT nextval('jobqueue.job_id_seq') FROM generate_series(1, n));
+    result := array_fill(NULL::bigint, ARRAY[n]);
+    LOOP
+        rounds := rounds + 1;
+        WITH ins AS (
+            INSERT INTO jobqueue.job AS j (id, queue, type, payload, state, priority, base_priority, run_at,
+                max_attempts, retry_policy, unique_key, expires_at, tenant_id, user_id, tags, metadata,
+                depends_on, waiting_on, timeout, visibility_timeout)
+            SELECT ids[c.idx + 1], c.queue, c.type, c.payload, 'pending', c.priority, c.priority,
+                   coalesce(c.run_at, now() + make_interval(secs => c.delay_s), now()),
+                   coalesce(c.max_attempts, (c.retry_policy->>'max_attempts')::integer,
+                            (tp.policy->>'max_attempts')::integer, q.max_attempts,
+                            (q.retry_policy->>'max_attempts')::integer, default_attempts),
+                   c.retry_policy, c.unique_key, c.expires_at, c.tenant_id, c.user_id, c.tags, c.metadata,
+                   c.depends_on,
+                   -- a job whose dependency already failed is held (+1) and cancelled below
+                   coalesce(dep_wait[c.idx + 1], 0) + CASE WHEN dep_failed[c.idx + 1] THEN 1 ELSE 0 END,
+                   make_interval(secs => c.timeout_s), make_interval(secs => c.vt_s)
+            FROM (
+                SELECT b.*,
+                    CASE
+                    WHEN NOT b.is_object THEN ARRAY['jobs', 'must be a JSON object']
+                    WHEN b.extra_key IS NOT NULL THEN ARRAY['jobs', format('unknown key "%s"', b.extra_key)]
+                    WHEN jobqueue._type_error(b.type) IS NOT NULL THEN ARRAY['type', jobqueue._type_error(b.type)]
+                    WHEN jsonb_typeof(b.payload) IS DISTINCT FROM 'object' THEN ARRAY['payload', 'must be a JSON object']
+                    -- JSON text is at most ~6x the binary size (escaped control characters), so
+                    -- small documents skip the text conversion
+                    WHEN pg_column_size(b.payload) * 8 > max_payload AND octet_length(b.payload::text) > max_payload
+                        THEN ARRAY['payload', format('larger than %s bytes', max_payload)]
+                    WHEN jobqueue._queue_error(b.queue) IS NOT NULL THEN ARRAY['queue', jobqueue._queue_error(b.queue)]
+                    WHEN b.priority IS NULL
+                        THEN ARRAY['priority', 'must be between 0 and 10 or one of low, normal, high, critical']
+                    WHEN b.run_at_j IS NOT NULL AND b.delay_j IS NOT NULL
+                        THEN ARRAY['run_at', 'give run_at or delay, not both']
+                    WHEN b.run_at_j IS NOT NULL AND b.run_at IS NULL
+                        THEN ARRAY['run_at', 'must be a timestamp with a time zone, e.g. 2030-01-31T12:00:00Z']
+                    WHEN b.run_at > now() + make_interval(secs => max_delay)
+                        THEN ARRAY['run_at', format('must be at most %s ahead', jobqueue._human_seconds(max_delay))]
+                    WHEN b.delay_j IS NOT NULL AND (b.delay_s IS NULL OR b.delay_s < 0 OR b.delay_s > max_delay)
+                        THEN ARRAY['delay', format('must be between 0 and %s', jobqueue._human_seconds(max_delay))]
+                    WHEN b.max_attempts_j IS NOT NULL AND b.max_attempts IS NULL
+                        THEN ARRAY['max_attempts', 'must be an integer between 1 and 1000']
+                    WHEN b.policy_error IS NOT NULL THEN ARRAY['retry_policy', b.policy_error]
+                    WHEN b.unique_key_j IS NOT NULL AND (jsonb_typeof(b.unique_key_j) <> 'string' OR b.unique_key = '')
+                        THEN ARRAY['unique_key', 'must be a non-empty string']
+                    WHEN length(b.unique_key) > 255 THEN ARRAY['unique_key', 'longer than 255 characters']
+                    WHEN b.expires_at_j IS NOT NULL AND b.expires_at IS NULL
+                        THEN ARRAY['expires_at', 'must be a timestamp with a time zone, e.g. 2030-01-31T12:00:00Z']
+                    WHEN b.expires_at <= now() THEN ARRAY['expires_at', 'must be in the future']
+                    WHEN b.expires_at <= coalesce(b.run_at, now() + make_interval(secs => b.delay_s))
+                        THEN ARRAY['expires_at', 'must be later than the run time (run_at or now + delay)']
+                    WHEN b.tenant_id_j IS NOT NULL AND jsonb_typeof(b.tenant_id_j) <> 'string'
+                        THEN ARRAY['tenant_id', 'must be a string']
+                    WHEN length(b.tenant_id) > 255 THEN ARRAY['tenant_id', 'longer than 255 characters']
+                    WHEN b.user_id_j IS NOT NULL AND jsonb_typeof(b.user_id_j) <> 'string'
+                        THEN ARRAY['user_id', 'must be a string']
+                    WHEN length(b.user_id) > 255 THEN ARRAY['user_id', 'longer than 255 characters']
+                    WHEN b.tags_j IS NOT NULL AND jsonb_typeof(b.tags_j) <> 'array'
+                        THEN ARRAY['tags', 'must be a list of strings']
+                    WHEN jsonb_array_length(b.tags_j) > 32 THEN ARRAY['tags', 'too many tags (at most 32)']
+                    WHEN b.tags_j IS NOT NULL AND b.tags IS NULL
+                        THEN ARRAY['tags', 'each tag must be a string of 1-100 characters without control characters']
+                    WHEN b.metadata_j IS NOT NULL AND jsonb_typeof(b.metadata_j) <> 'object'
+                        THEN ARRAY['metadata', 'must be a JSON object']
+                    WHEN pg_column_size(b.metadata_j) * 8 > max_meta AND octet_length(b.metadata_j::text) > max_meta
+                        THEN ARRAY['metadata', format('larger than %s bytes', max_meta)]
+                    WHEN b.depends_on_j IS NOT NULL AND b.depends_on IS NULL
+                        THEN ARRAY['depends_on', 'must be a list of at most 100 job ids']
+                    WHEN b.timeout_j IS NOT NULL AND (b.timeout_s IS NULL OR b.timeout_s <= 0 OR b.timeout_s > max_lease)
+                        THEN ARRAY['timeout', format('must be more than 0 and at most %s', jobqueue._human_seconds(max_lease))]
+                    WHEN b.vt_j IS NOT NULL AND (b.vt_s IS NULL OR b.vt_s <= 0 OR b.vt_s > max_lease)
+                        THEN ARRAY['visibility_timeout',
+                                   format('must be more than 0 and at most %s', jobqueue._human_seconds(max_lease))]
+                    END AS err
+                FROM (
+                    SELECT a.*,
+                        CASE WHEN a.run_at_j IS NOT NULL THEN jobqueue._timestamptz_of(a.run_at_j) END AS run_at,
+                        CASE WHEN a.delay_j IS NOT NULL THEN jobqueue._seconds_of(a.delay_j) END AS delay_s,
+                        CASE WHEN jsonb_typeof(a.max_attempts_j) = 'number'
+                                  AND a.max_attempts_j::numeric = trunc(a.max_attempts_j::numeric)
+                                  AND a.max_attempts_j::numeric BETWEEN 1 AND 1000
+                             THEN a.max_attempts_j::numeric::integer END AS max_attempts,
+                        CASE WHEN a.retry_policy IS NOT NULL THEN jobqueue._policy_error(a.retry_policy) END AS policy_error,
+                        a.unique_key_j #>> '{}' AS unique_key,
+                        CASE WHEN a.expires_at_j IS NOT NULL THEN jobqueue._timestamptz_of(a.expires_at_j) END AS expires_at,
+                        CASE WHEN jsonb_typeof(a.tenant_id_j) = 'string' THEN a.tenant_id_j #>> '{}' END AS tenant_id,
+                        CASE WHEN jsonb_typeof(a.user_id_j) = 'string' THEN a.user_id_j #>> '{}' END AS user_id,
+                        CASE WHEN jsonb_typeof(a.tags_j) = 'array' AND NOT EXISTS (
+                                  SELECT 1 FROM jsonb_array_elements(a.tags_j) AS g(t)
+                                  WHERE jsonb_typeof(g.t) <> 'string' OR length(g.t #>> '{}') NOT BETWEEN 1 AND 100
+                                     OR (g.t #>> '{}') ~ '[[:cntrl:]]')
+                             THEN ARRAY(SELECT jsonb_array_elements_text(a.tags_j)) END AS tags,
+                        CASE WHEN jsonb_typeof(a.metadata_j) = 'object' THEN a.metadata_j END AS metadata,
+                        CASE WHEN jsonb_typeof(a.depends_on_j) = 'array' AND jsonb_array_length(a.depends_on_j) <= 100
+                                  AND NOT EXISTS (
+                                      SELECT 1 FROM jsonb_array_elements(a.depends_on_j) AS g(d)
+                                      WHERE jsonb_typeof(g.d) <> 'number' OR g.d::numeric <> trunc(g.d::numeric)
+                                         OR g.d::numeric NOT BETWEEN 1 AND 9223372036854775807)
+                             THEN ARRAY(SELECT DISTINCT g.d::numeric::bigint
+                                        FROM jsonb_array_elements(a.depends_on_j) AS g(d) ORDER BY 1) END AS depends_on,
+                        CASE WHEN a.timeout_j IS NOT NULL THEN jobqueue._seconds_of(a.timeout_j) END AS timeout_s,
+                        CASE WHEN a.vt_j IS NOT NULL THEN jobqueue._seconds_of(a.vt_j) END AS vt_s
+                    FROM (
+                        SELECT s.idx,
+                            jsonb_typeof(s.e) = 'object' AS is_object,
+                            CASE WHEN jsonb_typeof(s.e) = 'object' AND s.e - known <> '{}'
+                                 THEN (SELECT min(k) FROM jsonb_object_keys(s.e - known) AS k) END AS extra_key,
+                            CASE WHEN jsonb_typeof(s.e->'type') = 'string' THEN s.e->>'type' END AS type,
+                            -- absent or JSON null: the default, for every key (SQL NULL arguments too)
+                            coalesce(nullif(s.e->'payload', 'null'), '{}'::jsonb) AS payload,
+                            CASE WHEN nullif(s.e->'queue', 'null') IS NULL THEN 'default'
+                                 WHEN jsonb_typeof(s.e->'queue') = 'string' THEN s.e->>'queue' END AS queue,
+                            jobqueue._priority_of(s.e->'priority') AS priority,
+                            nullif(s.e->'run_at', 'null') AS run_at_j,
+                            nullif(s.e->'delay', 'null') AS delay_j,
+                            nullif(s.e->'max_attempts', 'null') AS max_attempts_j,
+                            nullif(s.e->'retry_policy', 'null') AS retry_policy,
+                            nullif(s.e->'unique_key', 'null') AS unique_key_j,
+                            nullif(s.e->'expires_at', 'null') AS expires_at_j,
+                            nullif(s.e->'tenant_id', 'null') AS tenant_id_j,
+                            nullif(s.e->'user_id', 'null') AS user_id_j,
+                            nullif(s.e->'tags', 'null') AS tags_j,
+                            nullif(s.e->'metadata', 'null') AS metadata_j,
+                            nullif(s.e->'depends_on', 'null') AS depends_on_j,
+                            nullif(s.e->'timeout', 'null') AS timeout_j,
+                            nullif(s.e->'visibility_timeout', 'null') AS vt_j
+                        FROM (SELECT (t.o - 1)::integer AS idx, t.e
+                              FROM jsonb_array_elements(jobs) WITH ORDINALITY AS t(e, o)) AS s
+                        WHERE todo IS NULL OR s.idx = ANY (todo)
+                        OFFSET 0  -- OFFSET 0 fences each layer: every parsed value is computed once
+                    ) a OFFSET 0
+                ) b OFFSET 0
+            ) c
+            LEFT JOIN jobqueue.queue q ON q.name = c.queue
+            LEFT JOIN jobqueue.retry_policy tp ON tp.type = c.type
+            WHERE c.err IS NULL
+               OR jobqueue._raise(c.err[1], c.err[2],
+                      CASE WHEN single THEN c.err[1]
+                           WHEN c.err[1] = 'jobs' THEN format('jobs[%s]', c.idx)
+                           ELSE format('jobs[%s].%s', c.idx, c.err[1]) END)
+            ON CONFLICT (unique_key, tenant_id) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING j.id, j.queue, j.waiting_on = 0 AND j.run_at <= now() AS runnable
+        ), ev AS (
+            INSERT INTO jobqueue.job_event (job_id, queue, from_state, to_state)
+            SELECT i.id, i.queue, NULL, 'pending' FROM ins i
+        )
+        SELECT (SELECT array_agg(i.id) FROM ins i),
+               (SELECT array_agg(x.queue) FROM (SELECT DISTINCT i.queue FROM ins i) AS x),
+               (SELECT array_agg(x.queue) FROM (SELECT DISTINCT i.queue FROM ins i WHERE i.runnable) AS x)
+        INTO ins_ids, ins_queues, notify_queues;
+
+        IF ins_queues IS NOT NULL THEN
+            all_queues := all_queues || ins_queues;
+            INSERT INTO jobqueue.queue (name)
+            SELECT x FROM unnest(ins_queues) AS x
+            WHERE NOT EXISTS (SELECT 1 FROM jobqueue.queue q WHERE q.name = x)
+            ON CONFLICT DO NOTHING;
+            PERFORM pg_notify('jobqueue', x) FROM unnest(notify_queues) AS x
+            WHERE NOT EXISTS (SELECT 1 FROM jobqueue.queue q WHERE q.name = x AND q.paused);
+        END IF;
+        IF todo IS NULL AND coalesce(array_length(ins_ids, 1), 0) = n THEN
+            result := ids;  -- everything inserted (the common case)
+            EXIT;
+        END IF;
+        -- Elements not inserted lost a unique_key conflict: answer with the live job's id.
+        -- If that job finished in between (no live holder any more), insert them again.
+        SELECT array_agg(coalesce(m.id, l.id) ORDER BY g.idx),
+               array_agg(g.idx ORDER BY g.idx) FILTER (WHERE m.id IS NULL AND l.id IS NULL)
+        INTO got, lost
+        FROM unnest(coalesce(todo, ARRAY(SELECT generate_series(0, n - 1)))) AS g(idx)
+        LEFT JOIN unnest(ins_ids) AS m(id) ON m.id = ids[g.idx + 1]
+        LEFT JOIN LATERAL (
+            SELECT j.id FROM jobqueue.job j
+            WHERE m.id IS NULL AND j.unique_key = jobs->g.idx->>'unique_key'
+              AND j.tenant_id IS NOT DISTINCT FROM jobs->g.idx->>'tenant_id'
+        ) AS l ON true;
+        result := ARRAY(
+            SELECT coalesce(t.v, r.v)
+            FROM unnest(result) WITH ORDINALITY AS r(v, o)
+            LEFT JOIN unnest(coalesce(todo, ARRAY(SELECT generate_series(0, n - 1))), got) AS t(idx, v)
+                   ON t.idx = r.o - 1
+            ORDER BY r.o);
+        EXIT WHEN lost IS NULL;
+        IF rounds >= 20 THEN
+            RAISE EXCEPTION USING ERRCODE = '40001',
+                MESSAGE = 'unique_key: the live job holding this key kept finishing during enqueue; retry';
+        END IF;
+        todo := lost;
+        -- fresh ids for the elements tried again (few: only lost races)
+        ids := ARRAY(
+            SELECT CASE WHEN r.o - 1 = ANY (todo) THEN nextval('jobqueue.job_id_seq') ELSE r.v END
+            FROM unnest(ids) WITH ORDINALITY AS r(v, o) ORDER BY r.o);
+    END LOOP;
+    -- Backlog caps: count the waiting jobs of each capped queue we wrote to, through the
+    -- claim index and with a LIMIT, so the check costs O(max_size), not O(table). Concurrent
+    -- enqueuers can overshoot by their own batches (each sees only committed jobs and its own).
+    SELECT q.name, q.max_size INTO full_queue
+    FROM jobqueue.queue q
+    WHERE q.name = ANY (all_queues) AND q.max_size IS NOT NULL
+      AND (SELECT count(*) FROM (
+               SELECT 1 FROM jobqueue.job j
+               WHERE j.queue = q.name AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+               LIMIT q.max_size + 1) AS w) > q.max_size
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '53400', COLUMN = 'queue',
+            MESSAGE = format('queue: queue "%s" is full (max_size %s waiting jobs); nothing was enqueued',
+                             full_queue.name, full_queue.max_size);
+    END IF;
+    -- Jobs born with a dependency that already failed: cancel them (dependency_failed).
+    IF true = ANY (dep_failed) THEN
+        PERFORM jobqueue._finish_waiting(
+            ARRAY(SELECT ids[x.o] FROM unnest(dep_failed) WITH ORDINALITY AS x(failed, o)
+                  WHERE x.failed AND ids[x.o] = result[x.o]),
+            'cancelled', 'dependency_failed');
+    END IF;
+    RETURN QUERY SELECT r FROM unnest(result) AS r;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION jobqueue.enqueue(
+    type text,
+    payload jsonb DEFAULT '{}',
+    queue text DEFAULT 'default',
+    priority anycompatible DEFAULT 5,
+    run_at timestamptz DEFAULT NULL,
+    delay interval DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    retry_policy jsonb DEFAULT NULL,
+    unique_key text DEFAULT NULL,
+    expires_at timestamptz DEFAULT NULL,
+    tenant_id text DEFAULT NULL,
+    user_id text DEFAULT NULL,
+    tags text[] DEFAULT NULL,
+    metadata jsonb DEFAULT NULL,
+    depends_on bigint[] DEFAULT NULL,
+    timeout interval DEFAULT NULL,
+    visibility_timeout interval DEFAULT NULL
+) RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT id FROM jobqueue._enqueue(jobqueue._admit(jsonb_build_array(jsonb_build_object(
+        'type', enqueue.type, 'payload', enqueue.payload, 'queue', enqueue.queue,
+        'priority', to_jsonb(enqueue.priority), 'run_at', enqueue.run_at,
+        'delay', extract(epoch FROM enqueue.delay), 'max_attempts', enqueue.max_attempts,
+        'retry_policy', enqueue.retry_policy, 'unique_key', enqueue.unique_key,
+        'expires_at', enqueue.expires_at, 'tenant_id', enqueue.tenant_id, 'user_id', enqueue.user_id,
+        'tags', enqueue.tags, 'metadata', enqueue.metadata, 'depends_on', enqueue.depends_on,
+        'timeout', extract(epoch FROM enqueue.timeout),
+        'visibility_timeout', extract(epoch FROM enqueue.visibility_timeout))), true), true) AS id
+$$;
+
+
+CREATE OR REPLACE FUNCTION jobqueue.enqueue_many(jobs jsonb) RETURNS SETOF bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$ SELECT id FROM jobqueue._enqueue(jobqueue._admit(jobs, false), false) AS id $$;
+
+
+CREATE OR REPLACE FUNCTION jobqueue.pause_queue(queue text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._require_unmapped('pause_queue');
+    PERFORM jobqueue._check_queue(pause_queue.queue);
+    INSERT INTO jobqueue.queue AS q (name, paused) VALUES (pause_queue.queue, true)
+    ON CONFLICT (name) DO UPDATE SET paused = true, updated_at = now();
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION jobqueue.resume_queue(queue text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._require_unmapped('resume_queue');
+    PERFORM jobqueue._check_queue(resume_queue.queue);
+    INSERT INTO jobqueue.queue AS q (name, paused) VALUES (resume_queue.queue, false)
+    ON CONFLICT (name) DO UPDATE SET paused = false, updated_at = now();
+    PERFORM jobqueue._notify(ARRAY[resume_queue.queue]);
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION jobqueue.configure_queue(queue text, settings jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    k text;
+    v jsonb;
+    n numeric;
+    max_lease numeric := jobqueue._conf('max_lease_s');
+    problem text;
+BEGIN
+    PERFORM jobqueue._require_unmapped('configure_queue');
+    PERFORM jobqueue._check_queue(configure_queue.queue);
+    IF settings IS NULL OR jsonb_typeof(settings) <> 'object' THEN
+        PERFORM jobqueue._raise('settings', 'must be a JSON object');
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(settings) LOOP
+        CONTINUE WHEN jsonb_typeof(v) = 'null';  -- JSON null clears the setting
+        n := CASE WHEN jsonb_typeof(v) = 'number' THEN v::numeric END;
+        CASE k
+        WHEN 'max_size' THEN
+            IF n IS NULL OR n <> trunc(n) OR n NOT BETWEEN 1 AND 100000000 THEN
+                PERFORM jobqueue._raise('max_size', 'must be an integer between 1 and 100000000 (or null)');
+            END IF;
+        WHEN 'visibility_timeout' THEN
+            IF n IS NULL OR n <= 0 OR n > max_lease THEN
+                PERFORM jobqueue._raise('visibility_timeout',
+                    format('must be a number of seconds more than 0 and at most %s (or null)', max_lease));
+            END IF;
+        WHEN 'max_attempts' THEN
+            IF n IS NULL OR n <> trunc(n) OR n NOT BETWEEN 1 AND 1000 THEN
+                PERFORM jobqueue._raise('max_attempts', 'must be an integer between 1 and 1000 (or null)');
+            END IF;
+        WHEN 'retry_policy' THEN
+            problem := jobqueue._policy_error(v);
+            IF problem IS NOT NULL THEN
+                PERFORM jobqueue._raise('retry_policy', problem);
+            END IF;
+        WHEN 'dead_letter_max_age_days' THEN
+            IF n IS NULL OR n <> trunc(n) OR n NOT BETWEEN 1 AND 36500 THEN
+                PERFORM jobqueue._raise('dead_letter_max_age_days', 'must be an integer between 1 and 36500 (or null)');
+            END IF;
+        WHEN 'history_retention' THEN
+            IF n IS NULL OR n <= 0 OR n > 315360000 THEN
+                PERFORM jobqueue._raise('history_retention',
+                    'must be a number of seconds more than 0 and at most 315360000 (or null)');
+            END IF;
+        WHEN 'aging_interval' THEN
+            IF n IS NULL OR n <= 0 OR n > 2592000 THEN
+                PERFORM jobqueue._raise('aging_interval',
+                    'must be a number of seconds more than 0 and at most 2592000 (or null)');
+            END IF;
+        ELSE
+            PERFORM jobqueue._raise('settings', format('unknown key "%s" (known: max_size, visibility_timeout, '
+                'max_attempts, retry_policy, dead_letter_max_age_days, history_retention, aging_interval)', k));
+        END CASE;
+    END LOOP;
+    INSERT INTO jobqueue.queue (name) VALUES (configure_queue.queue) ON CONFLICT DO NOTHING;
+    UPDATE jobqueue.queue q SET
+        max_size = CASE WHEN settings ? 'max_size' THEN (settings->>'max_size')::numeric::integer ELSE q.max_size END,
+        visibility_timeout = CASE WHEN settings ? 'visibility_timeout'
+            THEN make_interval(secs => (settings->>'visibility_timeout')::float8) ELSE q.visibility_timeout END,
+        max_attempts = CASE WHEN settings ? 'max_attempts'
+            THEN (settings->>'max_attempts')::numeric::integer ELSE q.max_attempts END,
+        retry_policy = CASE WHEN settings ? 'retry_policy' THEN nullif(settings->'retry_policy', 'null') ELSE q.retry_policy END,
+        dead_letter_max_age_days = CASE WHEN settings ? 'dead_letter_max_age_days'
+            THEN (settings->>'dead_letter_max_age_days')::numeric::integer ELSE q.dead_letter_max_age_days END,
+        history_retention = CASE WHEN settings ? 'history_retention'
+            THEN make_interval(secs => (settings->>'history_retention')::float8) ELSE q.history_retention END,
+        aging_interval = CASE WHEN settings ? 'aging_interval'
+            THEN make_interval(secs => (settings->>'aging_interval')::float8) ELSE q.aging_interval END,
+        updated_at = now()
+    WHERE q.name = configure_queue.queue;
+    RETURN jobqueue._queue_settings(configure_queue.queue);
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION jobqueue.set_retry_policy(type text, policy jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    problem text := jobqueue._policy_error(policy);
+BEGIN
+    PERFORM jobqueue._require_unmapped('set_retry_policy');
+    PERFORM jobqueue._check_type(set_retry_policy.type);
+    IF problem IS NOT NULL THEN
+        PERFORM jobqueue._raise('policy', problem);
+    END IF;
+    IF policy IS NULL OR jsonb_typeof(policy) = 'null' THEN
+        DELETE FROM jobqueue.retry_policy p WHERE p.type = set_retry_policy.type;
+    ELSE
+        INSERT INTO jobqueue.retry_policy AS p (type, policy) VALUES (set_retry_policy.type, policy)
+        ON CONFLICT (type) DO UPDATE SET policy = EXCLUDED.policy, updated_at = now();
+    END IF;
+END
+$$;
+
+
+------------------------------------------------------------------------------------------
+-- Multi-tenant mode: the tenant mapping, rate limits, and row-level security
+------------------------------------------------------------------------------------------
+-- Owners that would let the definer functions and views bypass row-level security
+-- (superusers and BYPASSRLS roles always do, FORCE or not); NULL when there are none.
+CREATE FUNCTION jobqueue._rls_bypassing_owners() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT string_agg(DISTINCT r.rolname, ', ' ORDER BY r.rolname)
+    FROM (SELECT c.relowner AS owner FROM pg_class c
+          WHERE c.relnamespace = 'jobqueue'::regnamespace AND c.relkind IN ('r', 'p', 'v')
+            AND c.relname <> 'alembic_version'
+          UNION
+          SELECT p.proowner FROM pg_proc p WHERE p.pronamespace = 'jobqueue'::regnamespace AND p.prosecdef) AS o
+    JOIN pg_roles r ON r.oid = o.owner
+    WHERE r.rolsuper OR r.rolbypassrls
+$$;
+
+-- Raise unless a tenant id is valid; returns it.
+CREATE FUNCTION jobqueue._check_tenant_id(tenant_id text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    IF tenant_id IS NULL OR tenant_id = '' THEN
+        PERFORM jobqueue._raise('tenant_id', 'must be a non-empty string');
+    ELSIF length(tenant_id) > 255 THEN
+        PERFORM jobqueue._raise('tenant_id', 'longer than 255 characters');
+    ELSIF tenant_id ~ '[[:cntrl:]]' THEN
+        PERFORM jobqueue._raise('tenant_id', 'must not contain control characters');
+    END IF;
+    RETURN tenant_id;
+END
+$$;
+
+CREATE FUNCTION jobqueue.set_tenant_role(role_name text, tenant_id text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    r record;
+    bypass text;
+BEGIN
+    PERFORM jobqueue._require_unmapped('set_tenant_role');
+    IF role_name IS NULL OR role_name = '' THEN
+        PERFORM jobqueue._raise('role_name', 'must be a non-empty string');
+    ELSIF length(role_name) > 63 THEN
+        PERFORM jobqueue._raise('role_name', 'longer than 63 characters');
+    END IF;
+    PERFORM jobqueue._check_tenant_id(set_tenant_role.tenant_id);
+    SELECT x.rolsuper OR x.rolbypassrls AS bypasses INTO r FROM pg_roles x WHERE x.rolname = set_tenant_role.role_name;
+    IF NOT FOUND THEN
+        PERFORM jobqueue._raise('role_name', format('no role %s in this cluster', quote_ident(set_tenant_role.role_name)));
+    ELSIF r.bypasses THEN
+        PERFORM jobqueue._raise('role_name', format('%s is a superuser or has BYPASSRLS: row-level security never '
+                                                    'applies to it, so it cannot be confined to a tenant',
+                                                    quote_ident(set_tenant_role.role_name)));
+    END IF;
+    bypass := jobqueue._rls_bypassing_owners();
+    IF bypass IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('set_tenant_role: multi-tenant mode needs the jobqueue schema owned by a role without '
+                             'SUPERUSER or BYPASSRLS, but %s owns jobqueue objects (row-level security would '
+                             'never apply); install it as such a role (docs/sql-api.md "Multi-tenant mode")', bypass);
+    END IF;
+    INSERT INTO jobqueue.tenant_role AS t (role_name, tenant_id)
+    VALUES (set_tenant_role.role_name, set_tenant_role.tenant_id)
+    ON CONFLICT (role_name) DO UPDATE
+    SET tenant_id = EXCLUDED.tenant_id, created_at = now(), created_by = session_user;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.set_tenant_role(text, text) IS
+    'Confine a login role to a tenant (its jobs get that tenant_id; it sees only that tenant''s jobs)';
+
+CREATE FUNCTION jobqueue.unset_tenant_role(role_name text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._require_unmapped('unset_tenant_role');
+    IF role_name IS NULL OR role_name = '' THEN
+        PERFORM jobqueue._raise('role_name', 'must be a non-empty string');
+    END IF;
+    DELETE FROM jobqueue.tenant_role t WHERE t.role_name = unset_tenant_role.role_name;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.unset_tenant_role(text) IS
+    'Remove a login role''s tenant mapping (it becomes unrestricted); false when it had none';
+
+CREATE FUNCTION jobqueue.set_tenant_rate_limit(tenant_id text, rate double precision, burst integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    b integer;
+BEGIN
+    PERFORM jobqueue._require_unmapped('set_tenant_rate_limit');
+    PERFORM jobqueue._check_tenant_id(set_tenant_rate_limit.tenant_id);
+    IF rate IS NULL OR rate = 'NaN' OR rate <= 0 OR rate > 1000000 THEN
+        PERFORM jobqueue._raise('rate', 'must be a number of jobs per second more than 0 and at most 1000000');
+    END IF;
+    IF burst IS NOT NULL AND burst NOT BETWEEN 1 AND 100000000 THEN
+        PERFORM jobqueue._raise('burst', 'must be an integer between 1 and 100000000 (or NULL: one second''s worth)');
+    END IF;
+    b := coalesce(burst, greatest(ceil(rate), 1)::integer);
+    INSERT INTO jobqueue.tenant_limit AS l (tenant_id, rate, burst, tokens)
+    VALUES (set_tenant_rate_limit.tenant_id, rate, b, b)
+    ON CONFLICT (tenant_id) DO UPDATE
+    SET rate = EXCLUDED.rate, burst = EXCLUDED.burst, tokens = least(l.tokens, EXCLUDED.burst), updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION jobqueue.set_tenant_rate_limit(text, double precision, integer) IS
+    'Limit a tenant''s enqueues to rate jobs/s with bursts of burst jobs (token bucket); over it: SQLSTATE JQ429';
+
+CREATE FUNCTION jobqueue.clear_tenant_rate_limit(tenant_id text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    PERFORM jobqueue._require_unmapped('clear_tenant_rate_limit');
+    PERFORM jobqueue._check_tenant_id(clear_tenant_rate_limit.tenant_id);
+    DELETE FROM jobqueue.tenant_limit l WHERE l.tenant_id = clear_tenant_rate_limit.tenant_id;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.clear_tenant_rate_limit(text) IS
+    'Remove a tenant''s enqueue rate limit; false when it had none';
+
+CREATE VIEW jobqueue.tenant_roles AS
+    SELECT t.role_name, t.tenant_id, t.created_at, t.created_by
+    FROM jobqueue.tenant_role t
+    -- a mapped role sees its own tenant's mappings only
+    WHERE t.tenant_id = coalesce((SELECT m.tenant_id FROM jobqueue.tenant_role m WHERE m.role_name = session_user),
+                                 t.tenant_id);
+COMMENT ON VIEW jobqueue.tenant_roles IS 'Login roles confined to a tenant (set_tenant_role)';
+
+CREATE VIEW jobqueue.tenant_rate_limits AS
+    SELECT l.tenant_id, l.rate, l.burst,
+           least(l.burst, l.tokens + l.rate * greatest(extract(epoch FROM clock_timestamp() - l.refilled_at), 0))
+               AS tokens_available,
+           l.updated_at
+    FROM jobqueue.tenant_limit l
+    WHERE l.tenant_id = coalesce((SELECT m.tenant_id FROM jobqueue.tenant_role m WHERE m.role_name = session_user),
+                                 l.tenant_id);
+COMMENT ON VIEW jobqueue.tenant_rate_limits IS 'Enqueue rate limits per tenant and the tokens available now';
+
+-- Row-level security. ENABLE + FORCE: without FORCE the tables' owner -- the role every
+-- definer function and view runs as -- would bypass every policy. The tenant is looked up
+-- from session_user in a scalar sub-select, an InitPlan run once per statement; an unmapped
+-- caller (NULL tenant) passes every row. Superusers and BYPASSRLS roles bypass RLS
+-- whatever is set here; set_tenant_role refuses to map anyone while such a role owns
+-- jobqueue objects.
+ALTER TABLE jobqueue.job ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.job FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON jobqueue.job
+    USING (tenant_id IS NOT DISTINCT FROM coalesce(
+        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+-- The parent's policy applies to every partition's rows read or written through it (the
+-- only way the API reaches them; no role but the owner has any privilege on a partition).
+ALTER TABLE jobqueue.job_history ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.job_history FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON jobqueue.job_history
+    USING (tenant_id IS NOT DISTINCT FROM coalesce(
+        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+ALTER TABLE jobqueue.dead_letter ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.dead_letter FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON jobqueue.dead_letter
+    USING (tenant_id IS NOT DISTINCT FROM coalesce(
+        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+-- Audit rows and log lines belong to their job's tenant: a mapped caller reads (and
+-- reconcile prunes) those of the jobs it can see. They are written only by the definer
+-- functions, right after a transition the job's own policy already allowed, so INSERT is
+-- not re-checked (within one statement the new job row is not yet visible to a check).
+ALTER TABLE jobqueue.job_event ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.job_event FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON jobqueue.job_event FOR SELECT
+    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+           OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_event.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_event.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_event.job_id));
+CREATE POLICY tenant_prune ON jobqueue.job_event FOR DELETE
+    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+           OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_event.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_event.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_event.job_id));
+CREATE POLICY append ON jobqueue.job_event FOR INSERT WITH CHECK (true);
+ALTER TABLE jobqueue.job_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.job_log FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON jobqueue.job_log FOR SELECT
+    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+           OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_log.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_log.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_log.job_id));
+CREATE POLICY tenant_prune ON jobqueue.job_log FOR DELETE
+    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+           OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_log.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_log.job_id)
+           OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_log.job_id));
+CREATE POLICY append ON jobqueue.job_log FOR INSERT WITH CHECK (true);
+-- Worker registrations: a mapped caller sees (and may heartbeat or unregister) only the
+-- workers registered by login roles of its own tenant.
+ALTER TABLE jobqueue.worker ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobqueue.worker FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON jobqueue.worker
+    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+           OR db_user IN (SELECT m.role_name FROM jobqueue.tenant_role m
+                          WHERE m.tenant_id = (SELECT t.tenant_id FROM jobqueue.tenant_role t
+                                               WHERE t.role_name = session_user)));
+
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA jobqueue FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA jobqueue FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    jobqueue.set_tenant_role(text, text),
+    jobqueue.unset_tenant_role(text),
+    jobqueue.set_tenant_rate_limit(text, double precision, integer),
+    jobqueue.clear_tenant_rate_limit(text)
+TO jobqueue_admin;
+GRANT SELECT ON jobqueue.tenant_roles, jobqueue.tenant_rate_limits TO jobqueue_admin;
+
+-- Merged with revision 0002 (lean hot path): enqueue and enqueue_batch send admission-
+-- controlled jobs (tenant-mapped callers, rate limits, capped queues) through _admit.
+CREATE OR REPLACE FUNCTION jobqueue.enqueue(
+    type text,
+    payload jsonb DEFAULT '{}',
+    queue text DEFAULT 'default',
+    priority anycompatible DEFAULT 5,
+    run_at timestamptz DEFAULT NULL,
+    delay interval DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    retry_policy jsonb DEFAULT NULL,
+    unique_key text DEFAULT NULL,
+    expires_at timestamptz DEFAULT NULL,
+    tenant_id text DEFAULT NULL,
+    user_id text DEFAULT NULL,
+    tags text[] DEFAULT NULL,
+    metadata jsonb DEFAULT NULL,
+    depends_on bigint[] DEFAULT NULL,
+    timeout interval DEFAULT NULL,
+    visibility_timeout interval DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    q_name text := coalesce(queue, 'default');
+    body jsonb := coalesce(nullif(payload, 'null'), '{}');
+    prio integer := jobqueue._priority_of(to_jsonb(priority));
+    max_payload numeric;
+    max_delay numeric;
+    err text;
+    q record;
+    attempts integer;
+    new_id bigint;
+    runnable boolean;
+BEGIN
+    -- Options that need the set-based core (unique keys, dependencies, policies, TTLs, tags,
+    -- metadata, per-job leases) go there, and so does admission control (a tenant-mapped
+    -- caller, tenant rate limits, a capped queue: jobqueue._admit). The common job takes
+    -- this lean path: the same checks in the same order with the same messages, one INSERT.
+    IF unique_key IS NOT NULL OR depends_on IS NOT NULL OR retry_policy IS NOT NULL OR expires_at IS NOT NULL
+       OR tags IS NOT NULL OR metadata IS NOT NULL OR timeout IS NOT NULL OR visibility_timeout IS NOT NULL
+       OR jobqueue._tenant() IS NOT NULL OR EXISTS (SELECT 1 FROM jobqueue.tenant_limit)
+       OR EXISTS (SELECT 1 FROM jobqueue.queue x WHERE x.name = q_name AND x.max_size IS NOT NULL) THEN
+        RETURN (SELECT e.id FROM jobqueue._enqueue(jobqueue._admit(jsonb_build_array(jsonb_build_object(
+            'type', enqueue.type, 'payload', enqueue.payload, 'queue', enqueue.queue,
+            'priority', to_jsonb(enqueue.priority), 'run_at', enqueue.run_at,
+            'delay', extract(epoch FROM enqueue.delay), 'max_attempts', enqueue.max_attempts,
+            'retry_policy', enqueue.retry_policy, 'unique_key', enqueue.unique_key,
+            'expires_at', enqueue.expires_at, 'tenant_id', enqueue.tenant_id, 'user_id', enqueue.user_id,
+            'tags', enqueue.tags, 'metadata', enqueue.metadata, 'depends_on', enqueue.depends_on,
+            'timeout', extract(epoch FROM enqueue.timeout),
+            'visibility_timeout', extract(epoch FROM enqueue.visibility_timeout))), true), true) AS e(id));
+    END IF;
+
+    err := jobqueue._type_error(type);
+    IF err IS NOT NULL THEN
+        PERFORM jobqueue._raise('type', err);
+    END IF;
+    IF jsonb_typeof(body) <> 'object' THEN
+        PERFORM jobqueue._raise('payload', 'must be a JSON object');
+    END IF;
+    max_payload := jobqueue._conf('max_payload_bytes');
+    IF pg_column_size(body) * 8 > max_payload AND octet_length(body::text) > max_payload THEN
+        PERFORM jobqueue._raise('payload', format('larger than %s bytes', max_payload));
+    END IF;
+    err := jobqueue._queue_error(q_name);
+    IF err IS NOT NULL THEN
+        PERFORM jobqueue._raise('queue', err);
+    END IF;
+    IF prio IS NULL THEN
+        PERFORM jobqueue._raise('priority', 'must be between 0 and 10 or one of low, normal, high, critical');
+    END IF;
+    IF run_at IS NOT NULL OR delay IS NOT NULL THEN
+        max_delay := jobqueue._conf('max_delay_s');
+        IF run_at IS NOT NULL AND delay IS NOT NULL THEN
+            PERFORM jobqueue._raise('run_at', 'give run_at or delay, not both');
+        ELSIF run_at IS NOT NULL AND NOT isfinite(run_at) THEN
+            PERFORM jobqueue._raise('run_at', 'must be a timestamp with a time zone, e.g. 2030-01-31T12:00:00Z');
+        ELSIF run_at > now() + make_interval(secs => max_delay) THEN
+            PERFORM jobqueue._raise('run_at', format('must be at most %s ahead', jobqueue._human_seconds(max_delay)));
+        ELSIF extract(epoch FROM delay) < 0 OR extract(epoch FROM delay) > max_delay THEN
+            PERFORM jobqueue._raise('delay', format('must be between 0 and %s', jobqueue._human_seconds(max_delay)));
+        END IF;
+    END IF;
+    IF max_attempts IS NOT NULL AND max_attempts NOT BETWEEN 1 AND 1000 THEN
+        PERFORM jobqueue._raise('max_attempts', 'must be an integer between 1 and 1000');
+    END IF;
+    IF length(tenant_id) > 255 THEN
+        PERFORM jobqueue._raise('tenant_id', 'longer than 255 characters');
+    END IF;
+    IF length(user_id) > 255 THEN
+        PERFORM jobqueue._raise('user_id', 'longer than 255 characters');
+    END IF;
+
+    SELECT x.max_attempts, x.retry_policy, x.paused INTO q FROM jobqueue.queue x WHERE x.name = q_name;
+    attempts := coalesce(max_attempts,
+                         (SELECT (tp.policy->>'max_attempts')::integer FROM jobqueue.retry_policy tp
+                          WHERE tp.type = enqueue.type),
+                         q.max_attempts, (q.retry_policy->>'max_attempts')::integer,
+                         jobqueue._conf('default_max_attempts'));
+    INSERT INTO jobqueue.job AS j (queue, type, payload, priority, base_priority, run_at, max_attempts,
+                                   tenant_id, user_id)
+    VALUES (q_name, type, body, prio, prio, coalesce(run_at, now() + delay, now()), attempts, tenant_id, user_id)
+    RETURNING j.id, j.run_at <= now() INTO new_id, runnable;
+    INSERT INTO jobqueue.job_event (job_id, queue, from_state, to_state) VALUES (new_id, q_name, NULL, 'pending');
+    IF q.paused IS NULL THEN  -- no queue row yet (paused is NOT NULL in every row)
+        INSERT INTO jobqueue.queue (name) VALUES (q_name) ON CONFLICT DO NOTHING;
+    END IF;
+    IF runnable AND NOT coalesce(q.paused, false) THEN
+        PERFORM pg_notify('jobqueue', q_name);
+    END IF;
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jobqueue.enqueue_batch(
+    types text[],
+    payloads jsonb[],
+    queues text[] DEFAULT NULL,
+    priorities integer[] DEFAULT NULL,
+    max_attempts integer[] DEFAULT NULL
+) RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    max_jobs constant integer := 100000;
+    n integer := cardinality(types);
+    max_payload numeric := jobqueue._conf('max_payload_bytes');
+    default_attempts integer := jobqueue._conf('default_max_attempts');
+    bad record;
+    ids bigint[];
+    ins_queues text[];
+    full_queue record;
+BEGIN
+    IF types IS NULL OR n = 0 THEN
+        PERFORM jobqueue._raise('types', 'must be a non-empty array of job types');
+    END IF;
+    IF n > max_jobs THEN
+        PERFORM jobqueue._raise('types', format('longer than %s jobs', max_jobs));
+    END IF;
+    IF payloads IS NULL OR cardinality(payloads) <> n THEN
+        PERFORM jobqueue._raise('payloads', 'must hold one payload per type');
+    END IF;
+    IF queues IS NOT NULL AND cardinality(queues) <> n THEN
+        PERFORM jobqueue._raise('queues', 'must hold one queue per type (or be NULL for default)');
+    END IF;
+    IF priorities IS NOT NULL AND cardinality(priorities) <> n THEN
+        PERFORM jobqueue._raise('priorities', 'must hold one priority per type (or be NULL for 5)');
+    END IF;
+    IF max_attempts IS NOT NULL AND cardinality(max_attempts) <> n THEN
+        PERFORM jobqueue._raise('max_attempts', 'must hold one value per type (or be NULL)');
+    END IF;
+
+    SELECT x.idx, x.err INTO bad FROM (
+        SELECT (i.o - 1)::integer AS idx,
+            CASE
+            WHEN jobqueue._type_error(i.type) IS NOT NULL THEN ARRAY['type', jobqueue._type_error(i.type)]
+            WHEN jsonb_typeof(coalesce(nullif(i.payload, 'null'), '{}')) <> 'object'
+                THEN ARRAY['payload', 'must be a JSON object']
+            WHEN pg_column_size(i.payload) * 8 > max_payload AND octet_length(i.payload::text) > max_payload
+                THEN ARRAY['payload', format('larger than %s bytes', max_payload)]
+            WHEN jobqueue._queue_error(coalesce(i.queue, 'default')) IS NOT NULL
+                THEN ARRAY['queue', jobqueue._queue_error(coalesce(i.queue, 'default'))]
+            WHEN i.priority NOT BETWEEN 0 AND 10
+                THEN ARRAY['priority', 'must be between 0 and 10 or one of low, normal, high, critical']
+            WHEN i.attempts NOT BETWEEN 1 AND 1000
+                THEN ARRAY['max_attempts', 'must be an integer between 1 and 1000']
+            END AS err
+        FROM unnest(types, payloads, queues, priorities, max_attempts)
+             WITH ORDINALITY AS i(type, payload, queue, priority, attempts, o)
+    ) x
+    WHERE x.err IS NOT NULL
+    ORDER BY x.idx LIMIT 1;
+    IF FOUND THEN
+        PERFORM jobqueue._raise(bad.err[1], bad.err[2], format('jobs[%s].%s', bad.idx, bad.err[1]));
+    END IF;
+
+    -- Admission control (a tenant-mapped caller, tenant rate limits, capped queues) lives in
+    -- jobqueue._admit on the JSON path: such batches take it, checked values and all.
+    IF jobqueue._tenant() IS NOT NULL OR EXISTS (SELECT 1 FROM jobqueue.tenant_limit)
+       OR EXISTS (SELECT 1 FROM jobqueue.queue x
+                  WHERE x.max_size IS NOT NULL AND x.name IN (SELECT coalesce(u, 'default') FROM unnest(queues) AS u)
+                     OR x.max_size IS NOT NULL AND queues IS NULL AND x.name = 'default') THEN
+        RETURN QUERY SELECT e.id FROM jobqueue._enqueue(jobqueue._admit(
+            (SELECT jsonb_agg(jsonb_build_object('type', u.type, 'payload', u.payload,
+                                                                   'queue', u.queue, 'priority', u.priority,
+                                                                   'max_attempts', u.attempts) ORDER BY u.o)
+             FROM unnest(types, payloads, queues, priorities, max_attempts)
+                  WITH ORDINALITY AS u(type, payload, queue, priority, attempts, o)), false), false) AS e(id);
+        RETURN;
+    END IF;
+
+    ids := ARRAY(SELECT nextval('jobqueue.job_id_seq') FROM generate_series(1, n));
+    WITH ins AS (
+        INSERT INTO jobqueue.job AS j (id, queue, type, payload, priority, base_priority, max_attempts)
+        SELECT ids[i.o], i.queue, i.type, i.payload, i.priority, i.priority,
+               coalesce(i.attempts, (tp.policy->>'max_attempts')::integer, q.max_attempts,
+                        (q.retry_policy->>'max_attempts')::integer, default_attempts)
+        FROM (
+            SELECT u.o, u.type, coalesce(nullif(u.payload, 'null'), '{}') AS payload,
+                   coalesce(u.queue, 'default') AS queue, coalesce(u.priority, 5) AS priority, u.attempts
+            FROM unnest(types, payloads, queues, priorities, max_attempts)
+                 WITH ORDINALITY AS u(type, payload, queue, priority, attempts, o)
+        ) i
+        LEFT JOIN jobqueue.queue q ON q.name = i.queue
+        LEFT JOIN jobqueue.retry_policy tp ON tp.type = i.type
+        RETURNING j.id, j.queue
+    ), ev AS (
+        INSERT INTO jobqueue.job_event (job_id, queue, from_state, to_state)
+        SELECT ins.id, ins.queue, NULL, 'pending' FROM ins
+    )
+    SELECT array_agg(DISTINCT ins.queue) INTO ins_queues FROM ins;
+
+    INSERT INTO jobqueue.queue (name)
+    SELECT x FROM unnest(ins_queues) AS x
+    WHERE NOT EXISTS (SELECT 1 FROM jobqueue.queue q WHERE q.name = x)
+    ON CONFLICT DO NOTHING;
+    PERFORM jobqueue._notify(ins_queues);
+    SELECT q.name, q.max_size INTO full_queue
+    FROM jobqueue.queue q
+    WHERE q.name = ANY (ins_queues) AND q.max_size IS NOT NULL
+      AND (SELECT count(*) FROM (
+               SELECT 1 FROM jobqueue.job w
+               WHERE w.queue = q.name AND w.state IN ('pending', 'retrying') AND w.waiting_on = 0
+               LIMIT q.max_size + 1) AS c) > q.max_size
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '53400', COLUMN = 'queue',
+            MESSAGE = format('queue: queue "%s" is full (max_size %s waiting jobs); nothing was enqueued',
+                             full_queue.name, full_queue.max_size);
+    END IF;
+    RETURN QUERY SELECT r FROM unnest(ids) AS r;
+END
+$$;
+
