@@ -209,3 +209,14 @@ def test_library_copy_path_plain_and_general_jobs_agree(db_url: str, db: Conn) -
             jq.enqueue_many(bad)
         assert str(info.value).startswith("jobs[1100].queue:")
         assert counts(db) == before
+
+
+def test_enqueue_batch_into_a_capped_queue_is_exact_and_all_or_nothing(db: Conn) -> None:
+    db.execute("SELECT jobqueue.configure_queue('capped', '{\"max_size\": 3}')")
+    assert len(batch(db, ["a", "b"], [None, None], queues=["capped", "capped"])) == 2
+    before = snapshot(db)
+    with pytest.raises(psycopg.Error) as info:
+        batch(db, ["c", "d", "e"], [None, None, None], queues=["capped", "other", "capped"])
+    assert info.value.sqlstate == "53400" and info.value.diag.column_name == "queue"
+    assert snapshot(db) == before
+    assert len(batch(db, ["f", "g"], [None, None], queues=["capped", "other"])) == 2
