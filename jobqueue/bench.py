@@ -90,7 +90,7 @@ PRODUCER_PROCESSES = (1, 4)
 DRAIN_PROCESSES = (1, 2)
 #: Worker concurrency for the drain (jobs held at once; also the largest claim batch).
 #: Measured on a 2-core machine: see docs/performance.md.
-DRAIN_CONCURRENCY = 100
+DRAIN_CONCURRENCY = 250
 MAX_SECONDS = 120.0
 #: A measurement always gets at least this long, even when the scenario budget is spent.
 MIN_PHASE_S = 1.0
