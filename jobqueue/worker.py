@@ -818,6 +818,19 @@ class Worker:
             status = self._ack(running, "release")
             log.info("handed back unfinished job", extra=_job_extra(running.job, "job_released", status=status))
             self._release_slot(running.job.id)
+        # Jobs that finished as the grace ran out: one last try to acknowledge them (if it
+        # fails, their leases run out and reconcile puts them back; nothing is lost).
+        while self._done:
+            with self._lock:
+                done, self._done = self._done[:ACK_BATCH_MAX], self._done[ACK_BATCH_MAX:]
+            try:
+                self._claim_and_ack(done, 0)
+            except RETRYABLE as exc:
+                log.warning(
+                    "could not acknowledge finished jobs at shutdown",
+                    extra={"action": "ack_error", "jobs": len(done), "error": _one_line(exc)},
+                )
+                break
         for thread in threads:
             thread.join(timeout=30)
         with self._ready_cv:
