@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, resolve_database
 from jobqueue.db import check_schema, connect, translate, translated
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
 POOL_MAX_SIZE = 10
 #: Keep trying to reconnect for as long as the process lives: a queue must outlast outages.
 POOL_RECONNECT_TIMEOUT_S = 365 * 24 * 3600.0
+#: Longest wait between two attempts to replace a lost pooled connection. psycopg_pool's own
+#: back-off doubles without bound (1, 2, 4, 8, 16 s ...): after a 10 s outage its next
+#: attempt came 15 s later, after 20 s 31 s later, and every caller waited for it.
+POOL_RECONNECT_MAX_DELAY_S = 2.0
 #: A pooled connection idle for longer than this is checked (an empty query) before use;
 #: one returned more recently was working a moment ago and is used at once. Checking every
 #: checkout costs a round trip and a transaction per enqueue, claim and acknowledgement.
@@ -51,14 +57,33 @@ Jobs = list[Job]
 _JSON_OPTIONS = ("retry_policy", "metadata")
 
 
+class ReconnectAttempt(AttemptWithBackoff):
+    """psycopg_pool's reconnection back-off, capped at POOL_RECONNECT_MAX_DELAY_S.
+
+    Delays: 1 s (± 10 %), doubling, then a random wait in [cap / 2, cap] for as long as the
+    server stays away, so a fleet of workers comes back within ~cap seconds of the server
+    without knocking on it in step."""
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        if self.delay > POOL_RECONNECT_MAX_DELAY_S:
+            self.delay = POOL_RECONNECT_MAX_DELAY_S * (0.5 + random.random() / 2)
+
+
 class _Pool(ConnectionPool[psycopg.Connection[dict[str, Any]]]):
-    """Notes when each connection came back, for :func:`_check_if_idle`. (A pool ``reset``
-    hook would do it too, but makes psycopg_pool return every connection through a worker
+    """A psycopg_pool with a capped reconnection back-off (:class:`ReconnectAttempt`) that
+    notes when each connection came back, for :func:`_check_if_idle`. (A pool ``reset``
+    hook would do that too, but makes psycopg_pool return every connection through a worker
     thread: a thread hand-off per enqueue.)"""
 
     def putconn(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
         conn._jobqueue_idle_since = time.monotonic()  # type: ignore[attr-defined]
         super().putconn(conn)
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        # The first failure of a replacement starts the back-off; psycopg_pool hands the
+        # same attempt object on to each rescheduled try, so the cap holds for all of them.
+        super()._add_connection(attempt or ReconnectAttempt(timeout=self.reconnect_timeout), growing)
 
 
 def _check_if_idle(conn: psycopg.Connection[Any]) -> None:

@@ -68,7 +68,8 @@ ACK_BATCH_WINDOW_S = 0.002
 #: complete_many takes at most 1000 jobs.
 ACK_BATCH_MAX = 1000
 BACKOFF_MIN_S = 0.1
-BACKOFF_MAX_S = 10.0
+#: After an outage a worker claims again within this long of the database being back.
+BACKOFF_MAX_S = 5.0
 KEEPER_TICK_S = 0.25
 #: Warn at start when the local clock is further than this from the database's.
 CLOCK_SKEW_WARN_S = 60.0

@@ -17,11 +17,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 from jobqueue import JobQueue
 from tests.chaos.harness import LEDGER_DDL, Workers, log_of, scalar, wait_for
-from tests.support.proxy import Proxy
+from tests.support.proxy import proxied
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -94,12 +93,7 @@ def test_listener_reconnects_after_terminate(workers: Workers, db: psycopg.Conne
 
 def test_half_open_listener_is_detected(workers: Workers, db: psycopg.Connection[Any], db_url: str) -> None:
     """NOTIFY-03: the listener's connection is black-holed; it is replaced, and polling covers."""
-    params = conninfo_to_dict(db_url)
-    host = str(params.get("host") or "127.0.0.1")
-    port = int(params.get("port") or 5432)
-    upstream: tuple[str, int] | str = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
-    proxy = Proxy(upstream)
-    listen_url = f"postgresql://{params.get('user') or 'postgres'}@127.0.0.1:{proxy.port}/{params['dbname']}"
+    proxy, listen_url = proxied(db_url)
     try:
         worker = workers.start(
             "-c", "2", "--poll-interval", "2", "--reconcile-interval", "0", "--listen-url", listen_url, name="n3"

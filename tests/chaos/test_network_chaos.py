@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 from tests.chaos.conftest import Figures
 from tests.chaos.harness import (
@@ -29,21 +28,9 @@ from tests.chaos.harness import (
     wait_for,
     work_jobs,
 )
-from tests.support.proxy import Proxy
+from tests.support.proxy import Proxy, proxied
 
 pytestmark = pytest.mark.timeout(scaled(300, 900))
-
-
-def proxied(url: str) -> tuple[Proxy, str]:
-    """A proxy in front of the server of `url`, and the same database's URL through it."""
-    params = conninfo_to_dict(url)
-    host = str(params.get("host") or "127.0.0.1")
-    port = int(params.get("port") or 5432)
-    upstream: tuple[str, int] | str = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
-    proxy = Proxy(upstream)
-    user = params.get("user") or "postgres"
-    secret = f":{params['password']}" if params.get("password") else ""
-    return proxy, f"postgresql://{user}{secret}@127.0.0.1:{proxy.port}/{params['dbname']}"
 
 
 @pytest.fixture

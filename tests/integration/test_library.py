@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -331,3 +332,33 @@ def test_admin_calls(jq: JobQueue) -> None:
     assert isinstance(summary, dict)
     with pytest.raises(JobNotFound):
         jq.get(10**12)
+
+
+def test_pool_is_back_within_seconds_of_a_long_outage(db_url: str) -> None:
+    """After an outage of 16 s, psycopg_pool's own back-off (1, 2, 4, 8, 16 s ...) would try
+    again only ~15 s after the server is back, and every caller would wait for it (CHAOS-03
+    saw workers idle for 29 s after 5 s restarts). The capped back-off tries every 1-2 s,
+    so the first call after the server is back waits at most about that long.
+
+    Checked to fail: with jobqueue's _Pool._add_connection removed, the call after healing
+    times out (pool_timeout 8 s) with DatabaseUnavailable."""
+    from jobqueue import DatabaseUnavailable
+    from tests.support.proxy import proxied
+
+    proxy, url = proxied(db_url)
+    try:
+        with JobQueue(url, pool_size=1, pool_timeout=8) as jq:
+            assert jq.queues() is not None  # the pool holds a live connection
+            proxy.refuse()  # the server "goes down": the connection dies, reconnects are refused
+            with pytest.raises(DatabaseUnavailable):
+                jq.queues()
+            down_until = time.monotonic() + 16
+            while time.monotonic() < down_until:  # the pool's back-off grows meanwhile
+                time.sleep(0.5)
+            proxy.heal()
+            healed = time.monotonic()
+            jq.queues()
+            waited = time.monotonic() - healed
+    finally:
+        proxy.close()
+    assert waited < 5, f"the first call after the outage waited {waited:.1f} s for a connection"

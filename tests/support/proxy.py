@@ -2,7 +2,9 @@
 
 Modelled on pg-boss's test/halfOpenProxy.ts. Upstream may be a TCP (host, port) or a Unix
 socket path (the embedded server listens only on a socket). ``blackhole()`` keeps sockets
-open but stops forwarding both ways (a half-open peer); ``reset()`` drops every connection.
+open but stops forwarding both ways (a half-open peer); ``reset()`` drops every connection;
+``refuse()`` closes every new connection at once (a server that is down); ``heal()`` undoes
+``blackhole()`` and ``refuse()``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import contextlib
 import select
 import socket
 import threading
+
+from psycopg.conninfo import conninfo_to_dict
 
 
 class Proxy:
@@ -25,6 +29,7 @@ class Proxy:
         self._lock = threading.Lock()
         self._forwarding = threading.Event()
         self._forwarding.set()
+        self._refusing = threading.Event()
         self._closed = threading.Event()
         self.accepted = 0
         threading.Thread(target=self._accept_loop, daemon=True).start()
@@ -43,6 +48,9 @@ class Proxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            if self._refusing.is_set():
+                client.close()
+                continue
             try:
                 upstream = self._connect_upstream()
             except OSError:
@@ -78,7 +86,13 @@ class Proxy:
     def blackhole(self) -> None:
         self._forwarding.clear()
 
+    def refuse(self) -> None:
+        """Drop every open connection and close each new one at once, until heal()."""
+        self._refusing.set()
+        self.reset()
+
     def heal(self) -> None:
+        self._refusing.clear()
         self._forwarding.set()
 
     def reset(self) -> None:
@@ -97,3 +111,15 @@ class Proxy:
         with contextlib.suppress(OSError):
             self._server.close()
         self.reset()
+
+
+def proxied(url: str) -> tuple[Proxy, str]:
+    """A proxy in front of the server of `url`, and the same database's URL through it."""
+    params = conninfo_to_dict(url)
+    host = str(params.get("host") or "127.0.0.1")
+    port = int(params.get("port") or 5432)
+    upstream: tuple[str, int] | str = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+    proxy = Proxy(upstream)
+    user = params.get("user") or "postgres"
+    secret = f":{params['password']}" if params.get("password") else ""
+    return proxy, f"postgresql://{user}{secret}@127.0.0.1:{proxy.port}/{params['dbname']}"
