@@ -1574,6 +1574,103 @@ def reconcile(ctx: Context, dry_run: bool, batch: int, as_json: bool) -> None:
         click.echo(f"reconcile: {parts or 'nothing to do'}")
 
 
+@cli.command()
+@option(
+    "--max-xmin-age",
+    type=Duration(allow_zero=False),
+    default="5m",
+    show_default=True,
+    help="Alert when a transaction, snapshot or prepared transaction holding back vacuum is older.",
+)
+@option(
+    "--max-xmin-xids",
+    type=click.IntRange(1, 2_000_000_000),
+    default=100_000_000,
+    show_default=True,
+    help="Alert when the oldest xmin is more transaction ids behind.",
+)
+@option(
+    "--max-reconcile-age",
+    type=Duration(allow_zero=False),
+    default="1m",
+    show_default=True,
+    help="Alert when reconcile last ran longer ago (or never ran).",
+)
+@option(
+    "--max-lease-overdue",
+    type=Duration(allow_zero=True),
+    default="1m",
+    show_default=True,
+    help="Alert when an expired lease has waited longer for reconcile.",
+)
+@option(
+    "--max-notify-queue-usage",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Alert when more of the NOTIFY queue is in use.",
+)
+@option(
+    "--max-pending-age",
+    type=Duration(allow_zero=False),
+    default=None,
+    help="Alert when a runnable job has waited longer (off unless given).",
+)
+@option(
+    "--max-dead-letters",
+    type=click.IntRange(0),
+    default=None,
+    help="Alert when the dead-letter queue holds more jobs (off unless given).",
+)
+@json_option()
+@pass_context
+def health(
+    ctx: Context,
+    max_xmin_age: timedelta,
+    max_xmin_xids: int,
+    max_reconcile_age: timedelta,
+    max_lease_overdue: timedelta,
+    max_notify_queue_usage: float,
+    max_pending_age: timedelta | None,
+    max_dead_letters: int | None,
+    as_json: bool,
+) -> None:
+    """What an operator alerts on: oldest xmin age, reconcile, overdue leases, NOTIFY queue.
+
+    One line per check: its value, threshold and what it refers to. For monitoring: exit 0
+    when no check alerts, 1 when one does; 69 database unreachable; 75 schema out of date;
+    77 not allowed (needs jobqueue_admin).
+    """
+    rows = ctx.queue().health(
+        max_xmin_age=max_xmin_age,
+        max_xmin_xids=max_xmin_xids,
+        max_reconcile_age=max_reconcile_age,
+        max_lease_overdue=max_lease_overdue,
+        max_notify_queue_usage=max_notify_queue_usage,
+        max_pending_age=max_pending_age,
+        max_dead_letters=max_dead_letters,
+    )
+    alerting = [r["check_name"] for r in rows if r["alert"]]
+    if as_json:
+        echo_json(rows)
+    else:
+        from rich.table import Table
+
+        table = Table(show_edge=False, pad_edge=False)
+        for heading in ("check", "value", "threshold", "status", "detail"):
+            table.add_column(heading, justify="right" if heading in ("value", "threshold") else "left")
+        for r in rows:
+            status = "[bold red]ALERT[/]" if r["alert"] else "ok"
+            table.add_row(r["check_name"], cell(r["value"]), cell(r["threshold"]), status, r["detail"])
+        console().print(table)
+        click.echo(
+            f"health: {len(alerting)} alert{'s' if len(alerting) != 1 else ''}"
+            + (f" ({', '.join(alerting)})" if alerting else "")
+        )
+    if alerting:
+        sys.exit(1)
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 

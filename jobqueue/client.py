@@ -333,6 +333,35 @@ class JobQueue:
     def metrics(self, window: float | timedelta = 3600) -> Rows:
         return self._fetch("metrics", {"window": as_timedelta(window)})
 
+    def health(
+        self,
+        *,
+        max_xmin_age: float | timedelta | None = None,
+        max_xmin_xids: int | None = None,
+        max_reconcile_age: float | timedelta | None = None,
+        max_lease_overdue: float | timedelta | None = None,
+        max_notify_queue_usage: float | None = None,
+        max_pending_age: float | timedelta | None = None,
+        max_dead_letters: int | None = None,
+    ) -> Rows:
+        """The alert checks of ``jobqueue.health()``: one row per check with ``check_name``,
+        ``value``, ``threshold``, ``alert`` and ``detail``. A threshold left at None takes the
+        SQL default (xmin age 5 min / 100,000,000 xids, reconcile age 1 min, lease overdue
+        1 min, NOTIFY queue 50 %; pending age and dead letters off). Durations are seconds or
+        timedeltas. Bad thresholds raise InvalidInput naming the parameter."""
+        return self._fetch(
+            "health",
+            {
+                "max_xmin_age": as_timedelta(max_xmin_age),
+                "max_xmin_xids": max_xmin_xids,
+                "max_reconcile_age": as_timedelta(max_reconcile_age),
+                "max_lease_overdue": as_timedelta(max_lease_overdue),
+                "max_notify_queue_usage": max_notify_queue_usage,
+                "max_pending_age": as_timedelta(max_pending_age),
+                "max_dead_letters": max_dead_letters,
+            },
+        )
+
     def queues(self) -> Rows:
         return self._fetch("list_queues", {})
 

@@ -167,3 +167,14 @@ SELECT jobqueue.clear_tenant_rate_limit(%(tenant_id)s::text) AS removed;
 
 -- name: list_tenant_rate_limits
 SELECT * FROM jobqueue.tenant_rate_limits ORDER BY tenant_id;
+
+-- name: health
+SELECT * FROM jobqueue.health(
+    max_xmin_age => %(max_xmin_age)s::interval,
+    max_xmin_xids => %(max_xmin_xids)s::bigint,
+    max_reconcile_age => %(max_reconcile_age)s::interval,
+    max_lease_overdue => %(max_lease_overdue)s::interval,
+    max_notify_queue_usage => %(max_notify_queue_usage)s::float8,
+    max_pending_age => %(max_pending_age)s::interval,
+    max_dead_letters => %(max_dead_letters)s::bigint
+);

@@ -311,6 +311,16 @@ CREATE TABLE jobqueue.tenant_limit (
 COMMENT ON TABLE jobqueue.tenant_limit IS
     'Token bucket per tenant for enqueue (rate jobs/s, burst); private: set_tenant_rate_limit/clear_tenant_rate_limit';
 
+-- When each maintenance step last ran (health() alerts when reconcile stops running). One
+-- row per step, created here; reconcile stamps its row unless another reconcile holds it at
+-- that moment (that one is stamping the same time), so concurrent runners never wait.
+CREATE TABLE jobqueue.maintenance (
+    step        text PRIMARY KEY,
+    last_run_at timestamptz
+);
+COMMENT ON TABLE jobqueue.maintenance IS 'When each maintenance step last ran; private: reconcile stamps it, health() reads it';
+INSERT INTO jobqueue.maintenance (step) VALUES ('reconcile');
+
 -- Queues with a backlog cap: enqueue probes this (empty when no queue is capped) instead of
 -- the whole queue table.
 CREATE INDEX queue_capped_idx ON jobqueue.queue (name) WHERE max_size IS NOT NULL;
@@ -2582,6 +2592,11 @@ BEGIN
     -- (6) History partitions: create the coming days', drop the wholly expired ones. Last,
     -- because its DDL locks job_history until this transaction commits.
     parts := jobqueue._maintain_partitions(dry);
+    IF NOT dry THEN
+        UPDATE jobqueue.maintenance m SET last_run_at = now()
+        WHERE m.step IN (SELECT x.step FROM jobqueue.maintenance x WHERE x.step = 'reconcile'
+                         FOR UPDATE SKIP LOCKED);
+    END IF;
     RETURN jsonb_build_object(
         'dry_run', dry,
         'expired_leases', leases_retried + leases_dead + leases_cancelled,
@@ -2818,6 +2833,133 @@ COMMENT ON FUNCTION jobqueue.metrics(interval) IS
     'Per queue over the last window: completed, failed attempts, success_rate = completed/(completed + dead-lettered), '
     'avg and p95 processing seconds (claim to completion), completions per minute, '
     'error_rate = failed attempts/(completed + failed attempts)';
+
+------------------------------------------------------------------------------------------
+-- Health: what an operator alerts on
+------------------------------------------------------------------------------------------
+-- One row per check, in a fixed order: its value, the threshold it is held to (NULL: that
+-- check is off), whether it alerts, and what the value refers to. Thresholds are parameters
+-- with defaults, so a monitor may pass its own. Reads the statistics views, not the job
+-- history: it costs the same with a million finished jobs.
+--
+-- The oldest-xmin checks (RELIABILITY 2.2): a transaction, snapshot, prepared transaction
+-- or replication slot that holds back vacuum makes every queue table bloat until it ends.
+-- Of other roles' sessions pg_stat_activity shows pid, user and xids to everyone, but their
+-- start time, state and application only to a schema owner with the privileges of
+-- pg_read_all_stats (a superuser has them): without those, the age in xids counts every
+-- session, the age in seconds only the owner's own sessions and prepared transactions.
+CREATE FUNCTION jobqueue.health(
+    max_xmin_age interval DEFAULT '5 minutes',
+    max_xmin_xids bigint DEFAULT 100000000,
+    max_reconcile_age interval DEFAULT '1 minute',
+    max_lease_overdue interval DEFAULT '1 minute',
+    max_notify_queue_usage double precision DEFAULT 0.5,
+    max_pending_age interval DEFAULT NULL,
+    max_dead_letters bigint DEFAULT NULL
+)
+RETURNS TABLE (check_name text, value double precision, threshold double precision, alert boolean, detail text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    xmin_s double precision;
+    xmin_s_who text;
+    xmin_x bigint;
+    xmin_x_who text;
+    snap_x bigint := age(pg_snapshot_xmin(pg_current_snapshot())::text::xid);
+    last_reconcile timestamptz;
+    overdue double precision;
+    overdue_n bigint;
+    pending_s double precision;
+    pending_q text;
+    dead bigint;
+BEGIN
+    -- Sessions and slots are the cluster's, not a tenant's: for the operator only.
+    PERFORM jobqueue._require_unmapped('health');
+    -- NULL means the default (as everywhere in the API); the last two are off by default.
+    max_xmin_age := coalesce(max_xmin_age, interval '5 minutes');
+    max_xmin_xids := coalesce(max_xmin_xids, 100000000);
+    max_reconcile_age := coalesce(max_reconcile_age, interval '1 minute');
+    max_lease_overdue := coalesce(max_lease_overdue, interval '1 minute');
+    max_notify_queue_usage := coalesce(max_notify_queue_usage, 0.5);
+    PERFORM jobqueue._check_duration('max_xmin_age', max_xmin_age, false, 31 * 86400);
+    IF max_xmin_xids NOT BETWEEN 1 AND 2000000000 THEN
+        PERFORM jobqueue._raise('max_xmin_xids', 'must be between 1 and 2000000000');
+    END IF;
+    PERFORM jobqueue._check_duration('max_reconcile_age', max_reconcile_age, false, 31 * 86400);
+    PERFORM jobqueue._check_duration('max_lease_overdue', max_lease_overdue, true, 31 * 86400);
+    IF NOT (max_notify_queue_usage > 0 AND max_notify_queue_usage <= 1) THEN
+        PERFORM jobqueue._raise('max_notify_queue_usage', 'must be more than 0 and at most 1');
+    END IF;
+    IF max_pending_age IS NOT NULL THEN
+        PERFORM jobqueue._check_duration('max_pending_age', max_pending_age, false, 366 * 86400);
+    END IF;
+    IF max_dead_letters < 0 THEN
+        PERFORM jobqueue._raise('max_dead_letters', 'must be at least 0');
+    END IF;
+
+    -- Every vacuum horizon holder but this call: sessions, prepared transactions, slots.
+    WITH holder AS (
+        SELECT greatest(age(a.backend_xid), age(a.backend_xmin))::bigint AS xids,
+               extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS secs,
+               format('pid %s (%s)', a.pid,
+                      CASE WHEN a.state IS NULL THEN format('user %s; more needs pg_read_all_stats', a.usename)
+                           ELSE format('%s, %s, user %s', coalesce(nullif(a.application_name, ''), a.backend_type),
+                                       a.state, a.usename) END) AS who
+        FROM pg_stat_activity a
+        WHERE a.pid <> pg_backend_pid() AND (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL)
+        UNION ALL
+        SELECT age(p.transaction)::bigint, extract(epoch FROM clock_timestamp() - p.prepared)::float8,
+               format('prepared transaction %L', p.gid)
+        FROM pg_prepared_xacts p
+        UNION ALL
+        SELECT greatest(age(r.xmin), age(r.catalog_xmin))::bigint, NULL, format('replication slot %L', r.slot_name)
+        FROM pg_replication_slots r WHERE r.xmin IS NOT NULL OR r.catalog_xmin IS NOT NULL
+    )
+    SELECT (SELECT h.secs FROM holder h WHERE h.secs IS NOT NULL ORDER BY h.secs DESC LIMIT 1),
+           (SELECT h.who FROM holder h WHERE h.secs IS NOT NULL ORDER BY h.secs DESC LIMIT 1),
+           (SELECT h.xids FROM holder h WHERE h.xids IS NOT NULL ORDER BY h.xids DESC LIMIT 1),
+           (SELECT h.who FROM holder h WHERE h.xids IS NOT NULL ORDER BY h.xids DESC LIMIT 1)
+    INTO xmin_s, xmin_s_who, xmin_x, xmin_x_who;
+    IF coalesce(snap_x, 0) > coalesce(xmin_x, 0) THEN
+        xmin_x := snap_x;
+        xmin_x_who := 'the oldest running transaction (its session is not visible to the schema owner)';
+    END IF;
+
+    SELECT m.last_run_at INTO last_reconcile FROM jobqueue.maintenance m WHERE m.step = 'reconcile';
+    SELECT extract(epoch FROM now() - min(j.lease_expires_at))::float8, count(*)
+    INTO overdue, overdue_n
+    FROM jobqueue.job j WHERE j.state = 'processing' AND j.lease_expires_at < now();
+    SELECT extract(epoch FROM now() - j.run_at)::float8, j.queue INTO pending_s, pending_q
+    FROM jobqueue.job j
+    WHERE j.state IN ('pending', 'retrying') AND j.run_at <= now() AND j.waiting_on = 0
+    ORDER BY j.run_at LIMIT 1;
+    SELECT count(*) INTO dead FROM jobqueue.dead_letter d WHERE d.state = 'dead_letter';
+
+    RETURN QUERY VALUES
+        ('oldest_xmin_age_s', coalesce(xmin_s, 0), extract(epoch FROM max_xmin_age)::float8,
+         coalesce(xmin_s, 0) > extract(epoch FROM max_xmin_age), coalesce(xmin_s_who, 'no open transaction')),
+        ('oldest_xmin_age_xids', coalesce(xmin_x, 0)::float8, max_xmin_xids::float8,
+         coalesce(xmin_x, 0) > max_xmin_xids, coalesce(xmin_x_who, 'no open transaction')),
+        ('reconcile_last_run_age_s', extract(epoch FROM now() - last_reconcile)::float8,
+         extract(epoch FROM max_reconcile_age)::float8,
+         last_reconcile IS NULL OR now() - last_reconcile > max_reconcile_age,
+         CASE WHEN last_reconcile IS NULL THEN 'reconcile has never run' ELSE 'last run ' || last_reconcile END),
+        ('lease_overdue_s', coalesce(overdue, 0), extract(epoch FROM max_lease_overdue)::float8,
+         coalesce(overdue, 0) > extract(epoch FROM max_lease_overdue),
+         format('%s expired leases waiting for reconcile', overdue_n)),
+        ('notify_queue_usage', pg_notification_queue_usage(), max_notify_queue_usage,
+         pg_notification_queue_usage() > max_notify_queue_usage, 'share of the NOTIFY queue in use'),
+        ('oldest_pending_age_s', coalesce(pending_s, 0), extract(epoch FROM max_pending_age)::float8,
+         coalesce(pending_s > extract(epoch FROM max_pending_age), false),
+         coalesce('queue ' || pending_q, 'no runnable job waiting')),
+        ('dead_letters', dead::float8, max_dead_letters::float8, coalesce(dead > max_dead_letters, false),
+         'jobs in the dead-letter queue');
+END
+$$;
+COMMENT ON FUNCTION jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint) IS
+    'Alert checks: oldest xmin age (s, xids), reconcile last-run age, overdue leases, NOTIFY queue usage, '
+    'oldest runnable job age, dead letters; one row each with value, threshold, alert, detail';
 
 ------------------------------------------------------------------------------------------
 -- Workers
@@ -3257,7 +3399,8 @@ GRANT EXECUTE ON FUNCTION
     jobqueue.configure_queue(text, jsonb),
     jobqueue.set_retry_policy(text, jsonb),
     jobqueue.queue_stats(),
-    jobqueue.metrics(interval)
+    jobqueue.metrics(interval),
+    jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint)
 TO jobqueue_admin;
 
 GRANT SELECT ON jobqueue.jobs, jobqueue.queues TO jobqueue_producer, jobqueue_worker, jobqueue_admin;

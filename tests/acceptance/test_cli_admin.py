@@ -355,6 +355,15 @@ BAD_INPUT = [
     ),
     pytest.param(["stats", "--watch", "--json"], "", 2, ["--watch", "--json"], id="stats-watch-json"),
     pytest.param(["reconcile", "--batch", "0"], "", 2, ["--batch"], id="reconcile-batch-0"),
+    pytest.param(["health", "--max-xmin-age", "-5s"], "", 2, ["--max-xmin-age"], id="health-negative-age"),
+    pytest.param(["health", "--max-xmin-age", "0"], "", 2, ["--max-xmin-age"], id="health-zero-age"),
+    pytest.param(["health", "--max-xmin-xids", "0"], "", 2, ["--max-xmin-xids"], id="health-zero-xids"),
+    pytest.param(
+        ["health", "--max-notify-queue-usage", "1.5"], "", 2, ["--max-notify-queue-usage"], id="health-usage-over-1"
+    ),
+    pytest.param(["health", "--max-dead-letters", "-1"], "", 2, ["--max-dead-letters"], id="health-dead-negative"),
+    pytest.param(["health", "--max-pending-age", "soon"], "", 2, ["--max-pending-age"], id="health-age-unparsable"),
+    pytest.param(["health", "--max-xmin-age", "32d"], "", 65, ["max_xmin_age"], id="health-age-over-max"),
 ]
 
 
@@ -720,3 +729,27 @@ def test_demo_runs_to_completion(jq: Run) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert "cleared the previous demo" in again.stdout
     assert "completed" in again.stdout.split("redriven job", 1)[1].splitlines()[0]
+
+
+def test_health_exit_code_follows_the_alerts_and_covers_ops_03(jq: Run, db: psycopg.Connection[Any]) -> None:
+    """OPS-03: what an operator scrapes is all there: queue depth, oldest waiting age,
+    running, dead-letter depth (stats); expired leases, reconcile last-run age, NOTIFY queue
+    usage and oldest xmin age (health). `jobqueue health` exits 1 while a check alerts."""
+    never = jq("health")
+    assert never.returncode == 1, never.stderr
+    assert "reconcile_last_run_age_s" in never.stdout and "health: 1 alert (reconcile_last_run_age_s)" in never.stdout
+    ok(jq("reconcile"))
+    rows = doc(jq("health", "--json"))
+    names = {r["check_name"] for r in rows}
+    assert {"oldest_xmin_age_s", "oldest_xmin_age_xids", "reconcile_last_run_age_s", "lease_overdue_s"} <= names
+    assert "notify_queue_usage" in names
+    assert not [r for r in rows if r["alert"]]
+    sql_enqueue(db, "t", queue="q")
+    stats = doc(jq("stats", "--json"))
+    assert {"pending", "oldest_pending_age_s", "processing", "dead_letters"} <= set(stats[0])
+    # a threshold from the environment, as every option: one dead letter over a limit of 0
+    job = sql_enqueue(db, "t", queue="dlq-health")
+    token = db.execute("SELECT token FROM jobqueue.claim(ARRAY['dlq-health'], 'w', 1)").fetchone()["token"]
+    db.execute("SELECT jobqueue.fail(%s, %s, 'no', 'permanent')", (job, token))
+    alert = jq("health", env={"JOBQUEUE_HEALTH_MAX_DEAD_LETTERS": "0"})
+    assert alert.returncode == 1 and "health: 1 alert (dead_letters)" in alert.stdout, alert.stdout

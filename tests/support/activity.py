@@ -10,9 +10,8 @@ worker that kept a transaction open while a handler runs shows up there, however
 statements; a single slow statement (a claim waiting on a busy server) does not, and is
 reported apart as the longest statement.
 
-:func:`oldest_xmin` is the metric RELIABILITY.md 2.2 asks an operator to alert on: the age of
-the oldest snapshot or transaction id that holds back vacuum (sessions, prepared
-transactions, replication slots). jobqueue's own SQL API does not expose it yet.
+The metric RELIABILITY.md 2.2 asks an operator to alert on, the age of the oldest snapshot or
+transaction id that holds back vacuum, is the product's own: ``jobqueue.health()``.
 """
 
 from __future__ import annotations
@@ -34,29 +33,6 @@ FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid()
   AND (application_name LIKE %(prefix)s OR application_name LIKE 'jobqueue-listen:%%')
 """
-
-#: Cluster-wide, as vacuum sees it: the oldest xid a session holds (its own xid or its
-#: snapshot's xmin), a prepared transaction, or a replication slot.
-OLDEST_XMIN = """
-SELECT coalesce(max(greatest(age(a.backend_xid), age(a.backend_xmin))), 0)::bigint AS xid_age,
-       coalesce(max(extract(epoch FROM clock_timestamp() - a.xact_start))
-                FILTER (WHERE a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL), 0)::float8 AS age_s,
-       (SELECT coalesce(max(age(p.transaction)), 0) FROM pg_prepared_xacts p)::bigint AS prepared_xid_age,
-       (SELECT coalesce(max(greatest(age(s.xmin), age(s.catalog_xmin))), 0) FROM pg_replication_slots s)::bigint
-           AS slot_xid_age
-FROM pg_stat_activity a
-WHERE a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
-"""
-
-
-def oldest_xmin(conn: psycopg.Connection[Any]) -> dict[str, float]:
-    """``oldest_xmin_age`` in xids and in seconds (the open transaction's age)."""
-    row = conn.cursor(row_factory=dict_row).execute(OLDEST_XMIN).fetchone()
-    assert row is not None
-    return {
-        "xid_age": int(max(row["xid_age"], row["prepared_xid_age"], row["slot_xid_age"])),
-        "age_s": float(row["age_s"]),
-    }
 
 
 @dataclass
