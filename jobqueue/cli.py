@@ -7,7 +7,9 @@ import json
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -1622,6 +1624,12 @@ def reconcile(ctx: Context, dry_run: bool, batch: int, as_json: bool) -> None:
     default=None,
     help="Alert when the dead-letter queue holds more jobs (off unless given).",
 )
+@option(
+    "--max-expired-leases",
+    type=click.IntRange(0),
+    default=None,
+    help="Alert when more leases have expired without reconcile reclaiming them (off unless given).",
+)
 @json_option()
 @pass_context
 def health(
@@ -1633,6 +1641,7 @@ def health(
     max_notify_queue_usage: float,
     max_pending_age: timedelta | None,
     max_dead_letters: int | None,
+    max_expired_leases: int | None,
     as_json: bool,
 ) -> None:
     """What an operator alerts on: oldest xmin age, reconcile, overdue leases, NOTIFY queue.
@@ -1649,6 +1658,7 @@ def health(
         max_notify_queue_usage=max_notify_queue_usage,
         max_pending_age=max_pending_age,
         max_dead_letters=max_dead_letters,
+        max_expired_leases=max_expired_leases,
     )
     alerting = [r["check_name"] for r in rows if r["alert"]]
     if as_json:
@@ -1669,6 +1679,36 @@ def health(
         )
     if alerting:
         sys.exit(1)
+
+
+@cli.command()
+@option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@option("--port", type=click.IntRange(1, 65535), default=9544, show_default=True, help="Port to listen on.")
+@option("--once", is_flag=True, help="Print one scrape on stdout and exit (no server).")
+@pass_context
+def exporter(ctx: Context, host: str, port: int, once: bool) -> None:
+    """Serve Prometheus metrics on http://HOST:PORT/metrics, read from the database at each scrape.
+
+    Per queue: jobs by state, dead letters, age of the oldest runnable job, paused; every
+    `jobqueue health` check as value, threshold and alert; jobqueue_up. Runs until SIGTERM
+    or Ctrl-C. Exit codes: 0 stopped; 69 database unreachable at start; 75 schema out of
+    date; 78 port unavailable or prometheus-client not installed.
+    """
+    from jobqueue import exporter as exporter_module
+
+    jq = ctx.queue()
+    jq.pool_timeout = exporter_module.SCRAPE_DB_TIMEOUT_S
+    if once:
+        click.echo(exporter_module.render(jq), nl=False)
+        return
+    server = exporter_module.serve(jq, host, port)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo(f"jobqueue exporter: serving http://{host}:{server.server_port}/metrics", err=True)
+    while not stop.wait(1.0):
+        pass
+    server.shutdown()
 
 
 # -- demo ------------------------------------------------------------------------------------

@@ -343,11 +343,12 @@ class JobQueue:
         max_notify_queue_usage: float | None = None,
         max_pending_age: float | timedelta | None = None,
         max_dead_letters: int | None = None,
+        max_expired_leases: int | None = None,
     ) -> Rows:
         """The alert checks of ``jobqueue.health()``: one row per check with ``check_name``,
         ``value``, ``threshold``, ``alert`` and ``detail``. A threshold left at None takes the
         SQL default (xmin age 5 min / 100,000,000 xids, reconcile age 1 min, lease overdue
-        1 min, NOTIFY queue 50 %; pending age and dead letters off). Durations are seconds or
+        1 min, NOTIFY queue 50 %; pending age, dead letters and expired leases off). Durations are seconds or
         timedeltas. Bad thresholds raise InvalidInput naming the parameter."""
         return self._fetch(
             "health",
@@ -359,6 +360,7 @@ class JobQueue:
                 "max_notify_queue_usage": max_notify_queue_usage,
                 "max_pending_age": as_timedelta(max_pending_age),
                 "max_dead_letters": max_dead_letters,
+                "max_expired_leases": max_expired_leases,
             },
         )
 

@@ -176,5 +176,6 @@ SELECT * FROM jobqueue.health(
     max_lease_overdue => %(max_lease_overdue)s::interval,
     max_notify_queue_usage => %(max_notify_queue_usage)s::float8,
     max_pending_age => %(max_pending_age)s::interval,
-    max_dead_letters => %(max_dead_letters)s::bigint
+    max_dead_letters => %(max_dead_letters)s::bigint,
+    max_expired_leases => %(max_expired_leases)s::bigint
 );

@@ -2855,7 +2855,8 @@ CREATE FUNCTION jobqueue.health(
     max_lease_overdue interval DEFAULT '1 minute',
     max_notify_queue_usage double precision DEFAULT 0.5,
     max_pending_age interval DEFAULT NULL,
-    max_dead_letters bigint DEFAULT NULL
+    max_dead_letters bigint DEFAULT NULL,
+    max_expired_leases bigint DEFAULT NULL
 )
 RETURNS TABLE (check_name text, value double precision, threshold double precision, alert boolean, detail text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
@@ -2896,6 +2897,9 @@ BEGIN
     END IF;
     IF max_dead_letters < 0 THEN
         PERFORM jobqueue._raise('max_dead_letters', 'must be at least 0');
+    END IF;
+    IF max_expired_leases < 0 THEN
+        PERFORM jobqueue._raise('max_expired_leases', 'must be at least 0');
     END IF;
 
     -- Every vacuum horizon holder but this call: sessions, prepared transactions, slots.
@@ -2948,6 +2952,8 @@ BEGIN
         ('lease_overdue_s', coalesce(overdue, 0), extract(epoch FROM max_lease_overdue)::float8,
          coalesce(overdue, 0) > extract(epoch FROM max_lease_overdue),
          format('%s expired leases waiting for reconcile', overdue_n)),
+        ('expired_leases', overdue_n::float8, max_expired_leases::float8,
+         coalesce(overdue_n > max_expired_leases, false), 'leases past their expiry, not yet reclaimed'),
         ('notify_queue_usage', pg_notification_queue_usage(), max_notify_queue_usage,
          pg_notification_queue_usage() > max_notify_queue_usage, 'share of the NOTIFY queue in use'),
         ('oldest_pending_age_s', coalesce(pending_s, 0), extract(epoch FROM max_pending_age)::float8,
@@ -2957,8 +2963,8 @@ BEGIN
          'jobs in the dead-letter queue');
 END
 $$;
-COMMENT ON FUNCTION jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint) IS
-    'Alert checks: oldest xmin age (s, xids), reconcile last-run age, overdue leases, NOTIFY queue usage, '
+COMMENT ON FUNCTION jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint, bigint) IS
+    'Alert checks: oldest xmin age (s, xids), reconcile last-run age, overdue and expired leases, NOTIFY queue usage, '
     'oldest runnable job age, dead letters; one row each with value, threshold, alert, detail';
 
 ------------------------------------------------------------------------------------------
@@ -3400,7 +3406,7 @@ GRANT EXECUTE ON FUNCTION
     jobqueue.set_retry_policy(text, jsonb),
     jobqueue.queue_stats(),
     jobqueue.metrics(interval),
-    jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint)
+    jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint, bigint)
 TO jobqueue_admin;
 
 GRANT SELECT ON jobqueue.jobs, jobqueue.queues TO jobqueue_producer, jobqueue_worker, jobqueue_admin;

@@ -1,5 +1,5 @@
 -- Revision 0004 down: back to revision 0003 (frozen).
-DROP FUNCTION jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint);
+DROP FUNCTION jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint, bigint);
 
 CREATE OR REPLACE FUNCTION jobqueue.reconcile(batch integer DEFAULT 1000, dry_run boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp

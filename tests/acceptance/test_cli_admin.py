@@ -362,6 +362,7 @@ BAD_INPUT = [
         ["health", "--max-notify-queue-usage", "1.5"], "", 2, ["--max-notify-queue-usage"], id="health-usage-over-1"
     ),
     pytest.param(["health", "--max-dead-letters", "-1"], "", 2, ["--max-dead-letters"], id="health-dead-negative"),
+    pytest.param(["health", "--max-expired-leases", "x"], "", 2, ["--max-expired-leases"], id="health-leases-not-int"),
     pytest.param(["health", "--max-pending-age", "soon"], "", 2, ["--max-pending-age"], id="health-age-unparsable"),
     pytest.param(["health", "--max-xmin-age", "32d"], "", 65, ["max_xmin_age"], id="health-age-over-max"),
 ]

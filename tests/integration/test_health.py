@@ -21,6 +21,7 @@ CHECKS = [
     "oldest_xmin_age_xids",
     "reconcile_last_run_age_s",
     "lease_overdue_s",
+    "expired_leases",
     "notify_queue_usage",
     "oldest_pending_age_s",
     "dead_letters",
@@ -119,6 +120,9 @@ def test_an_expired_lease_waiting_for_reconcile_alerts(db: Conn) -> None:
     overdue = health(db)["lease_overdue_s"]
     assert overdue["alert"] is True and 119 < overdue["value"] < 130
     assert overdue["detail"] == "1 expired leases waiting for reconcile"
+    expired = health(db, max_expired_leases=0)["expired_leases"]
+    assert expired["value"] == 1 and expired["alert"] is True
+    assert health(db)["expired_leases"]["alert"] is False  # off by default
     db.execute("SELECT jobqueue.reconcile()")
     assert health(db)["lease_overdue_s"]["alert"] is False
 
@@ -152,6 +156,7 @@ def test_pending_age_and_dead_letter_checks_when_asked_for(db: Conn) -> None:
         ("max_notify_queue_usage", 1.5),
         ("max_pending_age", "0"),
         ("max_dead_letters", -1),
+        ("max_expired_leases", -1),
     ],
 )
 def test_bad_thresholds_are_refused_naming_the_field(db: Conn, field: str, value: Any) -> None:

@@ -53,7 +53,7 @@ ADMIN_ONLY = {
     "unset_tenant_role(text)",
     "set_tenant_rate_limit(text,double precision,integer)",
     "clear_tenant_rate_limit(text)",
-    "health(interval,bigint,interval,interval,double precision,interval,bigint)",
+    "health(interval,bigint,interval,interval,double precision,interval,bigint,bigint)",
 }
 
 
