@@ -1684,29 +1684,47 @@ def health(
 @cli.command()
 @option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @option("--port", type=click.IntRange(1, 65535), default=9544, show_default=True, help="Port to listen on.")
-@option("--once", is_flag=True, help="Print one scrape on stdout and exit (no server).")
+@option("--once", is_flag=True, help="Print one scrape on stdout and exit (no server); refresh the mirror once.")
+@option("--redis-url", metavar="URL", default=None, help="Also mirror the figures to this Redis (optional cache).")
+@option(
+    "--mirror-interval",
+    type=Duration(allow_zero=False),
+    default="5s",
+    show_default=True,
+    help="With --redis-url: seconds between mirror refreshes.",
+)
 @pass_context
-def exporter(ctx: Context, host: str, port: int, once: bool) -> None:
+def exporter(ctx: Context, host: str, port: int, once: bool, redis_url: str | None, mirror_interval: timedelta) -> None:
     """Serve Prometheus metrics on http://HOST:PORT/metrics, read from the database at each scrape.
 
     Per queue: jobs by state, dead letters, age of the oldest runnable job, paused; every
-    `jobqueue health` check as value, threshold and alert; jobqueue_up. Runs until SIGTERM
-    or Ctrl-C. Exit codes: 0 stopped; 69 database unreachable at start; 75 schema out of
-    date; 78 port unavailable or prometheus-client not installed.
+    `jobqueue health` check as value, threshold and alert; jobqueue_up. With --redis-url it
+    also mirrors them to Redis. Runs until SIGTERM or Ctrl-C. Exit codes: 0 stopped; 1
+    --once could not write the mirror; 69 database unreachable at start; 75 schema out of
+    date; 78 port unavailable, a bad --redis-url, or prometheus-client / redis not installed.
     """
     from jobqueue import exporter as exporter_module
 
+    mirror = None
+    if redis_url is not None:
+        from jobqueue.mirror import RedisMirror
+
+        mirror = RedisMirror(redis_url, interval_s=mirror_interval.total_seconds(), owner=f"exporter:{os.getpid()}")
     jq = ctx.queue()
     jq.pool_timeout = exporter_module.SCRAPE_DB_TIMEOUT_S
     if once:
         click.echo(exporter_module.render(jq), nl=False)
+        if mirror is not None and not mirror.refresh(jq, force=True):
+            raise click.ClickException("redis_url: could not write the mirror (Redis unreachable)")
         return
     server = exporter_module.serve(jq, host, port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if mirror is not None:
+        threading.Thread(target=mirror.run, args=(jq, stop), name="jobqueue-mirror", daemon=True).start()
     click.echo(f"jobqueue exporter: serving http://{host}:{server.server_port}/metrics", err=True)
-    while not stop.wait(1.0):
+    while not stop.wait(1.0):  # a timed wait: the signal handler runs between waits
         pass
     server.shutdown()
 

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -74,7 +75,32 @@ class _Pool(ConnectionPool[psycopg.Connection[dict[str, Any]]]):
     """A psycopg_pool with a capped reconnection back-off (:class:`ReconnectAttempt`) that
     notes when each connection came back, for :func:`_check_if_idle`. (A pool ``reset``
     hook would do that too, but makes psycopg_pool return every connection through a worker
-    thread: a thread hand-off per enqueue.)"""
+    thread: a thread hand-off per enqueue.)
+
+    When one idle connection fails its check, the others most likely died with it (a server
+    restart, a failover): all of them are checked at once, on a thread of their own, instead
+    of being met one by one, each behind psycopg_pool's doubling pause (1, 2, 4, 8 ... s),
+    which made the first call of an idle pool of six time out after a restart."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._sweeping = threading.Lock()
+        super().__init__(*args, check=self._check_idle, **kwargs)
+
+    def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            _check_if_idle(conn)
+        except Exception:
+            if self._sweeping.acquire(blocking=False):
+                threading.Thread(target=self._sweep, name="jobqueue-pool-sweep", daemon=True).start()
+            raise
+
+    def _sweep(self) -> None:
+        try:
+            self.check()  # takes every idle connection out at once; replaces the broken ones
+        except Exception:  # the pool closed meanwhile: nothing to sweep
+            pass
+        finally:
+            self._sweeping.release()
 
     def putconn(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
         conn._jobqueue_idle_since = time.monotonic()  # type: ignore[attr-defined]
@@ -151,7 +177,6 @@ class JobQueue:
                     "connect_timeout": CONNECT_TIMEOUT_S,
                     "application_name": self.application_name,
                 },
-                check=_check_if_idle,
                 reconnect_timeout=POOL_RECONNECT_TIMEOUT_S,
                 timeout=self.pool_timeout,
                 name="jobqueue",

@@ -365,6 +365,10 @@ BAD_INPUT = [
     pytest.param(["health", "--max-expired-leases", "x"], "", 2, ["--max-expired-leases"], id="health-leases-not-int"),
     pytest.param(["health", "--max-pending-age", "soon"], "", 2, ["--max-pending-age"], id="health-age-unparsable"),
     pytest.param(["health", "--max-xmin-age", "32d"], "", 65, ["max_xmin_age"], id="health-age-over-max"),
+    pytest.param(
+        ["exporter", "--once", "--redis-url", "http://127.0.0.1:6379"], "", 78, ["redis_url"], id="exporter-redis-url"
+    ),
+    pytest.param(["exporter", "--port", "0"], "", 2, ["--port"], id="exporter-port-0"),
 ]
 
 

@@ -362,3 +362,33 @@ def test_pool_is_back_within_seconds_of_a_long_outage(db_url: str) -> None:
     finally:
         proxy.close()
     assert waited < 5, f"the first call after the outage waited {waited:.1f} s for a connection"
+
+
+def test_idle_pool_is_usable_at_once_after_its_connections_died(db_url: str) -> None:
+    """An idle pool of six whose connections all died (a server restart): psycopg_pool met
+    them one by one, pausing 1, 2, 4, 8, 16 s between failed checks, and the first call after
+    the restart timed out although the server was back. The first failed check now sweeps
+    the whole pool at once.
+
+    Checked to fail: with _Pool._check_idle's sweep removed, the call raises
+    DatabaseUnavailable after pool_timeout (8 s)."""
+    from jobqueue import client as client_module
+    from tests.support.proxy import proxied
+
+    proxy, url = proxied(db_url)
+    try:
+        with JobQueue(url, pool_size=6, pool_timeout=8) as jq:
+            held = [jq.pool.getconn() for _ in range(6)]
+            for conn in held:
+                conn.execute("SELECT 1")
+                jq.pool.putconn(conn)
+            for conn in held:  # idle for longer than the pool's ping threshold
+                conn._jobqueue_idle_since -= client_module.POOL_CHECK_IDLE_S + 1  # type: ignore[attr-defined]
+            proxy.refuse()  # every connection dies ...
+            proxy.heal()  # ... and the server is back at once
+            began = time.monotonic()
+            assert jq.queues() is not None
+            waited = time.monotonic() - began
+    finally:
+        proxy.close()
+    assert waited < 4, f"the first call after the restart waited {waited:.1f} s"
