@@ -22,8 +22,9 @@ from jobqueue.errors import (
     SchemaOutOfDate,
 )
 
-#: The schema version (``jobqueue.schema_version()``) this package needs.
-REQUIRED_SCHEMA_VERSION = 1
+#: The schema version (``jobqueue.schema_version()``) this package needs: 2 from revision
+#: 0004 (jobqueue.health()).
+REQUIRED_SCHEMA_VERSION = 2
 
 #: SQLSTATE -> error class, for errors raised by the SQL API.
 _SQLSTATE_ERRORS: dict[str, type[JobQueueError]] = {

@@ -588,8 +588,8 @@ $$;
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION jobqueue.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT 1 $$;
-COMMENT ON FUNCTION jobqueue.schema_version() IS 'The jobqueue schema version (1); clients check it at startup';
+AS $$ SELECT 2 $$;
+COMMENT ON FUNCTION jobqueue.schema_version() IS 'The jobqueue schema version (2: health); clients check it at startup';
 
 CREATE FUNCTION jobqueue.priority(name text) RETURNS integer
 LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp

@@ -1,7 +1,8 @@
 -- Revision 0004: health checks (frozen; sql/schema.sql is the current truth).
 --   * jobqueue.maintenance: when reconcile last ran (reconcile stamps it);
 --   * jobqueue.health(): oldest xmin age, reconcile last-run age, overdue leases, NOTIFY
---     queue usage, oldest runnable job, dead letters, each with a threshold and an alert.
+--     queue usage, oldest runnable job, dead letters, each with a threshold and an alert;
+--   * schema_version() 2: a package that calls health() refuses an older schema by name.
 -- When each maintenance step last ran (health() alerts when reconcile stops running). One
 -- row per step, created here; reconcile stamps its row unless another reconcile holds it at
 -- that moment (that one is stamping the same time), so concurrent runners never wait.
@@ -406,3 +407,8 @@ COMMENT ON FUNCTION jobqueue.health(interval, bigint, interval, interval, double
 REVOKE EXECUTE ON FUNCTION jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint, bigint)
 TO jobqueue_admin;
+
+CREATE OR REPLACE FUNCTION jobqueue.schema_version() RETURNS integer
+LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$ SELECT 2 $$;
+COMMENT ON FUNCTION jobqueue.schema_version() IS 'The jobqueue schema version (2: health); clients check it at startup';

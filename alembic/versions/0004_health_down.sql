@@ -256,3 +256,8 @@ END
 $$;
 
 DROP TABLE jobqueue.maintenance;
+
+CREATE OR REPLACE FUNCTION jobqueue.schema_version() RETURNS integer
+LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$ SELECT 1 $$;
+COMMENT ON FUNCTION jobqueue.schema_version() IS 'The jobqueue schema version (1); clients check it at startup';

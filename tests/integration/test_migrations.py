@@ -148,7 +148,9 @@ def test_schema_check_refuses_missing_or_old_schema(empty_database: Callable[[],
             f"CREATE FUNCTION jobqueue.schema_version() RETURNS int LANGUAGE sql "
             f"AS 'SELECT {REQUIRED_SCHEMA_VERSION - 1}'"
         )
-        with pytest.raises(SchemaOutOfDate, match=r"version 0, this version needs 1; run `jobqueue migrate`"):
+        older, needed = REQUIRED_SCHEMA_VERSION - 1, REQUIRED_SCHEMA_VERSION
+        message = rf"version {older}, this version needs {needed}; run `jobqueue migrate`"
+        with pytest.raises(SchemaOutOfDate, match=message):
             check_schema(conn, target)
 
 
