@@ -28,7 +28,8 @@ PING_TIMEOUT_S = 5.0
 #: How often the loop looks at the stop flag while waiting for notifications.
 STOP_CHECK_S = 0.5
 RECONNECT_MIN_S = 0.2
-RECONNECT_MAX_S = 10.0
+#: As the worker's own back-off: LISTEN is back within this long of the server.
+RECONNECT_MAX_S = 5.0
 #: libpq options that detect a dead peer within ~15 s on TCP (ignored on Unix sockets).
 TCP_OPTIONS: dict[str, Any] = {
     "keepalives": 1,

@@ -244,7 +244,8 @@ def test_reconcile_concurrent_runners(workers: Workers, ledger_db: str, figures:
 
 def test_repeated_kills_throughput(workers: Workers, ledger_db: str, figures: Figures) -> None:
     """CHAOS-02: kill one of two workers every few seconds under steady load; throughput during and after."""
-    every, duration, base_s, grace_s, after_s = scaled((2.0, 6.0, 3.0, 0.0, 3.0), (5.0, 120.0, 20.0, VT + R + 1, 30.0))
+    grace = VT + R + 1  # "after" starts once the last kill's orphaned leases are back, in both tiers
+    every, duration, base_s, grace_s, after_s = scaled((2.0, 6.0, 3.0, grace, 3.0), (5.0, 120.0, 20.0, grace, 30.0))
     feeder = Feeder(ledger_db, low=200, batch=300)
     feeder.start()
     live = [workers.start(*FLEET) for _ in range(2)]
