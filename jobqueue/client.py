@@ -373,8 +373,9 @@ class JobQueue:
         """The alert checks of ``jobqueue.health()``: one row per check with ``check_name``,
         ``value``, ``threshold``, ``alert`` and ``detail``. A threshold left at None takes the
         SQL default (xmin age 5 min / 100,000,000 xids, reconcile age 1 min, lease overdue
-        1 min, NOTIFY queue 50 %; pending age, dead letters and expired leases off). Durations are seconds or
-        timedeltas. Bad thresholds raise InvalidInput naming the parameter."""
+        1 min, NOTIFY queue 50 %; pending age, dead letters and expired leases off).
+        Durations are seconds or timedeltas. Bad thresholds raise InvalidInput naming the
+        parameter."""
         return self._fetch(
             "health",
             {
