@@ -2877,7 +2877,7 @@ DECLARE
 BEGIN
     -- Sessions and slots are the cluster's, not a tenant's: for the operator only.
     PERFORM jobqueue._require_unmapped('health');
-    -- NULL means the default (as everywhere in the API); the last two are off by default.
+    -- NULL means the default (as everywhere in the API); the last three are off by default.
     max_xmin_age := coalesce(max_xmin_age, interval '5 minutes');
     max_xmin_xids := coalesce(max_xmin_xids, 100000000);
     max_reconcile_age := coalesce(max_reconcile_age, interval '1 minute');
