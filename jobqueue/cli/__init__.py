@@ -1745,7 +1745,7 @@ def demo(ctx: Context, job_count: int, worker_count: int, concurrency: int) -> N
     Uses the database as every command does (the embedded PostgreSQL by default) and its
     own queue `demo`, cleared first.
     """
-    from jobqueue import demo as demo_module
+    from jobqueue.cli import demo as demo_module
 
     target = ctx.target()
     click.echo(f"database: {target.display}")
