@@ -6,6 +6,9 @@ some failing for good; run two real worker processes while a progress bar reads
 ``stats()``; print the stats and the dead letters with their reasons; redrive one whose
 cause has gone away and show it complete. Everything goes through the library, as a user's
 code would. The demo owns queue ``demo`` and clears it first, so it can run again.
+
+It prints with the same tables as ``jobqueue stats`` and ``jobqueue dlq list`` (imported
+from those verbs' modules), which is why it lives in the cli package.
 """
 
 from __future__ import annotations
@@ -20,15 +23,24 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+import click
 
-from jobqueue import cli, examples
+from jobqueue import migrations
+from jobqueue.cli._context import Context, pass_context
+from jobqueue.cli._output import cell, console, print_table
+from jobqueue.cli._params import option
+from jobqueue.cli.db import probe
+from jobqueue.cli.dlq import DLQ_COLUMNS, dlq_row
+from jobqueue.cli.observe import stats_rows, stats_table
 from jobqueue.client import JobQueue
 from jobqueue.config import DatabaseTarget
 from jobqueue.errors import JobQueueError
 from jobqueue.models import TERMINAL_STATES, JobState, Priority
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 DEMO_QUEUE = "demo"
 DEFAULT_JOBS = 3000
@@ -46,6 +58,48 @@ LIVE_STATES = (JobState.PENDING.value, JobState.RETRYING.value, JobState.PROCESS
 PRIORITY_WEIGHTS = {Priority.LOW: 2, Priority.NORMAL: 5, Priority.HIGH: 2, Priority.CRITICAL: 1}
 
 
+@click.command()
+@option(
+    "--jobs",
+    "job_count",
+    type=click.IntRange(20, 100_000),
+    default=DEFAULT_JOBS,
+    show_default=True,
+    help="Jobs to enqueue.",
+)
+@option(
+    "--workers",
+    "worker_count",
+    type=click.IntRange(1, 16),
+    default=DEFAULT_WORKERS,
+    show_default=True,
+    help="Worker processes.",
+)
+@option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Jobs at once per worker.",
+)
+@pass_context
+def demo(ctx: Context, job_count: int, worker_count: int, concurrency: int) -> None:
+    """Show the product in under a minute: enqueue, work, retry, dead-letter, redrive.
+
+    Uses the database as every command does (the embedded PostgreSQL by default) and its
+    own queue `demo`, cleared first.
+    """
+    target = ctx.target()
+    click.echo(f"database: {target.display}")
+    migrations.upgrade(target)
+    state = migrations.state(target)
+    click.echo(f"schema: revision {state.current}")
+    info = probe(target)
+    click.echo(f"server: PostgreSQL {info.get('server_version')}, jobqueue schema {info.get('schema_version')}")
+    code = run(target, jobs=job_count, workers=worker_count, concurrency=concurrency)
+    sys.exit(code)
+
+
 @dataclass
 class Plan:
     """The jobs to enqueue, and what the demo expects of them."""
@@ -58,6 +112,8 @@ class Plan:
 
 def plan(total: int, rng: random.Random, now: float) -> Plan:
     """A deterministic mix of ``total`` jobs (at least 20)."""
+    from jobqueue import examples  # when the demo runs, not whenever the CLI starts: it registers tasks
+
     result = Plan(down_until=now + OUTAGE_S)
     n_charge = max(6, total * 7 // 100)
     n_flaky = max(6, total * 13 // 100)
@@ -110,7 +166,9 @@ def run(
     out: Console | None = None,
 ) -> int:
     """Run the demo against ``target`` (already migrated); returns the exit code."""
-    out = out or cli.console()
+    from jobqueue import examples
+
+    out = out or console()
     started = time.monotonic()
     jq = examples.jq
     jq.use_database(target.url)
@@ -135,10 +193,10 @@ def run(
             return 1
         out.print()
         window = timedelta(minutes=5)
-        out.print(cli.stats_table([r for r in cli.stats_rows(jq, window) if r["queue"] == DEMO_QUEUE], window))
+        out.print(stats_table([r for r in stats_rows(jq, window) if r["queue"] == DEMO_QUEUE], window))
         dead = jq.dead_letters(queue=DEMO_QUEUE, limit=100)
         out.print()
-        cli.print_table(f"dead letters ({len(dead)})", cli.DLQ_COLUMNS, [cli.dlq_row(r) for r in dead])
+        print_table(f"dead letters ({len(dead)})", DLQ_COLUMNS, [dlq_row(r) for r in dead])
         outage = next((r for r in dead if r["payload"].get("endpoint") == the_plan.outage_endpoint), None)
         if outage is None:
             out.print("[red]the outage job is not in the dead-letter queue[/]")
@@ -284,6 +342,6 @@ def redrive_one(jq: JobQueue, out: Console, job_id: int, down_until: float) -> b
     errors = job.row.get("errors") or []
     out.print(
         f"redriven job {job_id}: [bold]{job.state.value}[/] on attempt {job.row.get('attempt')}, "
-        f"output {cli.cell(job.row.get('output'))}; its {len(errors)} earlier failed attempts stay in its history"
+        f"output {cell(job.row.get('output'))}; its {len(errors)} earlier failed attempts stay in its history"
     )
     return job.state == JobState.COMPLETED

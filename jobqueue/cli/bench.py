@@ -1,0 +1,103 @@
+"""``jobqueue bench``: parse the options, then hand over to :mod:`jobqueue.bench`.
+
+The benchmark is a subpackage the runtime never imports; this verb imports it only when it
+runs, so ``jobqueue --help`` and every other verb start without it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from jobqueue.cli._context import Context, pass_context
+from jobqueue.cli._params import option
+
+
+@click.command()
+@option("--quick", is_flag=True, help="Tiny N for a smoke test (well under a minute).")
+@option(
+    "--only",
+    metavar="A,B",
+    default=None,
+    help="Scenarios: baseline,enqueue,drain,latency,history,cost.  [default: all]",
+)
+@option(
+    "--max-seconds",
+    type=click.FloatRange(1, 86_400),
+    default=120.0,
+    show_default=True,
+    help="Time budget of each scenario; past it, a measurement stops and reports its partial rate.",
+)
+@option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the results to FILE.")
+@option(
+    "--jobs",
+    type=click.IntRange(10, 10_000_000),
+    default=None,
+    help="N of the bulk and drain scenarios.  [default: 50000]",
+)
+@option(
+    "--single-jobs",
+    type=click.IntRange(10, 10_000_000),
+    default=None,
+    help="N of the 1-tx-per-job paths.  [default: 10000]",
+)
+@option(
+    "--drain-concurrency",
+    metavar="C,C",
+    default=None,
+    help="Worker -c values to drain with; the first is the reference.",
+)
+@option(
+    "--scratch-db",
+    metavar="NAME",
+    default=None,
+    help="Scratch database, dropped and recreated.  [default: <database>_bench]",
+)
+@option("--keep", is_flag=True, help="Keep the scratch databases after the run.")
+@option(
+    "--peers",
+    "peers_python",
+    metavar="PYTHON",
+    default=None,
+    help="Also run Procrastinate and PgQueuer (make bench-peers).",
+)
+@option("--no-progress", is_flag=True, help="No progress bar.")
+@pass_context
+def bench(
+    ctx: Context,
+    quick: bool,
+    only: str | None,
+    max_seconds: float,
+    json_path: str | None,
+    jobs: int | None,
+    single_jobs: int | None,
+    drain_concurrency: str | None,
+    scratch_db: str | None,
+    keep: bool,
+    peers_python: str | None,
+    no_progress: bool,
+) -> None:
+    """Measure jobqueue against a raw-SQL baseline on the same server, in one run.
+
+    Works in a scratch database (<database>_bench) that it drops and recreates, never on
+    real jobs. See docs/performance.md.
+    """
+    from pathlib import Path
+
+    from jobqueue import bench as bench_module
+
+    config = bench_module.BenchConfig(
+        quick=quick,
+        only=bench_module.parse_only(only),
+        max_seconds=max_seconds,
+        jobs=jobs,
+        single_jobs=single_jobs,
+        drain_concurrency=bench_module.parse_ints(drain_concurrency, bench_module.BenchConfig().drain_concurrency),
+        scratch_db=scratch_db,
+        keep=keep,
+        json_path=Path(json_path) if json_path else None,
+        peers_python=peers_python,
+        progress=not no_progress,
+    ).validate()
+    sys.exit(bench_module.run(ctx.target(), config))

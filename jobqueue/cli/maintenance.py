@@ -1,0 +1,38 @@
+"""``jobqueue reconcile``: the maintenance pass cron runs (``SELECT jobqueue.reconcile()``).
+
+Expire leases, dead-letter exhausted and expired jobs, archive and prune by retention, each
+a guarded, batched step that is safe to run from many hosts at once. Firing due schedules
+will be one more step of the same pass (``jobqueue/schedules.py``); their verbs
+(``jobqueue schedules ...``) will live in ``cli/schedules.py``, not here.
+"""
+
+from __future__ import annotations
+
+import click
+
+from jobqueue.cli._context import Context, pass_context
+from jobqueue.cli._output import echo_json
+from jobqueue.cli._params import json_option, option
+
+
+@click.command()
+@option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
+@option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Rows per step.")
+@json_option()
+@pass_context
+def reconcile(ctx: Context, dry_run: bool, batch: int, as_json: bool) -> None:
+    """Expire leases, dead-letter exhausted and expired jobs, archive and prune by retention.
+
+    Safe to run from many hosts at once; meant for cron. Exit codes: 0 done; 69 database
+    unreachable; 75 schema out of date; 77 not allowed; 78 bad configuration.
+    """
+    summary = ctx.queue().reconcile(batch=batch, dry_run=dry_run)
+    if as_json:
+        echo_json(summary)
+        return
+    counts = {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool) and v}
+    parts = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in sorted(counts.items()))
+    if dry_run:
+        click.echo(f"reconcile (dry run): {'would do: ' + parts if parts else 'nothing to do'}")
+    else:
+        click.echo(f"reconcile: {parts or 'nothing to do'}")

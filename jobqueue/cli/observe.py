@@ -1,0 +1,266 @@
+"""``jobqueue stats``, ``health`` and ``exporter``: what an operator watches and alerts on.
+
+All three read the same library calls (``stats``, ``metrics``, ``health``) that
+``SELECT * FROM jobqueue.queue_stats()`` / ``jobqueue.health()`` give any other language;
+the exporter serves them to Prometheus (:mod:`jobqueue.exporter`) and may mirror them to
+Redis (:mod:`jobqueue.mirror`). Alert *delivery* (email, Slack, webhooks) is not here: it
+will live in ``jobqueue/alerts/``, with its verbs in ``cli/alerts.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from jobqueue.cli._context import Context, pass_context
+from jobqueue.cli._output import cell, console, duration, echo_json
+from jobqueue.cli._params import Duration, json_option, option
+
+if TYPE_CHECKING:
+    from jobqueue.client import JobQueue
+
+# -- stats -------------------------------------------------------------------------------------
+
+STATS_COLUMNS = (
+    ("queue", "queue"),
+    ("paused", "paused"),
+    ("pending", "pending"),
+    ("scheduled", "scheduled"),
+    ("retrying", "retrying"),
+    ("processing", "processing"),
+    ("dead_letters", "dead"),
+    ("oldest_pending_age_s", "oldest (s)"),
+    ("completed", "done/win"),
+    ("failed", "failed/win"),
+    ("jobs_per_minute", "jobs/min"),
+    ("error_rate", "error rate"),
+)
+
+
+def stats_rows(jq: JobQueue, window: timedelta) -> list[dict[str, Any]]:
+    """queue_stats joined with metrics(window) by queue."""
+    rows = [dict(r) for r in jq.stats()]
+    by_queue = {r["queue"]: r for r in jq.metrics(window)}
+    for row in rows:
+        for key, value in by_queue.get(row["queue"], {}).items():
+            row.setdefault(key, value)
+    return rows
+
+
+def stats_table(rows: Sequence[Mapping[str, Any]], window: timedelta) -> Any:
+    from rich.table import Table
+
+    table = Table(
+        title=f"queues (rates over the last {duration(window)}, at {datetime.now(UTC):%H:%M:%S} UTC)",
+        title_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
+    for key, heading in STATS_COLUMNS:
+        table.add_column(heading, justify="left" if key == "queue" else "right", no_wrap=key == "queue")
+    for row in rows:
+        table.add_row(*(cell(row.get(key)) for key, _ in STATS_COLUMNS))
+    return table
+
+
+@click.command()
+@option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@option(
+    "--interval", type=Duration(allow_zero=False), default="2s", show_default=True, help="With --watch: refresh period."
+)
+@option("--window", type=Duration(allow_zero=False), default="1h", show_default=True, help="Period of the rates.")
+@json_option()
+@pass_context
+def stats(ctx: Context, watch: bool, interval: timedelta, window: timedelta, as_json: bool) -> None:
+    """Per queue: depth, scheduled, retrying, processing, dead letters, age of the oldest, rates."""
+    if watch and as_json:
+        raise click.UsageError("--watch and --json cannot be used together")
+    jq = ctx.queue()
+    if as_json:
+        echo_json(stats_rows(jq, window))
+        return
+    if not watch:
+        console().print(stats_table(stats_rows(jq, window), window))
+        return
+    from rich.live import Live
+
+    out = console()
+    try:
+        if not out.is_terminal:  # a pipe or a file: one table per refresh, appended
+            while True:
+                out.print(stats_table(stats_rows(jq, window), window))
+                out.file.flush()
+                time.sleep(interval.total_seconds())
+        with Live(stats_table(stats_rows(jq, window), window), console=out, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval.total_seconds())
+                live.update(stats_table(stats_rows(jq, window), window), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+@click.command()
+@option(
+    "--max-xmin-age",
+    type=Duration(allow_zero=False),
+    default="5m",
+    show_default=True,
+    help="Alert when a transaction, snapshot or prepared transaction holding back vacuum is older.",
+)
+@option(
+    "--max-xmin-xids",
+    type=click.IntRange(1, 2_000_000_000),
+    default=100_000_000,
+    show_default=True,
+    help="Alert when the oldest xmin is more transaction ids behind.",
+)
+@option(
+    "--max-reconcile-age",
+    type=Duration(allow_zero=False),
+    default="1m",
+    show_default=True,
+    help="Alert when reconcile last ran longer ago (or never ran).",
+)
+@option(
+    "--max-lease-overdue",
+    type=Duration(allow_zero=True),
+    default="1m",
+    show_default=True,
+    help="Alert when an expired lease has waited longer for reconcile.",
+)
+@option(
+    "--max-notify-queue-usage",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Alert when more of the NOTIFY queue is in use.",
+)
+@option(
+    "--max-pending-age",
+    type=Duration(allow_zero=False),
+    default=None,
+    help="Alert when a runnable job has waited longer (off unless given).",
+)
+@option(
+    "--max-dead-letters",
+    type=click.IntRange(0),
+    default=None,
+    help="Alert when the dead-letter queue holds more jobs (off unless given).",
+)
+@option(
+    "--max-expired-leases",
+    type=click.IntRange(0),
+    default=None,
+    help="Alert when more leases have expired without reconcile reclaiming them (off unless given).",
+)
+@json_option()
+@pass_context
+def health(
+    ctx: Context,
+    max_xmin_age: timedelta,
+    max_xmin_xids: int,
+    max_reconcile_age: timedelta,
+    max_lease_overdue: timedelta,
+    max_notify_queue_usage: float,
+    max_pending_age: timedelta | None,
+    max_dead_letters: int | None,
+    max_expired_leases: int | None,
+    as_json: bool,
+) -> None:
+    """What an operator alerts on: oldest xmin age, reconcile, overdue leases, NOTIFY queue.
+
+    One line per check: its value, threshold and what it refers to. For monitoring: exit 0
+    when no check alerts, 1 when one does; 69 database unreachable; 75 schema out of date;
+    77 not allowed (needs jobqueue_admin).
+    """
+    rows = ctx.queue().health(
+        max_xmin_age=max_xmin_age,
+        max_xmin_xids=max_xmin_xids,
+        max_reconcile_age=max_reconcile_age,
+        max_lease_overdue=max_lease_overdue,
+        max_notify_queue_usage=max_notify_queue_usage,
+        max_pending_age=max_pending_age,
+        max_dead_letters=max_dead_letters,
+        max_expired_leases=max_expired_leases,
+    )
+    alerting = [r["check_name"] for r in rows if r["alert"]]
+    if as_json:
+        echo_json(rows)
+    else:
+        from rich.table import Table
+
+        table = Table(show_edge=False, pad_edge=False)
+        for heading in ("check", "value", "threshold", "status", "detail"):
+            table.add_column(heading, justify="right" if heading in ("value", "threshold") else "left")
+        for r in rows:
+            status = "[bold red]ALERT[/]" if r["alert"] else "ok"
+            table.add_row(r["check_name"], cell(r["value"]), cell(r["threshold"]), status, r["detail"])
+        console().print(table)
+        click.echo(
+            f"health: {len(alerting)} alert{'s' if len(alerting) != 1 else ''}"
+            + (f" ({', '.join(alerting)})" if alerting else "")
+        )
+    if alerting:
+        sys.exit(1)
+
+
+# -- exporter ----------------------------------------------------------------------------------
+
+
+@click.command()
+@option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@option("--port", type=click.IntRange(1, 65535), default=9544, show_default=True, help="Port to listen on.")
+@option("--once", is_flag=True, help="Print one scrape on stdout and exit (no server); refresh the mirror once.")
+@option("--redis-url", metavar="URL", default=None, help="Also mirror the figures to this Redis (optional cache).")
+@option(
+    "--mirror-interval",
+    type=Duration(allow_zero=False),
+    default="5s",
+    show_default=True,
+    help="With --redis-url: seconds between mirror refreshes.",
+)
+@pass_context
+def exporter(ctx: Context, host: str, port: int, once: bool, redis_url: str | None, mirror_interval: timedelta) -> None:
+    """Serve Prometheus metrics on http://HOST:PORT/metrics, read from the database at each scrape.
+
+    Per queue: jobs by state, dead letters, age of the oldest runnable job, paused; every
+    `jobqueue health` check as value, threshold and alert; jobqueue_up. With --redis-url it
+    also mirrors them to Redis. Runs until SIGTERM or Ctrl-C. Exit codes: 0 stopped; 1
+    --once could not write the mirror; 69 database unreachable at start; 75 schema out of
+    date; 78 port unavailable, a bad --redis-url, or prometheus-client / redis not installed.
+    """
+    from jobqueue import exporter as exporter_module
+
+    mirror = None
+    if redis_url is not None:
+        from jobqueue.mirror import RedisMirror
+
+        mirror = RedisMirror(redis_url, interval_s=mirror_interval.total_seconds(), owner=f"exporter:{os.getpid()}")
+    jq = ctx.queue()
+    jq.pool_timeout = exporter_module.SCRAPE_DB_TIMEOUT_S
+    if once:
+        click.echo(exporter_module.render(jq), nl=False)
+        if mirror is not None and not mirror.refresh(jq, force=True):
+            raise click.ClickException("redis_url: could not write the mirror (Redis unreachable)")
+        return
+    server = exporter_module.serve(jq, host, port)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if mirror is not None:
+        threading.Thread(target=mirror.run, args=(jq, stop), name="jobqueue-mirror", daemon=True).start()
+    click.echo(f"jobqueue exporter: serving http://{host}:{server.server_port}/metrics", err=True)
+    while not stop.wait(1.0):  # a timed wait: the signal handler runs between waits
+        pass
+    server.shutdown()
