@@ -9,6 +9,22 @@ def send_email(to: str, subject: str) -> None: ...
 
 send_email.enqueue(to="a@example.com", subject="hi")
 jq.run_worker(queues=("email",))
+
+The package reads in the order a job travels (README, Layout): the floor (config, errors,
+models, sql, db, embedded, migrations), then tasks, client (enqueue), retry, listener and
+worker (claim, run, acknowledge, retry or dead letter), then what operators use: logs,
+exporter, mirror, and the ``jobqueue`` command in ``cli/`` (one module per verb group).
+``bench/`` is measurement only: importing jobqueue never loads it, nor ``cli/``, click or
+rich.
+
+Homes decided for the next layer (each created when it lands, never empty before):
+``jobqueue/schedules.py`` (periodic schedules declared in code, synced to the database and
+fired by ``jobqueue.reconcile()``; verbs in ``cli/schedules.py``); ``jobqueue/alerts/``
+(alert rules and notification channels, one file per channel; verbs in ``cli/alerts.py``);
+``jobqueue/web/`` (the HTTP API and dashboard, an ASGI app over this library, started by
+``jobqueue web``, never imported by the runtime); flow control (concurrency and rate limits,
+tenant fairness) is enforced inside the SQL claim and configured through the queue and
+tenant settings in ``client.py`` and ``cli/queues.py`` / ``cli/tenants.py``.
 """
 
 from __future__ import annotations
