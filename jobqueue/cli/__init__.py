@@ -28,9 +28,9 @@ and flow-control settings (rate limits, concurrency caps per queue) as options o
 ``queues set`` / ``tenants limit`` in the modules that already own those verbs.
 
 Imports point down only: the verb modules import ``_context``, ``_params`` and
-``_output`` and the library, never this module; ``demo`` also borrows the tables of the
-verbs it shows (db, dlq, observe). Every option's environment variable is named here once
-all verbs are registered (:func:`name_envvars`).
+``_output`` and the library, never this module; ``demo`` also borrows from the verbs it
+shows (``db.probe``, the dlq and stats tables). Every option's environment variable is
+named here once all verbs are registered (:func:`name_envvars`).
 """
 
 from __future__ import annotations
