@@ -23,8 +23,9 @@ from jobqueue.errors import (
 )
 
 #: The schema version (``jobqueue.schema_version()``) this package needs: 2 from revision
-#: 0004 (jobqueue.health()).
-REQUIRED_SCHEMA_VERSION = 2
+#: 0004 (jobqueue.health()), 3 from revision 0005 (output caps and the queue setting
+#: max_output_bytes, per-tenant worker ids).
+REQUIRED_SCHEMA_VERSION = 3
 
 #: SQLSTATE -> error class, for errors raised by the SQL API.
 _SQLSTATE_ERRORS: dict[str, type[JobQueueError]] = {
