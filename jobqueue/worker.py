@@ -637,6 +637,14 @@ class Worker:
                 f"{what} rejected: this worker no longer holds the lease",
                 extra=_job_extra(job, "ack_rejected", status=status),
             )
+        elif status == AckStatus.OUTPUT_TOO_LARGE:
+            # The handler ran, but its result is over the queue's max_output_bytes: the database
+            # kept none of it and dead-lettered the job (reason output_too_large), not retried.
+            log.error(
+                "handler result too large to store: the job is a dead letter (reason output_too_large);"
+                " raise the queue's max_output_bytes or return less, then redrive it",
+                extra=_job_extra(job, "output_too_large", status=status),
+            )
         else:
             if status in (AckStatus.COMPLETED, AckStatus.ALREADY_COMPLETED):
                 self.jobs_done += 1

@@ -308,6 +308,7 @@ BAD_INPUT = [
     pytest.param(["enqueue", "t", '{"x": 1e999}'], "", 65, ["payload"], id="payload-overflow"),
     pytest.param(["enqueue", "t", "[1, 2]"], "", 65, ["payload", "JSON object", "array"], id="payload-array"),
     pytest.param(["enqueue", "t", '"text"'], "", 65, ["payload", "JSON object"], id="payload-string"),
+    pytest.param(["enqueue", "t", "null"], "", 65, ["payload", "JSON object", "null"], id="payload-null"),
     pytest.param(["enqueue", "t", "-"], "", 65, ["payload", "stdin is empty"], id="payload-empty-stdin"),
     pytest.param(["enqueue", "t", "-"], "  \n", 65, ["payload", "stdin is empty"], id="payload-blank-stdin"),
     pytest.param(
@@ -350,6 +351,9 @@ BAD_INPUT = [
     pytest.param(["dlq", "redrive", "1", "--queue", "q"], "", 2, ["IDs or filters"], id="dlq-redrive-ids-and-filter"),
     pytest.param(["queues", "set", "q"], "", 2, ["nothing to set"], id="queues-set-nothing"),
     pytest.param(["queues", "set", "q", "--max-size", "0"], "", 2, ["--max-size"], id="queues-set-max-size-0"),
+    pytest.param(
+        ["queues", "set", "q", "--max-output-bytes", "16777217"], "", 2, ["--max-output-bytes"], id="queues-set-output"
+    ),
     pytest.param(
         ["queues", "set", "q", "--retry-policy", '{"x": NaN}'], "", 65, ["retry_policy"], id="queues-set-policy-nan"
     ),
@@ -632,6 +636,8 @@ def test_queues_pause_resume_and_set(jq: Run, db: psycopg.Connection[Any]) -> No
             "1d",
             "--aging-interval",
             "30s",
+            "--max-output-bytes",
+            "2048",
             "--json",
         )
     )
@@ -640,16 +646,17 @@ def test_queues_pause_resume_and_set(jq: Run, db: psycopg.Connection[Any]) -> No
     assert row["max_size"] == 2 and row["max_attempts"] == 3
     assert row["visibility_timeout"] == 120 and row["history_retention"] == 86400 and row["aging_interval"] == 30
     assert row["retry_policy"] == {"strategy": "linear", "initial_delay": 2}
-    assert row["dead_letter_max_age_days"] == 3
+    assert row["dead_letter_max_age_days"] == 3 and row["max_output_bytes"] == 2048
     # The cap holds: one job is there, a second fits, a third is refused with 75.
     ok(jq("enqueue", "t", "-q", "qp"))
     before = count_jobs(db)
     one_line_error(jq("enqueue", "t", "-q", "qp"), 75, "qp")
     assert count_jobs(db) == before
     # `none` clears a setting; the others stay.
-    ok(jq("queues", "set", "qp", "--max-size", "none", "--retry-policy", "none"))
+    ok(jq("queues", "set", "qp", "--max-size", "none", "--retry-policy", "none", "--max-output-bytes", "none"))
     row = queue_row()
     assert row["max_size"] is None and row["retry_policy"] is None and row["max_attempts"] == 3
+    assert row["max_output_bytes"] is None
     ok(jq("enqueue", "t", "-q", "qp"))
     assert "qp" in ok(jq("queues", "list")).stdout
 

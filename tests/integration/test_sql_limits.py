@@ -14,6 +14,7 @@ Time is moved by editing rows as the owner, never by waiting.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -118,9 +119,11 @@ def test_an_output_may_be_any_json_value(db: Conn, output: Any) -> None:
     assert job(db, job_id)["output"] == output
 
 
-def test_worker_dead_letters_an_oversized_handler_result_without_crashing(db_url: str) -> None:
+def test_worker_dead_letters_an_oversized_handler_result_without_crashing(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """The Python worker sends the handler's result; the database refuses it; the worker keeps
-    going (exit 0) and the job says why."""
+    going (exit 0), logs one error naming the job, and the job says why."""
     jq = JobQueue(db_url, pool_size=4)
     try:
         jq.configure_queue("outw", max_output_bytes=1000)
@@ -136,7 +139,10 @@ def test_worker_dead_letters_an_oversized_handler_result_without_crashing(db_url
         big, small = big_result.enqueue(), small_result.enqueue()
         config = WorkerConfig(queues=("outw",), burst=True, install_signal_handlers=False, poll_interval_s=0.05,
                               reconcile_interval_s=0)
-        assert jq.run_worker(config) == 0
+        with caplog.at_level(logging.ERROR, logger="jobqueue.worker"):
+            assert jq.run_worker(config) == 0
+        refused = [r for r in caplog.records if getattr(r, "action", None) == "output_too_large"]
+        assert [getattr(r, "job_id", None) for r in refused] == [big]
         dead = jq.get(big)
         assert dead.state is JobState.DEAD_LETTER and dead.reason == "output_too_large" and dead.output is None
         assert dead.errors[-1]["error_class"] == "output_too_large"
