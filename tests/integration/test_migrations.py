@@ -158,3 +158,51 @@ def test_migrated_schema_passes_the_check(db_url: str) -> None:
     target = DatabaseTarget(db_url, "test")
     with connect(target) as conn:
         assert check_schema(conn, target) == REQUIRED_SCHEMA_VERSION
+
+
+def _limits_revision() -> tuple[str, str]:
+    """(revision, down_revision) of the issue-12 revision (`*_limits.py`), however renumbered."""
+    [path] = (migrations.resource_dir("alembic") / "versions").glob("*_limits.py")
+    text = path.read_text()
+    found = dict(re.findall(r'^(revision|down_revision) = "([^"]+)"', text, re.MULTILINE))
+    return found["revision"], found["down_revision"]
+
+
+def test_limits_revision_puts_waiting_jobs_right_and_keeps_workers(
+    empty_database: Callable[[], DatabaseTarget],
+) -> None:
+    """Upgrading: a waiting job enqueued with a past run_at (and aged from it) gets its enqueue
+    time back as run time and its enqueued priority; existing workers stay registered (no
+    tenant). Downgrading: of two workers of one id in different tenants, one is kept."""
+    from alembic import command
+
+    revision, before = _limits_revision()
+    target = empty_database()
+    cfg = migrations.alembic_config(target)
+    command.upgrade(cfg, before)
+    with psycopg.connect(target.url, autocommit=True) as conn:
+        jumper = scalar_id(conn, "SELECT jobqueue.enqueue('t', '{}', priority => 0, run_at => '1900-01-01Z')")
+        future = scalar_id(conn, "SELECT jobqueue.enqueue('t', '{}', delay => interval '1 hour')")
+        conn.execute("UPDATE jobqueue.job SET priority = 10 WHERE id = %s", [jumper])  # what aging gave it
+        conn.execute("SELECT jobqueue.register_worker('web-1', 'host-a')")
+        future_run_at = conn.execute("SELECT run_at FROM jobqueue.job WHERE id = %s", [future]).fetchone()[0]
+    command.upgrade(cfg, revision)
+    with psycopg.connect(target.url, autocommit=True) as conn:
+        row = conn.execute("SELECT run_at = created_at, priority FROM jobqueue.job WHERE id = %s", [jumper]).fetchone()
+        assert row == (True, 0)
+        assert conn.execute("SELECT run_at FROM jobqueue.job WHERE id = %s", [future]).fetchone()[0] == future_run_at
+        assert conn.execute("SELECT worker_id, host, tenant_id FROM jobqueue.worker").fetchall() == [
+            ("web-1", "host-a", None)
+        ]
+        conn.execute("INSERT INTO jobqueue.worker (worker_id, host, tenant_id, last_seen_at) "
+                     "VALUES ('web-1', 'host-b', 'B', now() + interval '1 minute')")
+    command.downgrade(cfg, before)
+    with psycopg.connect(target.url, autocommit=True) as conn:
+        assert conn.execute("SELECT worker_id, host FROM jobqueue.worker").fetchall() == [("web-1", "host-b")]
+        assert conn.execute("SELECT jobqueue.schema_version()").fetchone() == (REQUIRED_SCHEMA_VERSION - 1,)
+
+
+def scalar_id(conn: psycopg.Connection[Any], statement: str) -> int:
+    row = conn.execute(statement).fetchone()
+    assert row is not None
+    return int(row[0])
