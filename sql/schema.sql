@@ -1755,7 +1755,9 @@ DECLARE
 BEGIN
     -- Output caps. Most acknowledgements carry no output or a small one: one pass over the
     -- outputs' sizes decides, and the caps are read only when an output comes near one.
-    largest := (SELECT max(pg_column_size(o)) FROM unnest(outputs) AS o);
+    IF outputs IS NOT NULL THEN
+        largest := (SELECT max(pg_column_size(o)) FROM unnest(outputs) AS o);
+    END IF;
     IF largest IS NOT NULL THEN
         lowest_cap := least(jobqueue._conf('max_output_bytes'),
                             (SELECT min(q.max_output_bytes) FROM jobqueue.queue q WHERE q.max_output_bytes IS NOT NULL));
