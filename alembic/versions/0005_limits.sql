@@ -62,7 +62,7 @@ BEGIN
         DELETE FROM jobqueue.job j USING big b
         WHERE j.id = b.id AND j.state = 'processing' AND j.token = b.token
         RETURNING j AS r, b.size, b.cap
-    ), moved AS (
+    ), dead AS (
         SELECT p.* FROM d, jsonb_populate_record(d.r, jsonb_build_object(
             'state', 'dead_letter', 'finished_at', now(), 'reason', 'output_too_large', 'lease_expires_at', NULL,
             'errors', jobqueue._append_error((d.r).errors, jsonb_build_object(
@@ -71,7 +71,7 @@ BEGIN
                 'traceback', NULL, 'worker_id', (d.r).worker_id, 'source', 'worker',
                 'outcome', 'dead_letter')))) AS p
     ), l AS (
-        INSERT INTO jobqueue.dead_letter SELECT * FROM moved
+        INSERT INTO jobqueue.dead_letter SELECT * FROM dead
     ), ev AS (
         INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
         SELECT (d.r).id, (d.r).token, (d.r).queue, 'processing', 'dead_letter',
