@@ -44,6 +44,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import PoolTimeout
 
+from jobqueue.config import split_options, validate_url
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
 from jobqueue.listener import Listener
 from jobqueue.models import AckStatus, ClaimedJob, ErrorClass
@@ -117,6 +118,8 @@ class WorkerConfig:
             raise ConfigurationError("visibility_timeout: must be between 1 and 43200 seconds")
         if not 0 <= self.reconcile_interval_s <= 86_400:
             raise ConfigurationError("reconcile_interval: must be between 0 (off) and 86400 seconds")
+        if self.listen_url is not None:
+            validate_url(split_options(self.listen_url, "listen_url")[0], "listen_url")
         return self
 
 
@@ -258,11 +261,16 @@ class Worker:
         for _ in range(self.config.concurrency):
             self._spawn_handler_thread()
         if self.config.listen:
+            listen_url = self.jq.target.url
+            if self.config.listen_url:
+                listen_url, _ = split_options(self.config.listen_url, "listen_url")
             self.listener = Listener(
-                self.config.listen_url or self.jq.target.url,
+                listen_url,
                 self.config.queues,
                 self._wake.set,
                 application_name=f"jobqueue-listen:{self.id}"[:63],
+                connect_kwargs=self.jq.target.connect_kwargs(),
+                probe=self._notify_probe,
             )
             self.listener.start()
         for thread in threads:
@@ -272,6 +280,11 @@ class Worker:
         finally:
             self._shutdown(threads)
         return 0
+
+    def _notify_probe(self, payload: str) -> None:
+        """The listener's test NOTIFY, sent the way producers' notifications come: the pool."""
+        with self.jq.pool.connection() as conn:
+            conn.execute(query("notify_probe"), {"payload": payload})
 
     def stop(self) -> None:
         """Ask the worker to stop gracefully (what SIGTERM does)."""
