@@ -80,7 +80,12 @@ pass_context = click.make_pass_decorator(Context)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "JOBQUEUE"})
 @click.option("--database-url", metavar="URL", help=DATABASE_URL_HELP, envvar=[])
-@click.option("--prepared-statements/--no-prepared-statements", default=None, help=PREPARED_HELP, envvar=[])
+@click.option(
+    "--prepared-statements/--no-prepared-statements",
+    default=None,
+    help=PREPARED_HELP,
+    allow_from_autoenv=False,  # the library reads $JOBQUEUE_PREPARED_STATEMENTS, after the URL's parameter
+)
 @click.version_option(package_name="jobqueue")
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None, prepared_statements: bool | None) -> None:
