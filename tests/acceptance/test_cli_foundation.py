@@ -140,7 +140,7 @@ def with_param(url: str, param: str) -> str:
     ("url_suffix", "env", "message"),
     [
         ("prepared_statements=nah", {}, "--database-url: prepared_statements: expected on or off, not 'nah'"),
-        ("", {"JOBQUEUE_PREPARED_STATEMENTS": "maybe"}, "JOBQUEUE_PREPARED_STATEMENTS: expected on or off, not 'maybe"),
+        ("", {"JOBQUEUE_PREPARED_STATEMENTS": "maybe"}, "JOBQUEUE_PREPARED_STATEMENTS: expected on or off, not 'maybe'"),  # noqa: E501
     ],
 )
 def test_a_bad_prepared_statements_setting_is_refused_and_changes_nothing(
