@@ -6,6 +6,7 @@ filled up); CHAOS-04 kills only its own workers' backends, on the test server.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -234,6 +235,16 @@ def test_pool_exhaustion(private_db: str, tmp_path: Path, figures: Figures) -> N
         release_wall = time.time()
         average = max((line_count(p) - n) / held_s for p, n in zip(paths, counts, strict=True))
         worst = busiest_second(paths, full_wall + ONSET_S, release_wall)
+        # Work waiting at the release, whatever the fleet finished before the server was
+        # full (filling it can take seconds on a loaded machine, and 1,000 jobs drain in a
+        # few): enqueued on a held slot, acknowledged, so "resume" always has something to show.
+        waiting = [
+            row[0]
+            for row in held[0].execute(
+                "SELECT id FROM jobqueue.enqueue_many(%s::jsonb) AS id", (json.dumps(work_jobs(50, seed=9)),)
+            ).fetchall()
+        ]
+        held[0].execute("INSERT INTO enqueue_ledger (job_id) SELECT unnest(%s::bigint[])", (waiting,))
         stalled = scalar(admin, "SELECT count(*) FROM jobqueue.job_history WHERE state = 'completed'")
         admin.close()
         for conn in held:
