@@ -37,13 +37,23 @@ DATABASE_URL_HELP = (
 )
 
 
+PREPARED_HELP = (
+    "Server-side prepared statements (default: on, unless the URL says prepared_statements=off "
+    "or $JOBQUEUE_PREPARED_STATEMENTS=off). Turn them off behind PgBouncer in transaction mode "
+    "before 1.21, or without max_prepared_statements."
+)
+
+
 class Context:
-    def __init__(self, database_url: str | None) -> None:
+    def __init__(self, database_url: str | None, prepared_statements: bool | None = None) -> None:
         self.database_url = database_url
+        self.prepared_statements = prepared_statements
         self._queue: JobQueue | None = None
 
     def target(self, *, start_embedded: bool = True) -> DatabaseTarget:
-        return resolve_database(self.database_url, start_embedded=start_embedded)
+        return resolve_database(
+            self.database_url, start_embedded=start_embedded, prepared_statements=self.prepared_statements
+        )
 
     def queue(self) -> JobQueue:
         """The library handle the verbs call, closed when the command ends.
@@ -59,7 +69,7 @@ class Context:
             target = self.target()
             with connect(target) as conn:
                 check_schema(conn, target)
-            jq = JobQueue(target.url, pool_size=2)
+            jq = JobQueue(target.url, pool_size=2, prepared_statements=target.prepared_statements)
             click.get_current_context().call_on_close(jq.close)
             self._queue = jq
         return self._queue
@@ -70,11 +80,17 @@ pass_context = click.make_pass_decorator(Context)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "JOBQUEUE"})
 @click.option("--database-url", metavar="URL", help=DATABASE_URL_HELP, envvar=[])
+@click.option(
+    "--prepared-statements/--no-prepared-statements",
+    default=None,
+    help=PREPARED_HELP,
+    allow_from_autoenv=False,  # the library reads $JOBQUEUE_PREPARED_STATEMENTS, after the URL's parameter
+)
 @click.version_option(package_name="jobqueue")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None) -> None:
+def cli(ctx: click.Context, database_url: str | None, prepared_statements: bool | None) -> None:
     """jobqueue: a job queue whose whole state lives in PostgreSQL."""
-    ctx.obj = Context(database_url)
+    ctx.obj = Context(database_url, prepared_statements)
 
 
 # -- migrate ---------------------------------------------------------------------------------
@@ -330,6 +346,8 @@ def worker(
     jq = load_app(app_spec)
     if ctx.database_url:
         jq.use_database(ctx.database_url)
+    if ctx.prepared_statements is not None:
+        jq.use_prepared_statements(ctx.prepared_statements)
     names = tuple(q.strip() for q in queues.split(",") if q.strip())
     config = WorkerConfig(
         queues=names,

@@ -137,8 +137,12 @@ class JobQueue:
         error_classes: Mapping[type[BaseException], ErrorClass | str] | None = None,
         application_name: str | None = None,
         pool_timeout: float = POOL_GET_TIMEOUT_S,
+        prepared_statements: bool | None = None,
     ) -> None:
         self._database_url = database_url
+        #: None: the URL's ``prepared_statements`` parameter, else $JOBQUEUE_PREPARED_STATEMENTS,
+        #: else on (see :func:`jobqueue.config.resolve_database`).
+        self._prepared_statements = prepared_statements
         #: Seconds a call waits for a pooled connection before DatabaseUnavailable.
         self.pool_timeout = pool_timeout
         #: Shown in pg_stat_activity (default: $PGAPPNAME, else "jobqueue").
@@ -158,10 +162,19 @@ class JobQueue:
         self._database_url = url
         self._target = None
 
+    def use_prepared_statements(self, enabled: bool) -> None:
+        """Turn psycopg's server-side prepared statements on or off for every connection
+        this handle makes (before first use; the CLI's --[no-]prepared-statements). Off is
+        needed behind PgBouncer < 1.21 in transaction mode, or without
+        ``max_prepared_statements``."""
+        self.close()
+        self._prepared_statements = enabled
+        self._target = None
+
     @property
     def target(self) -> DatabaseTarget:
         if self._target is None:
-            self._target = resolve_database(self._database_url)
+            self._target = resolve_database(self._database_url, prepared_statements=self._prepared_statements)
         return self._target
 
     @property
@@ -176,6 +189,7 @@ class JobQueue:
                     "row_factory": dict_row,
                     "connect_timeout": CONNECT_TIMEOUT_S,
                     "application_name": self.application_name,
+                    **self.target.connect_kwargs(),
                 },
                 reconnect_timeout=POOL_RECONNECT_TIMEOUT_S,
                 timeout=self.pool_timeout,

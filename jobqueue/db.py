@@ -53,7 +53,7 @@ def connect(target: DatabaseTarget, *, autocommit: bool = True, **kwargs: Any) -
             autocommit=autocommit,
             connect_timeout=CONNECT_TIMEOUT_S,
             row_factory=dict_row,
-            **kwargs,
+            **{**target.connect_kwargs(), **kwargs},
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"could not connect to {target.display}: {_reason(exc)}") from exc

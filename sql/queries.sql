@@ -72,6 +72,9 @@ SELECT jobqueue.set_progress(%(id)s::bigint, %(token)s::bigint, %(percent)s::num
 -- name: next_due
 SELECT jobqueue.next_due(%(queues)s::text[]) AS seconds;
 
+-- name: notify_probe
+SELECT pg_notify('jobqueue', %(payload)s::text);
+
 -- name: register_worker
 SELECT jobqueue.register_worker(
     %(worker_id)s::text, %(host)s::text, %(pid)s::int, %(queues)s::text[], %(concurrency)s::int, %(metadata)s::jsonb

@@ -130,3 +130,31 @@ def test_embedded_server_lifecycle_in_a_fresh_home(tmp_path: Path) -> None:
     assert stop.returncode == 0 and "stopped" in stop.stdout
     down = run("db", "status", env=env)
     assert down.returncode == 1 and "running: False" in down.stdout
+
+
+def with_param(url: str, param: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{param}"
+
+
+@pytest.mark.parametrize(
+    ("url_suffix", "env", "message"),
+    [
+        ("prepared_statements=nah", {}, "--database-url: prepared_statements: expected on or off, not 'nah'"),
+        ("", {"JOBQUEUE_PREPARED_STATEMENTS": "maybe"}, "JOBQUEUE_PREPARED_STATEMENTS: expected on or off, not 'maybe'"),  # noqa: E501
+    ],
+)
+def test_a_bad_prepared_statements_setting_is_refused_and_changes_nothing(
+    db: psycopg.Connection[dict[str, object]], db_url: str, url_suffix: str, env: dict[str, str], message: str
+) -> None:
+    url = with_param(db_url, url_suffix) if url_suffix else db_url
+    proc = run("--database-url", url, "enqueue", "t", "{}", env=env)
+    assert (proc.returncode, proc.stderr.strip()) == (78, f"jobqueue: error: {message}")
+    assert db.execute("SELECT count(*) AS n FROM jobqueue.jobs").fetchone() == {"n": 0}
+
+
+def test_prepared_statements_off_from_the_command_line_and_the_url(db_url: str) -> None:
+    """The URL parameter is taken out before libpq sees it; the flag is accepted before any verb."""
+    for args in (("--database-url", with_param(db_url, "prepared_statements=off")),
+                 ("--no-prepared-statements", "--database-url", db_url)):  # fmt: skip
+        proc = run(*args, "enqueue", "t", "{}")
+        assert proc.returncode == 0, proc.stderr
