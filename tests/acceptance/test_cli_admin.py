@@ -326,7 +326,13 @@ BAD_INPUT = [
     ),
     pytest.param(["enqueue", "t", "--max-attempts", "0"], "", 2, ["--max-attempts"], id="max-attempts-0"),
     pytest.param(["enqueue", "t", "--timeout", "0"], "", 2, ["--timeout"], id="timeout-0"),
-    pytest.param(["enqueue", "t", "--depends-on", "x"], "", 2, ["--depends-on"], id="depends-on-not-an-id"),
+    pytest.param(
+        ["enqueue", "t", "--depends-on", "x"],
+        "",
+        2,
+        ["--depends-on", "job id must be a number"],
+        id="depends-on-not-an-id",
+    ),
     pytest.param(["enqueue", "t", "--metadata", "[1]"], "", 65, ["metadata", "JSON object"], id="metadata-array"),
     pytest.param(
         ["enqueue", "t", "--retry-policy", "{"], "", 65, ["retry_policy", "not valid JSON"], id="policy-not-json"
@@ -343,7 +349,11 @@ BAD_INPUT = [
     pytest.param(["enqueue"], "", 2, ["TYPE"], id="missing-type"),
     pytest.param(["jobs", "list", "--state", "sleeping"], "", 2, ["--state", "sleeping"], id="jobs-list-state"),
     pytest.param(["jobs", "list", "--limit", "0"], "", 2, ["--limit"], id="jobs-list-limit"),
-    pytest.param(["jobs", "show", "abc"], "", 2, ["ID"], id="jobs-show-not-an-id"),
+    pytest.param(
+        ["jobs", "show", "abc"], "", 2, ["ID", "job id must be a number, not 'abc'"], id="jobs-show-not-an-id"
+    ),
+    pytest.param(["jobs", "show", "0"], "", 2, ["ID", "job id must be a positive number"], id="jobs-show-zero"),
+    pytest.param(["dlq", "redrive", "1", "x"], "", 2, ["job id must be a number"], id="dlq-redrive-not-an-id"),
     pytest.param(["jobs", "show", "999999"], "", 66, ["999999"], id="jobs-show-unknown"),
     pytest.param(["jobs", "cancel", "999999"], "", 66, ["999999"], id="jobs-cancel-unknown"),
     pytest.param(["dlq", "purge"], "", 2, ["--yes"], id="dlq-purge-everything-without-yes"),
