@@ -283,6 +283,44 @@ def test_enqueue_wait_timeout_exits_124(jq: Run) -> None:
     assert time.monotonic() - started < 30
 
 
+def test_enqueue_wait_says_at_once_what_the_job_waits_for(
+    jq: Run, db: psycopg.Connection[Any], worker: Callable[[str], subprocess.Popen[str]]
+) -> None:
+    """Issue 14 item 3: `enqueue --wait` with no worker waited silently forever. It now says
+    the job id at once, and at every change what the job waits for."""
+    alone = jq("enqueue", "examples.resize_image", "-q", "nobody-works-here", "--wait", "--wait-timeout", "300ms")
+    assert alone.returncode == 124 and alone.stdout == ""
+    lines = alone.stderr.splitlines()
+    job_id = max(int(r["id"]) for r in db.execute("SELECT id FROM jobqueue.jobs").fetchall())
+    assert lines[0].startswith(f"job {job_id}: waiting for it to finish"), lines
+    assert lines[1] == (
+        f"job {job_id}: pending: waiting for a worker on queue 'nobody-works-here' that handles "
+        "'examples.resize_image'; no worker is running on queue 'nobody-works-here'"
+    )
+    # A state change is shown: scheduled, then runnable (and still nobody to run it).
+    later = jq("enqueue", "t", "-q", "nobody-works-here", "--delay", "500ms", "--wait", "--wait-timeout", "5s")
+    assert later.returncode == 124
+    assert "pending: scheduled for " in later.stderr.splitlines()[1]
+    assert "no worker is running on queue 'nobody-works-here'" in later.stderr.splitlines()[2]
+    # The timeout comes from the environment like every option.
+    from_env = jq("enqueue", "t", "-q", "nobody-works-here", "--wait", env={"JOBQUEUE_ENQUEUE_WAIT_TIMEOUT": "200ms"})
+    assert from_env.returncode == 124 and "(--wait-timeout)" in from_env.stderr
+    ok(jq("queues", "pause", "paused-q"))
+    paused = jq("enqueue", "t", "-q", "paused-q", "--wait", "--wait-timeout", "200ms")
+    assert "queue 'paused-q' is paused" in paused.stderr
+    proc = worker("served")
+    deadline = time.monotonic() + 60
+    while not any(w["pid"] == proc.pid and w["status"] == "healthy" for w in doc(jq("workers", "list", "--json"))):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    unhandled = jq("enqueue", "nobody.handles.this", "-q", "served", "--wait", "--wait-timeout", "300ms")
+    assert unhandled.returncode == 124
+    assert "the 1 worker(s) on queue 'served' do not handle 'nobody.handles.this'" in unhandled.stderr
+    done = ok(jq("enqueue", "examples.resize_image", '{"image": "a.png"}', "-q", "served", "--wait"))
+    assert json.loads(done.stdout)["thumbnail"] == "a_640w.jpg"  # stdout: only the output
+    assert done.stderr.startswith("job ")
+
+
 # -- INPUT-01: bad input is one line, the right exit code, and nothing written -------------------
 
 BAD_INPUT = [
