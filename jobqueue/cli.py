@@ -22,6 +22,7 @@ from jobqueue import migrations
 from jobqueue.config import DatabaseTarget, resolve_database
 from jobqueue.errors import InvalidInput, JobNotFound, JobQueueError
 from jobqueue.models import TERMINAL_STATES, Job, JobState, Priority
+from jobqueue.reports import REPORT_INTERVAL_S
 from jobqueue.worker import CONCURRENCY, POLL_INTERVAL_S, RECONCILE_INTERVAL_S, SHUTDOWN_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -290,6 +291,16 @@ def load_app(spec: str) -> JobQueue:
     help="Seconds between reconcile runs by this worker (0: never; then run `jobqueue reconcile`).",
 )
 @click.option(
+    "--report-interval",
+    type=click.FloatRange(0, 86_400),
+    default=REPORT_INTERVAL_S,
+    show_default=True,
+    envvar="JOBQUEUE_REPORT_INTERVAL",
+    show_envvar=True,
+    help="Seconds between INFO summaries (jobs done, failed, retried) and checks for pending job types "
+    "no running worker handles (0: never).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -319,6 +330,7 @@ def worker(
     listen_url: str | None,
     visibility_timeout: float | None,
     reconcile_interval: float,
+    report_interval: float,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -342,6 +354,7 @@ def worker(
         visibility_timeout_s=visibility_timeout,
         reconcile_interval_s=reconcile_interval,
         listen_url=listen_url,
+        report_interval_s=report_interval,
     )
     try:
         code = jq.run_worker(config)

@@ -47,6 +47,7 @@ from psycopg_pool import PoolTimeout
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
 from jobqueue.listener import Listener
 from jobqueue.models import AckStatus, ClaimedJob, ErrorClass
+from jobqueue.reports import REPORT_INTERVAL_S, Reporter
 from jobqueue.retry import Cancel, Retry, Snooze, as_timedelta, classify
 from jobqueue.sql import query
 from jobqueue.tasks import JobContext, Task, _current
@@ -99,6 +100,9 @@ class WorkerConfig:
     #: PgBouncer in transaction mode; None: the main URL.
     listen_url: str | None = None
     install_signal_handlers: bool = True
+    #: Seconds between the worker's reports (an INFO summary of the jobs done, failed and
+    #: retried, and a WARNING per pending job type nobody handles); 0: never (jobqueue.reports).
+    report_interval_s: float = REPORT_INTERVAL_S
 
     def __post_init__(self) -> None:
         if isinstance(self.queues, str):
@@ -117,6 +121,8 @@ class WorkerConfig:
             raise ConfigurationError("visibility_timeout: must be between 1 and 43200 seconds")
         if not 0 <= self.reconcile_interval_s <= 86_400:
             raise ConfigurationError("reconcile_interval: must be between 0 (off) and 86400 seconds")
+        if not 0 <= self.report_interval_s <= 86_400:
+            raise ConfigurationError("report_interval: must be between 0 (off) and 86400 seconds")
         return self
 
 
@@ -215,6 +221,7 @@ class Worker:
         self._next_due: float | None = None
         self.jobs_done = 0
         self.listener: Listener | None = None
+        self.reporter = Reporter(jq, self.id, self.config.queues, self.types, self.config.report_interval_s)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -442,7 +449,7 @@ class Worker:
 
     def _acknowledged(self, done: list[tuple[Running, Any]], statuses: dict[int, str]) -> None:
         for running, _ in done:
-            self._log_ack(running.job, str(statuses.get(running.job.id)), "complete")
+            self._log_ack(running.job, str(statuses.get(running.job.id)), "complete", running.started)
         with self._lock:
             for running, _ in done:
                 self._running.pop(running.job.id, None)
@@ -628,10 +635,12 @@ class Worker:
             log.error(f"{name} refused", extra=_job_extra(running.job, "ack_error", error=_one_line(exc)))
             return "error"
         status = str(row["status"])
-        self._log_ack(running.job, status, name)
+        self._log_ack(running.job, status, name, running.started)
         return status
 
-    def _log_ack(self, job: ClaimedJob, status: str, what: str) -> None:
+    def _log_ack(self, job: ClaimedJob, status: str, what: str, started: float) -> None:
+        """Count the outcome for the summary; one DEBUG line per job (its outcome and run time)."""
+        self.reporter.count(status)
         if status == AckStatus.LEASE_LOST:
             log.warning(
                 f"{what} rejected: this worker no longer holds the lease",
@@ -641,7 +650,8 @@ class Worker:
             if status in (AckStatus.COMPLETED, AckStatus.ALREADY_COMPLETED):
                 self.jobs_done += 1
             if log.isEnabledFor(logging.DEBUG):
-                log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}"))
+                duration = round(time.monotonic() - started, 3)
+                log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}", duration_s=duration))
 
     def _release_slot(self, job_id: int) -> None:
         with self._lock:
@@ -706,6 +716,8 @@ class Worker:
             if interval and now >= next_reconcile:
                 next_reconcile = now + interval
                 self._quietly("reconcile", {"batch": 1000, "dry_run": False})
+            if self.reporter.due(now):
+                self.reporter.report(len(self._running))
 
     def _fence(self) -> None:
         """Self-fencing, on a thread of its own that never waits on the database.
