@@ -23,6 +23,7 @@ from jobqueue.config import DatabaseTarget, resolve_database
 from jobqueue.errors import InvalidInput, JobNotFound, JobQueueError
 from jobqueue.models import TERMINAL_STATES, Job, JobState, Priority
 from jobqueue.reports import REPORT_INTERVAL_S
+from jobqueue.tables import Column, FittedTable, columns_of
 from jobqueue.worker import CONCURRENCY, POLL_INTERVAL_S, RECONCILE_INTERVAL_S, SHUTDOWN_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -75,6 +76,10 @@ pass_context = click.make_pass_decorator(Context)
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None) -> None:
     """jobqueue: a job queue whose whole state lives in PostgreSQL."""
+    # From $JOBQUEUE_DATABASE_URL (click's auto_envvar_prefix): let resolve_database read it,
+    # so that messages and the demo's commands name where it came from.
+    if ctx.get_parameter_source("database_url") is click.core.ParameterSource.ENVIRONMENT:
+        database_url = None
     ctx.obj = Context(database_url)
 
 
@@ -676,16 +681,25 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rows as a rich table; ``columns`` are (key, heading). Keys missing from a row show '-'."""
-    from rich.table import Table
+def print_table(
+    title: str,
+    columns: Sequence[tuple[str, str] | Column],
+    rows: Sequence[Mapping[str, Any]],
+    out: Console | None = None,
+) -> None:
+    """Rows as a table that fits the terminal (jobqueue.tables); ``columns`` are (key,
+    heading) pairs or Columns (which may be shortened or dropped). Missing keys show '-'."""
+    (out or console()).print(fitted_table(title, columns, rows))
 
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for key, heading in columns:
-        table.add_column(heading, justify="right" if key in _NUMERIC else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*(cell(row.get(key)) for key, _ in columns))
-    console().print(table)
+
+def fitted_table(
+    title: str,
+    columns: Sequence[tuple[str, str] | Column],
+    rows: Sequence[Mapping[str, Any]],
+    caption: str | None = None,
+) -> FittedTable:
+    spec = columns_of(columns, _NUMERIC)
+    return FittedTable(title, spec, [{c.key: cell(row.get(c.key)) for c in spec} for row in rows], caption=caption)
 
 
 def print_fields(title: str, fields: Mapping[str, Any]) -> None:
@@ -1107,15 +1121,17 @@ def jobs_logs(ctx: Context, job_id: int, as_json: bool) -> None:
 
 # -- dead letters ------------------------------------------------------------------------------
 
+#: Narrower than the terminal, state goes first, then the time, then the queue; the last
+#: error is cut short (`dlq show ID` has it whole).
 DLQ_COLUMNS = (
-    ("id", "id"),
-    ("state", "state"),
-    ("queue", "queue"),
-    ("type", "type"),
-    ("reason", "reason"),
-    ("attempts", "attempts"),
-    ("dead_at", "dead since (UTC)"),
-    ("last_error", "last error"),
+    Column("id", "id", numeric=True),
+    Column("state", "state", drop=1),
+    Column("queue", "queue", drop=3),
+    Column("type", "type"),
+    Column("reason", "reason"),
+    Column("attempts", "attempts", short="tries"),
+    Column("dead_at", "dead since (UTC)", short="dead since", drop=2),
+    Column("last_error", "last error", free_text=True),
 )
 #: Jobs per redrive/purge call; big filters run in chunks of this size.
 DLQ_CHUNK = 1000
@@ -1574,19 +1590,19 @@ def workers_list(ctx: Context, as_json: bool) -> None:
     print_table(f"workers ({len(rows)})", WORKER_COLUMNS, rows)
 
 
+#: Narrower than the terminal, the headings shorten, then error rate, jobs/min and oldest go.
 STATS_COLUMNS = (
-    ("queue", "queue"),
-    ("paused", "paused"),
-    ("pending", "pending"),
-    ("scheduled", "scheduled"),
-    ("retrying", "retrying"),
-    ("processing", "processing"),
-    ("dead_letters", "dead"),
-    ("oldest_pending_age_s", "oldest (s)"),
-    ("completed", "done/win"),
-    ("failed", "failed/win"),
-    ("jobs_per_minute", "jobs/min"),
-    ("error_rate", "error rate"),
+    Column("queue", "queue"),
+    Column("pending", "pending", numeric=True),
+    Column("scheduled", "scheduled", short="sched", numeric=True),
+    Column("retrying", "retrying", short="retry", numeric=True),
+    Column("processing", "processing", short="running", numeric=True),
+    Column("dead_letters", "dead", numeric=True),
+    Column("oldest_pending_age_s", "oldest (s)", short="oldest", drop=3, numeric=True),
+    Column("completed", "done", numeric=True),
+    Column("failed", "failed", numeric=True),
+    Column("jobs_per_minute", "jobs/min", drop=2, numeric=True),
+    Column("error_rate", "error rate", short="err rate", drop=1, numeric=True),
 )
 
 
@@ -1600,20 +1616,16 @@ def stats_rows(jq: JobQueue, window: timedelta) -> list[dict[str, Any]]:
     return rows
 
 
-def stats_table(rows: Sequence[Mapping[str, Any]], window: timedelta) -> Any:
-    from rich.table import Table
-
-    table = Table(
-        title=f"queues (rates over the last {duration(window)}, at {datetime.now(UTC):%H:%M:%S} UTC)",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+def stats_table(rows: Sequence[Mapping[str, Any]], window: timedelta) -> FittedTable:
+    """The stats as a table that fits the terminal; a paused queue shows as ``name (paused)``."""
+    win = duration(window)
+    shown = [{**row, "queue": f"{row['queue']} (paused)" if row.get("paused") else row["queue"]} for row in rows]
+    caption = (
+        f"done, failed, jobs/min, error rate: over the last {win} (failed: failed attempts, retried or "
+        "dead-lettered); oldest: seconds the oldest runnable job has waited"
     )
-    for key, heading in STATS_COLUMNS:
-        table.add_column(heading, justify="left" if key == "queue" else "right", no_wrap=key == "queue")
-    for row in rows:
-        table.add_row(*(cell(row.get(key)) for key, _ in STATS_COLUMNS))
-    return table
+    title = f"queues (rates over the last {win}, at {datetime.now(UTC):%H:%M:%S} UTC)"
+    return fitted_table(title, STATS_COLUMNS, shown, caption)
 
 
 @cli.command()
@@ -1845,14 +1857,17 @@ def demo(ctx: Context, job_count: int, worker_count: int, concurrency: int) -> N
     own queue `demo`, cleared first.
     """
     from jobqueue import demo as demo_module
+    from jobqueue.db import REQUIRED_SCHEMA_VERSION
 
     target = ctx.target()
     click.echo(f"database: {target.display}")
     migrations.upgrade(target)
-    state = migrations.state(target)
-    click.echo(f"schema: revision {state.current}")
     info = _probe(target)
-    click.echo(f"server: PostgreSQL {info.get('server_version')}, jobqueue schema {info.get('schema_version')}")
+    version = str(info.get("server_version") or "?").split()[0]  # "15.20", not "15.20 (Debian ...)"
+    schema = info.get("schema_version")
+    click.echo(
+        f"server: PostgreSQL {version}, jobqueue schema {schema} (this jobqueue needs {REQUIRED_SCHEMA_VERSION})"
+    )
     code = demo_module.run(target, jobs=job_count, workers=worker_count, concurrency=concurrency)
     sys.exit(code)
 

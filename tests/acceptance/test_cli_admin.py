@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -764,9 +765,21 @@ def test_stats_watch_refreshes_until_interrupted(jq: Run, db_url: str, db: psyco
 # -- demo --------------------------------------------------------------------------------------
 
 
-def test_demo_runs_to_completion(jq: Run) -> None:
+def test_demo_runs_to_completion(jq: Run, db_url: str) -> None:
+    """The demo as `make demo` runs it (the database from the environment), on an 80-column
+    terminal: every line fits (issue 14 item 6), the "Next" commands are copy-pasteable, one
+    a line (item 7), and the header shows one schema version a user can compare (item 7)."""
     started = time.monotonic()
-    proc = jq("demo", timeout=150)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_") or k == "JOBQUEUE_HOME"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobqueue", "demo"],
+        capture_output=True,
+        text=True,
+        env={**base, "JOBQUEUE_DATABASE_URL": db_url, "COLUMNS": "80"},
+        cwd=ROOT,
+        timeout=150,
+        check=False,
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
     assert elapsed < 120, elapsed
@@ -777,6 +790,36 @@ def test_demo_runs_to_completion(jq: Run) -> None:
     redriven = out.split("redriven job", 1)[1].splitlines()[0]
     assert "completed" in redriven
     assert "demo finished" in out
+    lines = out.splitlines()
+    assert lines[0].startswith("database: ")  # a URL: printed whole, however long
+    assert max(len(line) for line in lines[1:]) <= 80, max(lines[1:], key=len)
+    headers = [line for line in lines if "┃" in line]
+    assert len(headers) == 2 and not any("…" in h for h in headers), headers  # stats, dead letters
+    assert [h.strip() for h in headers[1].split("┃")] == ["id", "type", "reason", "tries", "last error"]
+    assert "done, failed, jobs/min, error rate: over the last 5m" in " ".join(lines)  # done/win explained
+    assert "revision" not in out and "jobqueue schema 2 (this jobqueue needs 2)" in out
+    after = lines[lines.index(next(line for line in lines if "Next, try:" in line)) + 1 :]
+    script = str(Path(sys.executable).parent / "jobqueue")
+    shown = os.path.relpath(script, ROOT) if not shutil.which("jobqueue") else "jobqueue"
+    assert [line.split("#")[0].split() for line in after] == [
+        [shown, "stats"],
+        [shown, "jobs", "list", "-q", "demo"],
+        [shown, "dlq", "list", "-q", "demo"],
+        [shown, "--help"],
+    ]
+    assert "|" not in " ".join(after)
+    for line in after[:3]:  # each runs as printed, from the project folder
+        command = line.split("#")[0].split()
+        ran = subprocess.run(
+            [sys.executable, "-m", "jobqueue", *command[1:]],
+            capture_output=True,
+            text=True,
+            env={**base, "JOBQUEUE_DATABASE_URL": db_url},
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert ran.returncode == 0, (line, ran.stderr)
     # Twice in a row works: the demo clears its queue first.
     again = jq("demo", "--jobs", "200", timeout=150)
     assert again.returncode == 0, again.stdout + again.stderr
