@@ -40,12 +40,17 @@ DATABASE_URL_HELP = (
 
 
 class Context:
-    def __init__(self, database_url: str | None) -> None:
+    def __init__(self, database_url: str | None, source: str = "--database-url") -> None:
         self.database_url = database_url
+        #: Where database_url came from: the option, or $JOBQUEUE_DATABASE_URL (for messages).
+        self.source = source
         self._queue: JobQueue | None = None
 
     def target(self, *, start_embedded: bool = True) -> DatabaseTarget:
-        return resolve_database(self.database_url, start_embedded=start_embedded)
+        target = resolve_database(self.database_url, start_embedded=start_embedded)
+        if self.database_url and target.source == "--database-url":
+            return DatabaseTarget(target.url, self.source)
+        return target
 
     def queue(self) -> JobQueue:
         """The library handle the verbs call, closed when the command ends.
@@ -76,11 +81,9 @@ pass_context = click.make_pass_decorator(Context)
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None) -> None:
     """jobqueue: a job queue whose whole state lives in PostgreSQL."""
-    # From $JOBQUEUE_DATABASE_URL (click's auto_envvar_prefix): let resolve_database read it,
-    # so that messages and the demo's commands name where it came from.
-    if ctx.get_parameter_source("database_url") is click.core.ParameterSource.ENVIRONMENT:
-        database_url = None
-    ctx.obj = Context(database_url)
+    # click's auto_envvar_prefix fills --database-url from $JOBQUEUE_DATABASE_URL: say so.
+    from_env = ctx.get_parameter_source("database_url") is click.core.ParameterSource.ENVIRONMENT
+    ctx.obj = Context(database_url, "JOBQUEUE_DATABASE_URL" if from_env else "--database-url")
 
 
 # -- migrate ---------------------------------------------------------------------------------
