@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from jobqueue.models import AckStatus
@@ -63,7 +62,7 @@ class Reporter:
         self.types = list(types)
         self.interval_s = interval_s
         self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
+        self._counts: dict[str, int] = {}
         self._since = time.monotonic()
         self._next = self._since + interval_s
         #: Types already reported as unhandled (once per type per process).
@@ -74,7 +73,7 @@ class Reporter:
         bucket = _BUCKETS.get(status)
         if bucket is not None:
             with self._lock:
-                self._counts[bucket] += 1
+                self._counts[bucket] = self._counts.get(bucket, 0) + 1
 
     def due(self, now: float) -> bool:
         return self.interval_s > 0 and now >= self._next
@@ -83,7 +82,7 @@ class Reporter:
         """Log the summary since the last report, then look for unhandled job types."""
         now = time.monotonic()
         with self._lock:
-            counts, self._counts = self._counts, Counter()
+            counts, self._counts = self._counts, {}
             elapsed, self._since = now - self._since, now
         self._next = now + self.interval_s
         fields: dict[str, Any] = {name: counts.get(name, 0) for name in _ALWAYS}
