@@ -22,6 +22,8 @@ from jobqueue import migrations
 from jobqueue.config import DatabaseTarget, resolve_database
 from jobqueue.errors import InvalidInput, JobNotFound, JobQueueError
 from jobqueue.models import TERMINAL_STATES, Job, JobState, Priority
+from jobqueue.reports import REPORT_INTERVAL_S
+from jobqueue.tables import Column, FittedTable, columns_of
 from jobqueue.worker import CONCURRENCY, POLL_INTERVAL_S, RECONCILE_INTERVAL_S, SHUTDOWN_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -45,15 +47,22 @@ PREPARED_HELP = (
 
 
 class Context:
-    def __init__(self, database_url: str | None, prepared_statements: bool | None = None) -> None:
+    def __init__(
+        self, database_url: str | None, prepared_statements: bool | None = None, source: str = "--database-url"
+    ) -> None:
         self.database_url = database_url
         self.prepared_statements = prepared_statements
+        #: Where database_url came from: the option, or $JOBQUEUE_DATABASE_URL (for messages).
+        self.source = source
         self._queue: JobQueue | None = None
 
     def target(self, *, start_embedded: bool = True) -> DatabaseTarget:
-        return resolve_database(
+        target = resolve_database(
             self.database_url, start_embedded=start_embedded, prepared_statements=self.prepared_statements
         )
+        if self.database_url and target.source == "--database-url":
+            return DatabaseTarget(target.url, self.source, target.prepared_statements)
+        return target
 
     def queue(self) -> JobQueue:
         """The library handle the verbs call, closed when the command ends.
@@ -90,7 +99,9 @@ pass_context = click.make_pass_decorator(Context)
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None, prepared_statements: bool | None) -> None:
     """jobqueue: a job queue whose whole state lives in PostgreSQL."""
-    ctx.obj = Context(database_url, prepared_statements)
+    # click's auto_envvar_prefix fills --database-url from $JOBQUEUE_DATABASE_URL: say so.
+    from_env = ctx.get_parameter_source("database_url") is click.core.ParameterSource.ENVIRONMENT
+    ctx.obj = Context(database_url, prepared_statements, "JOBQUEUE_DATABASE_URL" if from_env else "--database-url")
 
 
 # -- migrate ---------------------------------------------------------------------------------
@@ -306,6 +317,16 @@ def load_app(spec: str) -> JobQueue:
     help="Seconds between reconcile runs by this worker (0: never; then run `jobqueue reconcile`).",
 )
 @click.option(
+    "--report-interval",
+    type=click.FloatRange(0, 86_400),
+    default=REPORT_INTERVAL_S,
+    show_default=True,
+    envvar="JOBQUEUE_REPORT_INTERVAL",
+    show_envvar=True,
+    help="Seconds between INFO summaries (jobs done, failed, retried) and checks for pending job types "
+    "no running worker handles (0: never).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -335,6 +356,7 @@ def worker(
     listen_url: str | None,
     visibility_timeout: float | None,
     reconcile_interval: float,
+    report_interval: float,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -360,6 +382,7 @@ def worker(
         visibility_timeout_s=visibility_timeout,
         reconcile_interval_s=reconcile_interval,
         listen_url=listen_url,
+        report_interval_s=report_interval,
     )
     try:
         code = jq.run_worker(config)
@@ -485,11 +508,35 @@ class Clearable(ParamTypeBase):
         return result
 
 
+class JobId(ParamTypeBase):
+    """A job id: a whole number from 1 (``jobs show abc`` says so, not "not a valid integer range")."""
+
+    name = "job id"
+    MAX = 2**63 - 1
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                self.fail(f"job id must be a number, not {value!r}", param, ctx)
+        if number < 1:
+            self.fail(f"job id must be a positive number, not {value!r}", param, ctx)
+        if number > self.MAX:
+            self.fail(f"job id is too large: {value!r}", param, ctx)
+        return number
+
+
 DURATION = Duration()
 POSITIVE_DURATION = Duration(allow_zero=False)
 PRIORITY = PriorityType()
 TIMESTAMP = Timestamp()
-JOB_ID = click.IntRange(1, 2**63 - 1)
+JOB_ID = JobId()
 STATES = [state.value for state in JobState]
 
 
@@ -657,16 +704,25 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rows as a rich table; ``columns`` are (key, heading). Keys missing from a row show '-'."""
-    from rich.table import Table
+def print_table(
+    title: str,
+    columns: Sequence[tuple[str, str] | Column],
+    rows: Sequence[Mapping[str, Any]],
+    out: Console | None = None,
+) -> None:
+    """Rows as a table that fits the terminal (jobqueue.tables); ``columns`` are (key,
+    heading) pairs or Columns (which may be shortened or dropped). Missing keys show '-'."""
+    (out or console()).print(fitted_table(title, columns, rows))
 
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for key, heading in columns:
-        table.add_column(heading, justify="right" if key in _NUMERIC else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*(cell(row.get(key)) for key, _ in columns))
-    console().print(table)
+
+def fitted_table(
+    title: str,
+    columns: Sequence[tuple[str, str] | Column],
+    rows: Sequence[Mapping[str, Any]],
+    caption: str | None = None,
+) -> FittedTable:
+    spec = columns_of(columns, _NUMERIC)
+    return FittedTable(title, spec, [{c.key: cell(row.get(c.key)) for c in spec} for row in rows], caption=caption)
 
 
 def print_fields(title: str, fields: Mapping[str, Any]) -> None:
@@ -762,7 +818,12 @@ def _last_error(row: Mapping[str, Any]) -> str | None:
 @option("--depends-on", type=JOB_ID, multiple=True, metavar="ID", help="Run only after job ID completes (repeatable).")
 @option("--timeout", type=POSITIVE_DURATION, default=None, help="Longest one attempt may run.")
 @option("--visibility-timeout", type=POSITIVE_DURATION, default=None, help="Lease length per claim.")
-@option("--wait", is_flag=True, help="Wait for the outcome: print the output; exit 0 completed, 1 failed or cancelled.")
+@option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the outcome, saying on stderr what the job waits for: print the output; exit 0 completed, "
+    "1 failed or cancelled.",
+)
 @option("--wait-timeout", type=DURATION, default=None, help="With --wait: give up after this long (exit 124).")
 @json_option()
 @pass_context
@@ -855,29 +916,86 @@ def enqueue(
 WAIT_TIMEOUT_EXIT = 124
 WAIT_POLL_MIN_S = 0.05
 WAIT_POLL_MAX_S = 1.0
+#: While the job waits, what it waits for (a worker on its queue ...) is looked at again this often.
+WAIT_DESCRIBE_S = 5.0
 
 
 def wait_for(jq: JobQueue, job_id: int, timeout: timedelta | None) -> Job:
-    """Poll the job until it is finished (completed, dead letter, cancelled, archived)."""
+    """Poll the job until it is finished (completed, dead letter, cancelled, archived).
+
+    Says on stderr, at once and at every change, what the job is waiting for (a worker on
+    its queue, its run time, its dependencies, a retry), so a wait never looks hung.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout.total_seconds()
+    limit = " (--wait-timeout gives up after a while)" if timeout is None else ""
+    click.echo(f"job {job_id}: waiting for it to finish; Ctrl-C stops waiting, the job stays queued{limit}", err=True)
     pause = WAIT_POLL_MIN_S
-    while True:
-        job = jq.get(job_id)
-        if job.state in TERMINAL_STATES:
-            return job
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                click.echo(
-                    f"jobqueue: error: job {job_id} is still {job.state.value} after "
-                    f"{timeout.total_seconds() if timeout else 0:g}s (--wait-timeout)",
-                    err=True,
-                )
-                sys.exit(WAIT_TIMEOUT_EXIT)
-            time.sleep(min(pause, left))
-        else:
-            time.sleep(pause)
-        pause = min(pause * 1.5, WAIT_POLL_MAX_S)
+    said, said_at, seen = "", 0.0, None
+    try:
+        while True:
+            job = jq.get(job_id)
+            if job.state in TERMINAL_STATES:
+                return job
+            run_at = job.row.get("run_at")
+            due = not isinstance(run_at, datetime) or run_at <= datetime.now(UTC)
+            key = (job.state, job.row.get("attempt"), job.row.get("worker_id"), job.row.get("waiting_on"), due)
+            if key != seen or time.monotonic() - said_at > WAIT_DESCRIBE_S:
+                seen, said_at = key, time.monotonic()
+                text = describe_wait(jq, job)
+                if text != said:
+                    click.echo(f"job {job_id}: {text}", err=True)
+                    said = text
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    click.echo(
+                        f"jobqueue: error: job {job_id} is still {job.state.value} after "
+                        f"{timeout.total_seconds() if timeout else 0:g}s (--wait-timeout)",
+                        err=True,
+                    )
+                    sys.exit(WAIT_TIMEOUT_EXIT)
+                time.sleep(min(pause, left))
+            else:
+                time.sleep(pause)
+            pause = min(pause * 1.5, WAIT_POLL_MAX_S)
+    except KeyboardInterrupt:
+        click.echo(f"jobqueue: stopped waiting; job {job_id} stays queued (`jobqueue jobs show {job_id}`)", err=True)
+        sys.exit(130)
+
+
+def describe_wait(jq: JobQueue, job: Job) -> str:
+    """What an unfinished job is waiting for, in a few words."""
+    row = job.row
+    attempts = f"attempt {row.get('attempt')}/{row.get('max_attempts')}"
+    if job.state == JobState.PROCESSING:
+        return f"processing on worker {row.get('worker_id')} ({attempts})"
+    run_at = row.get("run_at")
+    later = isinstance(run_at, datetime) and run_at > datetime.now(UTC)
+    if job.state == JobState.RETRYING:
+        error = _last_error(row) or "no error recorded"
+        when = f" at {cell(run_at)} UTC" if later else ""
+        return f"retrying{when}: {attempts} failed: {error}"
+    if row.get("waiting_on"):
+        deps = ", ".join(str(d) for d in row.get("depends_on") or [])
+        return f"pending: waiting for {row['waiting_on']} of the jobs it depends on ({deps}) to complete"
+    if later:
+        return f"pending: scheduled for {cell(run_at)} UTC"
+    return f"pending: waiting for a worker on queue {job.queue!r} that handles {job.type!r}{_worker_hint(jq, job)}"
+
+
+def _worker_hint(jq: JobQueue, job: Job) -> str:
+    """Why no worker may take the job: its queue paused, no live worker on it, none with its type."""
+    try:
+        if any(q["name"] == job.queue and q.get("paused") for q in jq.queues()):
+            return f"; queue {job.queue!r} is paused (`jobqueue queues resume {job.queue}`)"
+        live = [w for w in jq.workers() if w.get("status") == "healthy" and job.queue in (w.get("queues") or [])]
+    except JobQueueError:  # e.g. a producer role may not read the workers
+        return ""
+    if not live:
+        return f"; no worker is running on queue {job.queue!r}"
+    if not any(job.type in ((w.get("metadata") or {}).get("types") or []) for w in live):
+        return f"; the {len(live)} worker(s) on queue {job.queue!r} do not handle {job.type!r}"
+    return ""
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -1027,15 +1145,17 @@ def jobs_logs(ctx: Context, job_id: int, as_json: bool) -> None:
 
 # -- dead letters ------------------------------------------------------------------------------
 
+#: Narrower than the terminal, state goes first, then the time, then the queue; the last
+#: error is cut short (`dlq show ID` has it whole).
 DLQ_COLUMNS = (
-    ("id", "id"),
-    ("state", "state"),
-    ("queue", "queue"),
-    ("type", "type"),
-    ("reason", "reason"),
-    ("attempts", "attempts"),
-    ("dead_at", "dead since (UTC)"),
-    ("last_error", "last error"),
+    Column("id", "id", numeric=True),
+    Column("state", "state", drop=1),
+    Column("queue", "queue", drop=3),
+    Column("type", "type"),
+    Column("reason", "reason"),
+    Column("attempts", "attempts", short="tries"),
+    Column("dead_at", "dead since (UTC)", short="dead since", drop=2),
+    Column("last_error", "last error", free_text=True),
 )
 #: Jobs per redrive/purge call; big filters run in chunks of this size.
 DLQ_CHUNK = 1000
@@ -1504,19 +1624,19 @@ def workers_list(ctx: Context, as_json: bool) -> None:
     print_table(f"workers ({len(rows)})", WORKER_COLUMNS, rows)
 
 
+#: Narrower than the terminal, the headings shorten, then error rate, jobs/min and oldest go.
 STATS_COLUMNS = (
-    ("queue", "queue"),
-    ("paused", "paused"),
-    ("pending", "pending"),
-    ("scheduled", "scheduled"),
-    ("retrying", "retrying"),
-    ("processing", "processing"),
-    ("dead_letters", "dead"),
-    ("oldest_pending_age_s", "oldest (s)"),
-    ("completed", "done/win"),
-    ("failed", "failed/win"),
-    ("jobs_per_minute", "jobs/min"),
-    ("error_rate", "error rate"),
+    Column("queue", "queue"),
+    Column("pending", "pending", numeric=True),
+    Column("scheduled", "scheduled", short="sched", numeric=True),
+    Column("retrying", "retrying", short="retry", numeric=True),
+    Column("processing", "processing", short="running", numeric=True),
+    Column("dead_letters", "dead", numeric=True),
+    Column("oldest_pending_age_s", "oldest (s)", short="oldest", drop=3, numeric=True),
+    Column("completed", "done", numeric=True),
+    Column("failed", "failed", numeric=True),
+    Column("jobs_per_minute", "jobs/min", drop=2, numeric=True),
+    Column("error_rate", "error rate", short="err rate", drop=1, numeric=True),
 )
 
 
@@ -1530,20 +1650,16 @@ def stats_rows(jq: JobQueue, window: timedelta) -> list[dict[str, Any]]:
     return rows
 
 
-def stats_table(rows: Sequence[Mapping[str, Any]], window: timedelta) -> Any:
-    from rich.table import Table
-
-    table = Table(
-        title=f"queues (rates over the last {duration(window)}, at {datetime.now(UTC):%H:%M:%S} UTC)",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+def stats_table(rows: Sequence[Mapping[str, Any]], window: timedelta) -> FittedTable:
+    """The stats as a table that fits the terminal; a paused queue shows as ``name (paused)``."""
+    win = duration(window)
+    shown = [{**row, "queue": f"{row['queue']} (paused)" if row.get("paused") else row["queue"]} for row in rows]
+    caption = (
+        f"done, failed, jobs/min, error rate: over the last {win} (failed: failed attempts, retried or "
+        "dead-lettered); oldest: seconds the oldest runnable job has waited"
     )
-    for key, heading in STATS_COLUMNS:
-        table.add_column(heading, justify="left" if key == "queue" else "right", no_wrap=key == "queue")
-    for row in rows:
-        table.add_row(*(cell(row.get(key)) for key, _ in STATS_COLUMNS))
-    return table
+    title = f"queues (rates over the last {win}, at {datetime.now(UTC):%H:%M:%S} UTC)"
+    return fitted_table(title, STATS_COLUMNS, shown, caption)
 
 
 @cli.command()
@@ -1775,14 +1891,17 @@ def demo(ctx: Context, job_count: int, worker_count: int, concurrency: int) -> N
     own queue `demo`, cleared first.
     """
     from jobqueue import demo as demo_module
+    from jobqueue.db import REQUIRED_SCHEMA_VERSION
 
     target = ctx.target()
     click.echo(f"database: {target.display}")
     migrations.upgrade(target)
-    state = migrations.state(target)
-    click.echo(f"schema: revision {state.current}")
     info = _probe(target)
-    click.echo(f"server: PostgreSQL {info.get('server_version')}, jobqueue schema {info.get('schema_version')}")
+    version = str(info.get("server_version") or "?").split()[0]  # "15.20", not "15.20 (Debian ...)"
+    schema = info.get("schema_version")
+    click.echo(
+        f"server: PostgreSQL {version}, jobqueue schema {schema} (this jobqueue needs {REQUIRED_SCHEMA_VERSION})"
+    )
     code = demo_module.run(target, jobs=job_count, workers=worker_count, concurrency=concurrency)
     sys.exit(code)
 

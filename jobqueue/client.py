@@ -23,8 +23,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, resolve_database
-from jobqueue.db import check_schema, connect, translate, translated
-from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound
+from jobqueue.db import check_schema, connect, translate
+from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobQueueError, SchemaOutOfDate
 from jobqueue.models import ErrorClass, Job, Priority
 from jobqueue.retry import RetryCallable, as_timedelta
 from jobqueue.sql import query
@@ -283,7 +283,7 @@ class JobQueue:
         return [int(row[0]) for row in rows]
 
     def _enqueue_copy(self, documents: list[str]) -> Ids:
-        with self._conn() as conn, translated(), conn.transaction():
+        with self._conn() as conn, self._translated(conn), conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
             cur.execute("CREATE TEMP TABLE IF NOT EXISTS jobqueue_copy_batch (n int, job jsonb) ON COMMIT DELETE ROWS")
             with cur.copy("COPY jobqueue_copy_batch (n, job) FROM STDIN") as copy:
@@ -297,7 +297,7 @@ class JobQueue:
 
     def _enqueue_columns(self, rows: list[tuple[Any, ...]]) -> Ids:
         """Plain jobs: COPY typed columns, then one enqueue_batch call over their arrays."""
-        with self._conn() as conn, translated(), conn.transaction():
+        with self._conn() as conn, self._translated(conn), conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS jobqueue_copy_plain (n int, type text, payload jsonb, queue text,"
@@ -509,7 +509,7 @@ class JobQueue:
             raise DatabaseUnavailable(f"could not connect to {self.target.display}: {_one_line(exc)}") from exc
 
     def _fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
-        with self._conn() as conn, translated():
+        with self._conn() as conn, self._translated(conn):
             cur = conn.execute(query(name), params)
             return cur.fetchall() if cur.description else []
 
@@ -517,7 +517,7 @@ class JobQueue:
         """Run a statement on the caller's connection (their transaction) or a pooled one."""
         sql = query(name)
         if connection is None:
-            with self._conn() as conn, translated():
+            with self._conn() as conn, self._translated(conn):
                 pooled: Tuples = conn.cursor(row_factory=tuple_row).execute(sql, params).fetchall()
                 return pooled
         try:
@@ -526,7 +526,32 @@ class JobQueue:
                 return rows
             return _run_sqlalchemy(connection, sql, params)
         except psycopg.Error as exc:
-            raise translate(exc) from exc
+            error = self._translate(exc, None)  # the caller's transaction is aborted: no asking
+            raise error from (None if isinstance(error, SchemaOutOfDate) else exc)
+
+    @contextmanager
+    def _translated(self, conn: psycopg.Connection[Any] | None) -> Iterator[None]:
+        """Run a block on ``conn``, turning psycopg errors into jobqueue errors."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            error = self._translate(exc, conn)
+            # A missing schema says all there is to say: one line, not two tracebacks.
+            raise error from (None if isinstance(error, SchemaOutOfDate) else exc)
+
+    def _translate(self, exc: psycopg.Error, conn: psycopg.Connection[Any] | None) -> JobQueueError:
+        """translate(); a statement that met a missing jobqueue object gets check_schema's
+        reason (which database, which version, "run `jobqueue migrate`") when ``conn`` (one of
+        the pool's, out of the failed transaction) can still ask."""
+        error = translate(exc)
+        if isinstance(error, SchemaOutOfDate) and conn is not None:
+            try:
+                check_schema(conn, self.target)
+            except SchemaOutOfDate as precise:
+                return precise.with_traceback(None)
+            except JobQueueError:
+                pass
+        return error
 
 
 def _run_sqlalchemy(connection: Any, sql: str, params: Mapping[str, Any]) -> Tuples:

@@ -60,10 +60,13 @@ def connect(target: DatabaseTarget, *, autocommit: bool = True, **kwargs: Any) -
 
 
 def translate(exc: psycopg.Error) -> JobQueueError:
-    """The jobqueue error for a driver error (DatabaseUnavailable for lost connections)."""
+    """The jobqueue error for a driver error (DatabaseUnavailable for lost connections,
+    SchemaOutOfDate for a statement naming a jobqueue object the database lacks)."""
     state = exc.sqlstate or ""
     cls = _SQLSTATE_ERRORS.get(state)
     message = _reason(exc)
+    if missing_schema_object(exc):
+        return SchemaOutOfDate(f"{message}: the jobqueue schema is missing or out of date; run `jobqueue migrate`")
     if cls is InvalidInput:
         return InvalidInput(message, field=exc.diag.column_name)
     if cls is not None:
@@ -80,6 +83,16 @@ def translated() -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         raise translate(exc) from exc
+
+
+#: SQLSTATEs of a statement naming something the database lacks: a schema
+#: (invalid_schema_name), a function (undefined_function), a table or view (undefined_table).
+_MISSING_OBJECT = frozenset({"3F000", "42883", "42P01"})
+
+
+def missing_schema_object(exc: psycopg.Error) -> bool:
+    """True when the error names a jobqueue object the database lacks: not migrated, or older."""
+    return (exc.sqlstate or "") in _MISSING_OBJECT and "jobqueue" in (exc.diag.message_primary or "")
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int | None:
@@ -100,7 +113,11 @@ def scalar(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any
 
 
 def check_schema(conn: psycopg.Connection[Any], target: DatabaseTarget) -> int:
-    """Return the schema version; raise SchemaOutOfDate when it is missing or too old."""
+    """Return the schema version; raise SchemaOutOfDate when it is missing or too old.
+
+    The one place that says "run `jobqueue migrate`": the CLI calls it before every verb,
+    the worker at start, the library when a statement meets a missing jobqueue object.
+    """
     version = schema_version(conn)
     if version is None:
         raise SchemaOutOfDate(f"{target.display} has no jobqueue schema; run `jobqueue migrate`")

@@ -56,6 +56,7 @@ from jobqueue.config import split_options, validate_url
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
 from jobqueue.listener import Listener
 from jobqueue.models import AckStatus, ClaimedJob, ErrorClass
+from jobqueue.reports import REPORT_INTERVAL_S, Reporter
 from jobqueue.retry import Cancel, Retry, Snooze, as_timedelta, classify
 from jobqueue.sql import query
 from jobqueue.tasks import JobContext, Task, _current
@@ -113,6 +114,9 @@ class WorkerConfig:
     #: PgBouncer in transaction mode; None: the main URL.
     listen_url: str | None = None
     install_signal_handlers: bool = True
+    #: Seconds between the worker's reports (an INFO summary of the jobs done, failed and
+    #: retried, and a WARNING per pending job type nobody handles); 0: never (jobqueue.reports).
+    report_interval_s: float = REPORT_INTERVAL_S
 
     def __post_init__(self) -> None:
         if isinstance(self.queues, str):
@@ -133,6 +137,8 @@ class WorkerConfig:
             raise ConfigurationError("reconcile_interval: must be between 0 (off) and 86400 seconds")
         if self.listen_url is not None:
             validate_url(split_options(self.listen_url, "listen_url")[0], "listen_url")
+        if not 0 <= self.report_interval_s <= 86_400:
+            raise ConfigurationError("report_interval: must be between 0 (off) and 86400 seconds")
         return self
 
 
@@ -238,6 +244,7 @@ class Worker:
         self._releases = 0
         #: Job id -> the acknowledgement this worker gave up delivering (see the module doc).
         self.undelivered: dict[int, str] = {}
+        self.reporter = Reporter(jq, self.id, self.config.queues, self.types, self.config.report_interval_s)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -518,7 +525,7 @@ class Worker:
 
     def _acknowledged(self, done: list[tuple[Running, Any]], statuses: dict[int, str]) -> None:
         for running, _ in done:
-            self._log_ack(running.job, str(statuses.get(running.job.id)), "complete")
+            self._log_ack(running.job, str(statuses.get(running.job.id)), "complete", running.started)
         with self._lock:
             for running, _ in done:
                 self._running.pop(running.job.id, None)
@@ -712,10 +719,12 @@ class Worker:
                     return "undelivered"
                 time.sleep(backoff.failed(exc))
         status = str((row or {}).get("status"))
-        self._log_ack(running.job, status, name)
+        self._log_ack(running.job, status, name, running.started)
         return status
 
-    def _log_ack(self, job: ClaimedJob, status: str, what: str) -> None:
+    def _log_ack(self, job: ClaimedJob, status: str, what: str, started: float) -> None:
+        """Count the outcome for the summary; one DEBUG line per job (its outcome and run time)."""
+        self.reporter.count(status)
         if status == AckStatus.LEASE_LOST:
             log.warning(
                 f"{what} rejected: this worker no longer holds the lease",
@@ -733,7 +742,8 @@ class Worker:
             if status in (AckStatus.COMPLETED, AckStatus.ALREADY_COMPLETED):
                 self.jobs_done += 1
             if log.isEnabledFor(logging.DEBUG):
-                log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}"))
+                duration = round(time.monotonic() - started, 3)
+                log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}", duration_s=duration))
 
     def _release_slot(self, job_id: int) -> None:
         with self._lock:
@@ -799,6 +809,8 @@ class Worker:
             if interval and now >= next_reconcile:
                 next_reconcile = now + interval
                 self._quietly("reconcile", {"batch": 1000, "dry_run": False})
+            if self.reporter.due(now):
+                self.reporter.report(len(self._running))
 
     def _fence(self) -> None:
         """Self-fencing, on a thread of its own that never waits on the database.

@@ -154,6 +154,56 @@ def test_schema_check_refuses_missing_or_old_schema(empty_database: Callable[[],
             check_schema(conn, target)
 
 
+def test_library_on_a_missing_schema_says_run_migrate_in_one_line(empty_database: Callable[[], DatabaseTarget]) -> None:
+    """Issue 14 item 1: the library's first call on an unmigrated database raises one line
+    naming the database and `jobqueue migrate` (was: a generic error "schema "jobqueue" does
+    not exist" under two chained tracebacks); every path, and nothing is created."""
+    from jobqueue import JobQueue
+
+    target = empty_database()
+    with JobQueue(target.url, pool_size=2) as jq:
+        calls: list[Callable[[], Any]] = [
+            lambda: jq.enqueue("t", {"a": 1}),
+            lambda: jq.enqueue_many([{"type": "t", "payload": {"n": 1}}]),
+            lambda: jq.enqueue_many([{"type": "t", "payload": {"n": i}} for i in range(1000)]),  # COPY
+            lambda: jq.stats(),
+            lambda: jq.get(1),
+        ]
+        for call in calls:
+            with pytest.raises(SchemaOutOfDate) as err:
+                call()
+            message = str(err.value)
+            assert message == f"{jq.target.display} has no jobqueue schema; run `jobqueue migrate`"
+            assert err.value.__cause__ is None and err.value.__suppress_context__
+        with psycopg.connect(target.url) as conn:  # the caller's own transaction
+            with pytest.raises(SchemaOutOfDate, match=r"missing or out of date; run `jobqueue migrate`$"):
+                jq.enqueue("t", {}, connection=conn)
+            conn.rollback()
+    with connect(target) as conn:
+        assert conn.execute("SELECT to_regnamespace('jobqueue') AS s").fetchone() == {"s": None}
+
+
+def test_library_on_an_older_schema_says_which_version_and_run_migrate(
+    empty_database: Callable[[], DatabaseTarget],
+) -> None:
+    from jobqueue import JobQueue
+
+    target = empty_database()
+    with connect(target) as conn:
+        conn.execute("CREATE SCHEMA jobqueue")
+        conn.execute(
+            "CREATE FUNCTION jobqueue.schema_version() RETURNS int LANGUAGE sql "
+            f"AS 'SELECT {REQUIRED_SCHEMA_VERSION - 1}'"
+        )
+    with JobQueue(target.url, pool_size=2) as jq, pytest.raises(SchemaOutOfDate) as err:
+        jq.health()
+    assert str(err.value) == (
+        f"{DatabaseTarget(target.url, '--database-url').display} has jobqueue schema version "
+        f"{REQUIRED_SCHEMA_VERSION - 1}, this version needs "
+        f"{REQUIRED_SCHEMA_VERSION}; run `jobqueue migrate`"
+    )
+
+
 def test_migrated_schema_passes_the_check(db_url: str) -> None:
     target = DatabaseTarget(db_url, "test")
     with connect(target) as conn:
