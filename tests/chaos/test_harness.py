@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos.conftest import FIGURES, Figures, not_met
 from tests.chaos.harness import enqueue, record_enqueued, wait_drained, work_jobs
 
 
@@ -36,3 +37,16 @@ def test_busiest_second_counts_by_the_records_own_timestamps(tmp_path: Path) -> 
     assert busiest_second([path], 0, 200) == 12
     assert busiest_second([path], 100.3, 200) == 6  # the window starts later: 6 of the 12 left
     assert busiest_second([path], 104, 200) == 1
+
+
+def test_a_target_not_met_fails_the_test(figures: Figures) -> None:
+    """A figure table that says NOT MET never comes with a green test (the row is removed
+    again here, so that this run's table and exit status are not affected)."""
+    try:
+        with pytest.raises(pytest.fail.Exception, match=r"HARNESS-CHECK: target NOT MET .*: resume <= 10s"):
+            figures.record("HARNESS-CHECK", targets={"0 lost": True, "resume <= 10s": False})
+        assert not_met(FIGURES["HARNESS-CHECK"]) == ["resume <= 10s"]
+    finally:
+        FIGURES.pop("HARNESS-CHECK", None)
+    figures.record("HARNESS-CHECK", targets={"0 lost": True})  # all met: no failure
+    FIGURES.pop("HARNESS-CHECK")
