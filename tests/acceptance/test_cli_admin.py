@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from jobqueue.db import REQUIRED_SCHEMA_VERSION
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(180)
@@ -804,7 +805,8 @@ def test_demo_runs_to_completion(jq: Run, db_url: str) -> None:
     assert len(headers) == 2 and not any("…" in h for h in headers), headers  # stats, dead letters
     assert [h.strip() for h in headers[1].split("┃")] == ["id", "type", "reason", "tries", "last error"]
     assert "done, failed, jobs/min, error rate: over the last 5m" in " ".join(lines)  # done/win explained
-    assert "revision" not in out and "jobqueue schema 2 (this jobqueue needs 2)" in out
+    needs = REQUIRED_SCHEMA_VERSION
+    assert "revision" not in out and f"jobqueue schema {needs} (this jobqueue needs {needs})" in out
     after = lines[lines.index(next(line for line in lines if "Next, try:" in line)) + 1 :]
     script = str(Path(sys.executable).parent / "jobqueue")
     shown = os.path.relpath(script, ROOT) if not shutil.which("jobqueue") else "jobqueue"
