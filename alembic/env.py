@@ -10,6 +10,8 @@ from jobqueue.migrations import MIGRATION_LOCK_KEY, VERSION_TABLE_SCHEMA
 
 config = context.config
 url = config.attributes.get("url")
+#: e.g. prepare_threshold=None behind a transaction pooler (jobqueue.config).
+connect_kwargs = config.attributes.get("connect_kwargs") or {}
 
 # The version table lives in the jobqueue schema, which must exist before alembic looks for it.
 ENSURE_SCHEMA = f"CREATE SCHEMA IF NOT EXISTS {VERSION_TABLE_SCHEMA}"
@@ -33,7 +35,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = create_engine(
         "postgresql+psycopg://",
-        creator=lambda: psycopg.connect(url),
+        creator=lambda: psycopg.connect(url, **connect_kwargs),
         poolclass=pool.NullPool,
     )
     with engine.connect() as connection:

@@ -23,8 +23,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, resolve_database
-from jobqueue.db import check_schema, connect, translate, translated
-from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound
+from jobqueue.db import check_schema, connect, translate
+from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobQueueError, SchemaOutOfDate
 from jobqueue.models import ErrorClass, Job, Priority
 from jobqueue.retry import RetryCallable, as_timedelta
 from jobqueue.sql import query
@@ -137,8 +137,12 @@ class JobQueue:
         error_classes: Mapping[type[BaseException], ErrorClass | str] | None = None,
         application_name: str | None = None,
         pool_timeout: float = POOL_GET_TIMEOUT_S,
+        prepared_statements: bool | None = None,
     ) -> None:
         self._database_url = database_url
+        #: None: the URL's ``prepared_statements`` parameter, else $JOBQUEUE_PREPARED_STATEMENTS,
+        #: else on (see :func:`jobqueue.config.resolve_database`).
+        self._prepared_statements = prepared_statements
         #: Seconds a call waits for a pooled connection before DatabaseUnavailable.
         self.pool_timeout = pool_timeout
         #: Shown in pg_stat_activity (default: $PGAPPNAME, else "jobqueue").
@@ -158,10 +162,19 @@ class JobQueue:
         self._database_url = url
         self._target = None
 
+    def use_prepared_statements(self, enabled: bool) -> None:
+        """Turn psycopg's server-side prepared statements on or off for every connection
+        this handle makes (before first use; the CLI's --[no-]prepared-statements). Off is
+        needed behind PgBouncer < 1.21 in transaction mode, or without
+        ``max_prepared_statements``."""
+        self.close()
+        self._prepared_statements = enabled
+        self._target = None
+
     @property
     def target(self) -> DatabaseTarget:
         if self._target is None:
-            self._target = resolve_database(self._database_url)
+            self._target = resolve_database(self._database_url, prepared_statements=self._prepared_statements)
         return self._target
 
     @property
@@ -176,6 +189,7 @@ class JobQueue:
                     "row_factory": dict_row,
                     "connect_timeout": CONNECT_TIMEOUT_S,
                     "application_name": self.application_name,
+                    **self.target.connect_kwargs(),
                 },
                 reconnect_timeout=POOL_RECONNECT_TIMEOUT_S,
                 timeout=self.pool_timeout,
@@ -269,7 +283,7 @@ class JobQueue:
         return [int(row[0]) for row in rows]
 
     def _enqueue_copy(self, documents: list[str]) -> Ids:
-        with self._conn() as conn, translated(), conn.transaction():
+        with self._conn() as conn, self._translated(conn), conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
             cur.execute("CREATE TEMP TABLE IF NOT EXISTS jobqueue_copy_batch (n int, job jsonb) ON COMMIT DELETE ROWS")
             with cur.copy("COPY jobqueue_copy_batch (n, job) FROM STDIN") as copy:
@@ -283,7 +297,7 @@ class JobQueue:
 
     def _enqueue_columns(self, rows: list[tuple[Any, ...]]) -> Ids:
         """Plain jobs: COPY typed columns, then one enqueue_batch call over their arrays."""
-        with self._conn() as conn, translated(), conn.transaction():
+        with self._conn() as conn, self._translated(conn), conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS jobqueue_copy_plain (n int, type text, payload jsonb, queue text,"
@@ -495,7 +509,7 @@ class JobQueue:
             raise DatabaseUnavailable(f"could not connect to {self.target.display}: {_one_line(exc)}") from exc
 
     def _fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
-        with self._conn() as conn, translated():
+        with self._conn() as conn, self._translated(conn):
             cur = conn.execute(query(name), params)
             return cur.fetchall() if cur.description else []
 
@@ -503,7 +517,7 @@ class JobQueue:
         """Run a statement on the caller's connection (their transaction) or a pooled one."""
         sql = query(name)
         if connection is None:
-            with self._conn() as conn, translated():
+            with self._conn() as conn, self._translated(conn):
                 pooled: Tuples = conn.cursor(row_factory=tuple_row).execute(sql, params).fetchall()
                 return pooled
         try:
@@ -512,7 +526,32 @@ class JobQueue:
                 return rows
             return _run_sqlalchemy(connection, sql, params)
         except psycopg.Error as exc:
-            raise translate(exc) from exc
+            error = self._translate(exc, None)  # the caller's transaction is aborted: no asking
+            raise error from (None if isinstance(error, SchemaOutOfDate) else exc)
+
+    @contextmanager
+    def _translated(self, conn: psycopg.Connection[Any] | None) -> Iterator[None]:
+        """Run a block on ``conn``, turning psycopg errors into jobqueue errors."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            error = self._translate(exc, conn)
+            # A missing schema says all there is to say: one line, not two tracebacks.
+            raise error from (None if isinstance(error, SchemaOutOfDate) else exc)
+
+    def _translate(self, exc: psycopg.Error, conn: psycopg.Connection[Any] | None) -> JobQueueError:
+        """translate(); a statement that met a missing jobqueue object gets check_schema's
+        reason (which database, which version, "run `jobqueue migrate`") when ``conn`` (one of
+        the pool's, out of the failed transaction) can still ask."""
+        error = translate(exc)
+        if isinstance(error, SchemaOutOfDate) and conn is not None:
+            try:
+                check_schema(conn, self.target)
+            except SchemaOutOfDate as precise:
+                return precise.with_traceback(None)
+            except JobQueueError:
+                pass
+        return error
 
 
 def _run_sqlalchemy(connection: Any, sql: str, params: Mapping[str, Any]) -> Tuples:

@@ -6,13 +6,26 @@ One resolution is shared by the CLI and the library::
 
 The embedded server lives in ``$JOBQUEUE_HOME/pgdata`` (default ``./.jobqueue``), is started
 on demand and left running between commands (``jobqueue db stop`` stops it).
+
+Server-side prepared statements (psycopg prepares a statement on a connection after its
+fifth run) are on unless turned off, first match wins::
+
+    --no-prepared-statements / JobQueue(prepared_statements=False)
+      >  the URL parameter ``prepared_statements=off``
+      >  JOBQUEUE_PREPARED_STATEMENTS=off
+
+Turn them off behind a transaction pooler that does not track them (PgBouncer before 1.21,
+or without ``max_prepared_statements``): a statement prepared on one server connection is
+then looked for on another. The URL parameter is jobqueue's, never passed to libpq.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from jobqueue.errors import ConfigurationError
 
@@ -20,6 +33,11 @@ from jobqueue.errors import ConfigurationError
 URL_ENV_VARS = ("JOBQUEUE_DATABASE_URL", "DATABASE_URL")
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT_S = 10
+#: jobqueue's own URL parameter and environment variable: server-side prepared statements.
+PREPARED_PARAM = "prepared_statements"
+PREPARED_ENV = "JOBQUEUE_PREPARED_STATEMENTS"
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 
 @dataclass(frozen=True)
@@ -28,31 +46,87 @@ class DatabaseTarget:
 
     url: str
     source: str
+    #: False: every connection is made with psycopg's ``prepare_threshold=None``.
+    prepared_statements: bool = True
 
     @property
     def display(self) -> str:
         return f"{redact(self.url)} (from {self.source})"
 
+    def connect_kwargs(self) -> dict[str, Any]:
+        """psycopg.connect() keyword arguments this target needs on every connection."""
+        return {} if self.prepared_statements else {"prepare_threshold": None}
 
-def resolve_database(explicit: str | None = None, *, start_embedded: bool = True) -> DatabaseTarget:
+
+def resolve_database(
+    explicit: str | None = None, *, start_embedded: bool = True, prepared_statements: bool | None = None
+) -> DatabaseTarget:
     """Resolve the database URL; start the embedded server when nothing is configured.
 
-    Raises ConfigurationError for a URL that is not PostgreSQL, EmbeddedServerError when the
-    embedded server cannot start.
+    ``prepared_statements`` (the CLI's --[no-]prepared-statements, the library's argument)
+    beats the URL's ``prepared_statements`` parameter, which beats
+    $JOBQUEUE_PREPARED_STATEMENTS. Raises ConfigurationError for a URL that is not
+    PostgreSQL or a bad setting, EmbeddedServerError when the embedded server cannot start.
     """
     candidates = [("--database-url", explicit)] + [(name, os.environ.get(name)) for name in URL_ENV_VARS]
     for source, value in candidates:
         if value is not None and value.strip():
-            return DatabaseTarget(validate_url(value.strip(), source), source)
+            url, from_url = split_options(value.strip(), source)
+            prepared = _prepared(prepared_statements, from_url)
+            return DatabaseTarget(validate_url(url, source), source, prepared)
     from jobqueue.embedded import EmbeddedServer
 
     server = EmbeddedServer()
+    prepared = _prepared(prepared_statements, None)
     if not start_embedded:
         status = server.status()
         if status.url is None:
             raise ConfigurationError("no database configured and the embedded server is not running")
-        return DatabaseTarget(status.url, "embedded")
-    return DatabaseTarget(server.ensure_running(), "embedded")
+        return DatabaseTarget(status.url, "embedded", prepared)
+    return DatabaseTarget(server.ensure_running(), "embedded", prepared)
+
+
+def _prepared(explicit: bool | None, from_url: bool | None) -> bool:
+    if explicit is not None:
+        return explicit
+    if from_url is not None:
+        return from_url
+    value = os.environ.get(PREPARED_ENV, "").strip()
+    return True if not value else parse_switch(value, PREPARED_ENV)
+
+
+def parse_switch(value: str, source: str) -> bool:
+    """on/off, true/false, yes/no, 1/0 (any case); anything else is refused by name."""
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigurationError(f"{source}: expected on or off, not {value!r}")
+
+
+_KEYWORD_OPTION = re.compile(rf"(?:^|\s){PREPARED_PARAM}\s*=\s*(\S*)")
+
+
+def split_options(url: str, source: str) -> tuple[str, bool | None]:
+    """The URL without jobqueue's own ``prepared_statements`` parameter (libpq refuses
+    parameters it does not know), and that parameter's value (None when absent).
+
+    Works for ``postgresql://...?prepared_statements=off`` and for key=value strings.
+    """
+    if "://" in url:
+        parts = urlsplit(url)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        ours = [v for k, v in pairs if k == PREPARED_PARAM]
+        if not ours:
+            return url, None
+        rest = urlencode([(k, v) for k, v in pairs if k != PREPARED_PARAM])
+        return urlunsplit(parts._replace(query=rest)), parse_switch(ours[-1], f"{source}: {PREPARED_PARAM}")
+    found = _KEYWORD_OPTION.findall(url)
+    if not found:
+        return url, None
+    rest = _KEYWORD_OPTION.sub("", url).strip()
+    return rest, parse_switch(found[-1], f"{source}: {PREPARED_PARAM}")
 
 
 def validate_url(url: str, source: str) -> str:

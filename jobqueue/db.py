@@ -23,8 +23,9 @@ from jobqueue.errors import (
 )
 
 #: The schema version (``jobqueue.schema_version()``) this package needs: 2 from revision
-#: 0004 (jobqueue.health()).
-REQUIRED_SCHEMA_VERSION = 2
+#: 0004 (jobqueue.health()), 3 from revision 0005 (output caps and the queue setting
+#: max_output_bytes, per-tenant worker ids).
+REQUIRED_SCHEMA_VERSION = 3
 
 #: SQLSTATE -> error class, for errors raised by the SQL API.
 _SQLSTATE_ERRORS: dict[str, type[JobQueueError]] = {
@@ -52,17 +53,20 @@ def connect(target: DatabaseTarget, *, autocommit: bool = True, **kwargs: Any) -
             autocommit=autocommit,
             connect_timeout=CONNECT_TIMEOUT_S,
             row_factory=dict_row,
-            **kwargs,
+            **{**target.connect_kwargs(), **kwargs},
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"could not connect to {target.display}: {_reason(exc)}") from exc
 
 
 def translate(exc: psycopg.Error) -> JobQueueError:
-    """The jobqueue error for a driver error (DatabaseUnavailable for lost connections)."""
+    """The jobqueue error for a driver error (DatabaseUnavailable for lost connections,
+    SchemaOutOfDate for a statement naming a jobqueue object the database lacks)."""
     state = exc.sqlstate or ""
     cls = _SQLSTATE_ERRORS.get(state)
     message = _reason(exc)
+    if missing_schema_object(exc):
+        return SchemaOutOfDate(f"{message}: the jobqueue schema is missing or out of date; run `jobqueue migrate`")
     if cls is InvalidInput:
         return InvalidInput(message, field=exc.diag.column_name)
     if cls is not None:
@@ -79,6 +83,16 @@ def translated() -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         raise translate(exc) from exc
+
+
+#: SQLSTATEs of a statement naming something the database lacks: a schema
+#: (invalid_schema_name), a function (undefined_function), a table or view (undefined_table).
+_MISSING_OBJECT = frozenset({"3F000", "42883", "42P01"})
+
+
+def missing_schema_object(exc: psycopg.Error) -> bool:
+    """True when the error names a jobqueue object the database lacks: not migrated, or older."""
+    return (exc.sqlstate or "") in _MISSING_OBJECT and "jobqueue" in (exc.diag.message_primary or "")
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int | None:
@@ -99,7 +113,11 @@ def scalar(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any
 
 
 def check_schema(conn: psycopg.Connection[Any], target: DatabaseTarget) -> int:
-    """Return the schema version; raise SchemaOutOfDate when it is missing or too old."""
+    """Return the schema version; raise SchemaOutOfDate when it is missing or too old.
+
+    The one place that says "run `jobqueue migrate`": the CLI calls it before every verb,
+    the worker at start, the library when a statement meets a missing jobqueue object.
+    """
     version = schema_version(conn)
     if version is None:
         raise SchemaOutOfDate(f"{target.display} has no jobqueue schema; run `jobqueue migrate`")

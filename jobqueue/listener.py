@@ -5,6 +5,12 @@ It pings every PING_INTERVAL_S and gives up on a ping that gets no answer within
 PING_TIMEOUT_S, so a silently dead connection is found even when the path still ACKs at
 the TCP level (a hung proxy or pooler: keepalives alone cannot see that). After every
 (re)connect it wakes the worker once, to catch up on notifications missed while away.
+
+A LISTEN that goes through a transaction pooler (PgBouncer ``pool_mode = transaction``)
+succeeds but hears nothing: the server connection that ran it is handed to other clients.
+So after its first LISTEN the listener sends a test NOTIFY of its own through ``probe``
+(the worker's pool, the path producers use) and, when it has not heard it within
+PROBE_TIMEOUT_S and a ping has gone through since, warns once, naming ``--listen-url``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import random
 import select
 import threading
 import time
-from collections.abc import Callable, Collection
+import uuid
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import psycopg
@@ -30,6 +37,9 @@ STOP_CHECK_S = 0.5
 RECONNECT_MIN_S = 0.2
 #: As the worker's own back-off: LISTEN is back within this long of the server.
 RECONNECT_MAX_S = 5.0
+#: How long the listener waits to hear its own test NOTIFY before it warns.
+PROBE_TIMEOUT_S = 5.0
+PROBE_PREFIX = "jobqueue-probe:"
 #: libpq options that detect a dead peer within ~15 s on TCP (ignored on Unix sockets).
 TCP_OPTIONS: dict[str, Any] = {
     "keepalives": 1,
@@ -52,11 +62,20 @@ class Listener:
         wake: Callable[[], None],
         *,
         application_name: str = "jobqueue-listener",
+        connect_kwargs: Mapping[str, Any] | None = None,
+        probe: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.queues = frozenset(queues)
         self.wake = wake
         self.application_name = application_name
+        self.connect_kwargs = dict(connect_kwargs or {})
+        #: Sends NOTIFY jobqueue, <payload> by the data path; None: no check.
+        self.probe = probe
+        self._probe_payload: str | None = None
+        self._probe_sent = 0.0
+        #: None until known; "heard" or "not_heard" (the listener warned).
+        self.probe_result: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobqueue-listener", daemon=True)
         #: Set while a LISTEN connection is established (tests and health use it).
@@ -92,6 +111,7 @@ class Listener:
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name=self.application_name,
             **(TCP_OPTIONS if _is_tcp(self.url) else {}),
+            **self.connect_kwargs,
         ) as conn:
             self._execute(conn, f"LISTEN {CHANNEL}".encode())  # a constant, never input
             if self.reconnects:
@@ -99,16 +119,54 @@ class Listener:
             self.reconnects += 1
             self.connected.set()
             self.wake()  # catch up on anything missed while disconnected
+            self._send_probe()
             since_ping = 0.0
             while not self._stop.is_set():
                 for notify in conn.notifies(timeout=STOP_CHECK_S):
-                    if notify.payload in self.queues:
-                        self.wake()
+                    self._notified(notify.payload)
                 since_ping += STOP_CHECK_S
                 if since_ping >= PING_INTERVAL_S:
                     self._execute(conn, b"SELECT 1")
                     since_ping = 0.0
+                if self._probe_payload is not None and time.monotonic() - self._probe_sent >= PROBE_TIMEOUT_S:
+                    self._execute(conn, b"SELECT 1")  # the connection answers: not a dead peer
+                    self._judge_probe()
         self.connected.clear()
+
+    def _notified(self, payload: str) -> None:
+        if payload in self.queues:
+            self.wake()
+        elif self._probe_payload is not None and payload == self._probe_payload:
+            self._probe_payload = None
+            self.probe_result = "heard"
+            log.debug("LISTEN hears this worker's test NOTIFY", extra={"action": "listen_verified"})
+
+    def _send_probe(self) -> None:
+        """After a LISTEN, until a verdict: NOTIFY a payload of our own by the data path."""
+        self._probe_payload = None  # one sent before a reconnect cannot be heard any more
+        if self.probe is None or self.probe_result is not None:
+            return
+        payload = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        try:
+            self.probe(payload)
+        except Exception as exc:  # the database is away: try again after the next (re)connect
+            log.debug("test NOTIFY failed", extra={"action": "listen_probe_error", "error": _one_line(exc)})
+            return
+        self._probe_payload = payload
+        self._probe_sent = time.monotonic()
+
+    def _judge_probe(self) -> None:
+        if self._probe_payload is None:
+            return
+        self._probe_payload = None
+        self.probe_result = "not_heard"
+        log.warning(
+            f"LISTEN did not hear this worker's own test NOTIFY within {PROBE_TIMEOUT_S:g} s: notifications do "
+            "not reach this worker, which finds new jobs by polling only. The LISTEN connection probably goes "
+            "through a transaction pooler (PgBouncer pool_mode=transaction); give LISTEN a direct connection "
+            "with --listen-url (JOBQUEUE_LISTEN_URL), or turn it off with --no-listen",
+            extra={"action": "listen_unverified", "timeout_s": PROBE_TIMEOUT_S},
+        )
 
     def _execute(self, conn: psycopg.Connection[Any], statement: bytes) -> None:
         """Run a statement with a deadline, on the libpq connection (psycopg has no query timeout).
@@ -132,8 +190,7 @@ class Listener:
                 message = result.error_message.decode(errors="replace")
                 raise psycopg.OperationalError(f"listener statement failed: {message}")
         while (notify := pgconn.notifies()) is not None:
-            if notify.extra.decode(errors="replace") in self.queues:
-                self.wake()
+            self._notified(notify.extra.decode(errors="replace"))
 
     @staticmethod
     def _wait(fileno: int, deadline: float, *, write: bool = False) -> None:

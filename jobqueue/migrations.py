@@ -49,6 +49,7 @@ def alembic_config(target: DatabaseTarget | None, output: io.StringIO | None = N
     cfg = Config(stdout=output) if output is not None else Config()
     cfg.set_main_option("script_location", str(resource_dir("alembic")))
     cfg.attributes["url"] = target.url if target else None
+    cfg.attributes["connect_kwargs"] = target.connect_kwargs() if target else {}
     if output is not None:
         cfg.output_buffer = output
     return cfg

@@ -56,6 +56,8 @@ class AckStatus(StrEnum):
     RELEASED = "released"
     OK = "ok"
     LEASE_LOST = "lease_lost"
+    #: complete refused the output (over the queue's max_output_bytes): the job is a dead letter
+    OUTPUT_TOO_LARGE = "output_too_large"
 
 
 @dataclass(frozen=True)

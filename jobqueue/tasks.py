@@ -44,8 +44,9 @@ ENQUEUE_OPTIONS = frozenset(
 class JobContext:
     """What a running handler may know and do about its own job.
 
-    A handler gets it by declaring a first parameter annotated ``JobContext`` (the payload
-    fills the others), or from :func:`current_job` anywhere in its call stack.
+    A handler gets it by declaring a first parameter annotated ``JobContext`` or named
+    ``ctx`` without an annotation (the payload fills the others), or from
+    :func:`current_job` anywhere in its call stack.
     """
 
     def __init__(
@@ -274,18 +275,40 @@ class TaskDecorator:
             options=TaskOptions({k: v for k, v in options.items() if v is not None}),
             retry=retry_callable,
             unique=self.unique or False,
-            wants_context=_wants_context(fn),
+            wants_context=_wants_context(fn, name),
         )
         self.jq.registry.add(task)
         return task
 
 
-def _wants_context(fn: Callable[..., Any]) -> bool:
+#: A first parameter of this name is the job context even without an annotation.
+CONTEXT_PARAMETER = "ctx"
+
+
+def _wants_context(fn: Callable[..., Any], name: str) -> bool:
+    """True when the handler's first parameter is the job context, not part of the payload:
+    annotated ``JobContext``, or named ``ctx`` and not annotated. A ``ctx`` annotated with
+    another type is refused (TypeError): it would silently become a payload argument that
+    every enqueue must give."""
     params = list(inspect.signature(fn).parameters.values())
-    if not params:
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
         return False
     first = params[0]
     annotation = first.annotation
+    if annotation is first.empty:
+        return first.name == CONTEXT_PARAMETER
+    if _is_job_context(annotation):
+        return True
+    if first.name == CONTEXT_PARAMETER:
+        shown = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+        raise TypeError(
+            f"task {name!r}: its first parameter 'ctx' is annotated {shown!r}, not JobContext; write "
+            f"`ctx: JobContext` to receive the job context, or rename it if it is a payload field"
+        )
+    return False
+
+
+def _is_job_context(annotation: Any) -> bool:
     if isinstance(annotation, str):
         return annotation.split(".")[-1] == "JobContext"
     return annotation is JobContext

@@ -16,6 +16,14 @@ Threads, each owning one thing:
 No database transaction is open while a handler runs: the claim commits, the handler runs,
 the acknowledgement is a new short statement. Every database error in these loops is met
 with a capped, jittered back-off and a retry, never with an exit.
+
+An acknowledgement (complete, fail, snooze, release) is idempotent under its token, so it is
+retried on any error until the database answers it, fenced answers included (``lease_lost``,
+``already_completed``). The keeper heartbeats the lease meanwhile. Only an error that is not
+an outage and outlasts one more lease (ACK_RETRY_LEASES) makes the worker give the
+acknowledgement up: it stops heartbeating that lease (reconcile then hands the job back),
+logs ``ack_undelivered`` naming the job, and the worker exits with EXIT_UNDELIVERED when it
+stops.
 """
 
 from __future__ import annotations
@@ -44,9 +52,11 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import PoolTimeout
 
+from jobqueue.config import split_options, validate_url
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
 from jobqueue.listener import Listener
 from jobqueue.models import AckStatus, ClaimedJob, ErrorClass
+from jobqueue.reports import REPORT_INTERVAL_S, Reporter
 from jobqueue.retry import Cancel, Retry, Snooze, as_timedelta, classify
 from jobqueue.sql import query
 from jobqueue.tasks import JobContext, Task, _current
@@ -75,6 +85,11 @@ KEEPER_TICK_S = 0.25
 CLOCK_SKEW_WARN_S = 60.0
 MAX_CLAIM_BATCH = 1000
 ERROR_TEXT_MAX = 2000
+#: An acknowledgement the database keeps refusing (not an outage, not a fenced answer) is
+#: retried for this many lease lengths from its first refusal, then given up.
+ACK_RETRY_LEASES = 1.0
+#: Exit code of a worker that stopped with acknowledgements it could not deliver.
+EXIT_UNDELIVERED = 1
 
 log = logging.getLogger("jobqueue.worker")
 
@@ -99,6 +114,9 @@ class WorkerConfig:
     #: PgBouncer in transaction mode; None: the main URL.
     listen_url: str | None = None
     install_signal_handlers: bool = True
+    #: Seconds between the worker's reports (an INFO summary of the jobs done, failed and
+    #: retried, and a WARNING per pending job type nobody handles); 0: never (jobqueue.reports).
+    report_interval_s: float = REPORT_INTERVAL_S
 
     def __post_init__(self) -> None:
         if isinstance(self.queues, str):
@@ -117,6 +135,10 @@ class WorkerConfig:
             raise ConfigurationError("visibility_timeout: must be between 1 and 43200 seconds")
         if not 0 <= self.reconcile_interval_s <= 86_400:
             raise ConfigurationError("reconcile_interval: must be between 0 (off) and 86400 seconds")
+        if self.listen_url is not None:
+            validate_url(split_options(self.listen_url, "listen_url")[0], "listen_url")
+        if not 0 <= self.report_interval_s <= 86_400:
+            raise ConfigurationError("report_interval: must be between 0 (off) and 86400 seconds")
         return self
 
 
@@ -135,6 +157,8 @@ class Running:
     future: concurrent.futures.Future[Any] | None = None
     abandoned: bool = False
     finished: bool = False
+    #: Monotonic time after which a refused acknowledgement is given up (set at its first refusal).
+    ack_give_up: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -215,6 +239,12 @@ class Worker:
         self._next_due: float | None = None
         self.jobs_done = 0
         self.listener: Listener | None = None
+        #: Slots freed by fail/snooze/release/timeouts (burst: a claim that began before one
+        #: of them committed cannot have seen the job it may have made runnable again).
+        self._releases = 0
+        #: Job id -> the acknowledgement this worker gave up delivering (see the module doc).
+        self.undelivered: dict[int, str] = {}
+        self.reporter = Reporter(jq, self.id, self.config.queues, self.types, self.config.report_interval_s)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -258,11 +288,16 @@ class Worker:
         for _ in range(self.config.concurrency):
             self._spawn_handler_thread()
         if self.config.listen:
+            listen_url = self.jq.target.url
+            if self.config.listen_url:
+                listen_url, _ = split_options(self.config.listen_url, "listen_url")
             self.listener = Listener(
-                self.config.listen_url or self.jq.target.url,
+                listen_url,
                 self.config.queues,
                 self._wake.set,
                 application_name=f"jobqueue-listen:{self.id}"[:63],
+                connect_kwargs=self.jq.target.connect_kwargs(),
+                probe=self._notify_probe,
             )
             self.listener.start()
         for thread in threads:
@@ -271,7 +306,20 @@ class Worker:
             self._main_loop()
         finally:
             self._shutdown(threads)
+        if self.undelivered:
+            ids = sorted(self.undelivered)
+            log.error(
+                f"stopped with {len(ids)} acknowledgements not delivered (jobs {', '.join(map(str, ids[:50]))}"
+                f"{' ...' if len(ids) > 50 else ''}): they run again once their leases run out",
+                extra={"action": "worker_undelivered", "worker_id": self.id, "job_ids": ids},
+            )
+            return EXIT_UNDELIVERED
         return 0
+
+    def _notify_probe(self, payload: str) -> None:
+        """The listener's test NOTIFY, sent the way producers' notifications come: the pool."""
+        with self.jq.pool.connection() as conn:
+            conn.execute(query("notify_probe"), {"payload": payload})
 
     def stop(self) -> None:
         """Ask the worker to stop gracefully (what SIGTERM does)."""
@@ -335,6 +383,7 @@ class Worker:
                 done, self._done = self._done[:ACK_BATCH_MAX], self._done[ACK_BATCH_MAX:]
                 free = self.config.concurrency - len(self._running) + len(done)
             batch = min(free, MAX_CLAIM_BATCH)
+            releases = self._releases
             try:
                 claimed = self._claim_and_ack(done, batch)
                 backoff.succeeded()
@@ -346,7 +395,7 @@ class Worker:
             if batch > 0:
                 if claimed == batch:
                     continue  # there may be more: claim again as soon as slots free up
-                if self.config.burst and claimed == 0 and not self._running:
+                if self.config.burst and claimed == 0 and not self._running and releases == self._releases:
                     log.info("burst: nothing left to claim", extra={"action": "worker_drained"})
                     return
             if self._done:
@@ -411,10 +460,11 @@ class Worker:
         return len(rows)
 
     def _requeue_acks(self, done: list[tuple[Running, Any]], exc: BaseException) -> None:
-        """A round failed and rolled back: its acknowledgements are tried again next round.
-        If the database refused them (not an outage), acknowledge them on their own once,
-        and drop them if that is refused too: the leases run out and reconcile puts the
-        jobs back, so nothing is lost."""
+        """A round failed and rolled back: its acknowledgements are tried again next round
+        (after the main loop's back-off). If the database refused the round (not an outage),
+        acknowledge them on their own at once (the claim may be what failed); if that is
+        refused too, they are tried again as well, until ACK_RETRY_LEASES after their first
+        refusal."""
         if not done:
             return
         if is_transient(exc):
@@ -437,12 +487,45 @@ class Worker:
                 with self._lock:
                     self._done[:0] = done
                 return
-            log.error("complete refused", extra={"action": "ack_error", "error": _one_line(again)})
-            self._acknowledged(done, {})
+            now = time.monotonic()
+            keep: list[tuple[Running, Any]] = []
+            for item in done:
+                running = item[0]
+                if self._refused(running, "complete", again, now):
+                    keep.append(item)
+                else:
+                    self._give_up(running, "complete", again)
+            with self._lock:
+                self._done[:0] = keep
+
+    def _refused(self, running: Running, what: str, exc: BaseException, now: float) -> bool:
+        """The database refused an acknowledgement (not an outage): True while it is worth
+        trying again (until ACK_RETRY_LEASES lease lengths after the first refusal)."""
+        if running.ack_give_up is None:
+            running.ack_give_up = now + running.lease_s * ACK_RETRY_LEASES
+            log.warning(
+                f"{what} refused by the database; retrying it",
+                extra=_job_extra(
+                    running.job, "ack_retry", error=_one_line(exc), give_up_in_s=round(running.ack_give_up - now, 1)
+                ),
+            )
+        return now < running.ack_give_up
+
+    def _give_up(self, running: Running, what: str, exc: BaseException) -> None:
+        """Stop trying to acknowledge a job: its lease is no longer heartbeated, so it runs
+        out and reconcile hands the job back; the worker's exit code will say so."""
+        log.error(
+            f"{what} could not be delivered; giving it up: the job runs again after its lease",
+            extra=_job_extra(running.job, "ack_undelivered", error=_one_line(exc), ack=what),
+        )
+        with self._lock:
+            self.undelivered[running.job.id] = what
+            self._running.pop(running.job.id, None)
+        self._wake.set()
 
     def _acknowledged(self, done: list[tuple[Running, Any]], statuses: dict[int, str]) -> None:
         for running, _ in done:
-            self._log_ack(running.job, str(statuses.get(running.job.id)), "complete")
+            self._log_ack(running.job, str(statuses.get(running.job.id)), "complete", running.started)
         with self._lock:
             for running, _ in done:
                 self._running.pop(running.job.id, None)
@@ -620,32 +703,52 @@ class Worker:
         return "fail", _fail(_error_text(outcome), error_class, retry_in=retry_in, traceback=trace)
 
     def _ack(self, running: Running, name: str, **params: Any) -> str:
-        try:
-            row = self._call_retrying(name, name, {"id": running.job.id, "token": running.job.token, **params})
-        except RETRYABLE as exc:
-            # The database refused the call itself (not an outage): say so and move on; the
-            # lease runs out and reconcile puts the job back.
-            log.error(f"{name} refused", extra=_job_extra(running.job, "ack_error", error=_one_line(exc)))
-            return "error"
-        status = str(row["status"])
-        self._log_ack(running.job, status, name)
+        """Deliver one acknowledgement: retried through outages for as long as they last,
+        and through refusals until ACK_RETRY_LEASES after the first (then given up)."""
+        backoff = Backoff(name)
+        args = {"id": running.job.id, "token": running.job.token, **params}
+        while True:
+            try:
+                with self.jq.pool.connection() as conn:
+                    row = conn.execute(query(name), args).fetchone()
+                backoff.succeeded()
+                break
+            except RETRYABLE as exc:
+                if not is_transient(exc) and not self._refused(running, name, exc, time.monotonic()):
+                    self._give_up(running, name, exc)
+                    return "undelivered"
+                time.sleep(backoff.failed(exc))
+        status = str((row or {}).get("status"))
+        self._log_ack(running.job, status, name, running.started)
         return status
 
-    def _log_ack(self, job: ClaimedJob, status: str, what: str) -> None:
+    def _log_ack(self, job: ClaimedJob, status: str, what: str, started: float) -> None:
+        """Count the outcome for the summary; one DEBUG line per job (its outcome and run time)."""
+        self.reporter.count(status)
         if status == AckStatus.LEASE_LOST:
             log.warning(
                 f"{what} rejected: this worker no longer holds the lease",
                 extra=_job_extra(job, "ack_rejected", status=status),
             )
+        elif status == AckStatus.OUTPUT_TOO_LARGE:
+            # The handler ran, but its result is over the queue's max_output_bytes: the database
+            # kept none of it and dead-lettered the job (reason output_too_large), not retried.
+            log.error(
+                "handler result too large to store: the job is a dead letter (reason output_too_large);"
+                " raise the queue's max_output_bytes or return less, then redrive it",
+                extra=_job_extra(job, "output_too_large", status=status),
+            )
         else:
             if status in (AckStatus.COMPLETED, AckStatus.ALREADY_COMPLETED):
                 self.jobs_done += 1
             if log.isEnabledFor(logging.DEBUG):
-                log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}"))
+                duration = round(time.monotonic() - started, 3)
+                log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}", duration_s=duration))
 
     def _release_slot(self, job_id: int) -> None:
         with self._lock:
             self._running.pop(job_id, None)
+            self._releases += 1
         self._wake.set()
 
     def _fenced(self, name: str, job: ClaimedJob, param: str, value: Any) -> None:
@@ -706,6 +809,8 @@ class Worker:
             if interval and now >= next_reconcile:
                 next_reconcile = now + interval
                 self._quietly("reconcile", {"batch": 1000, "dry_run": False})
+            if self.reporter.due(now):
+                self.reporter.report(len(self._running))
 
     def _fence(self) -> None:
         """Self-fencing, on a thread of its own that never waits on the database.
@@ -776,14 +881,19 @@ class Worker:
                 self._spawn_handler_thread()  # the stuck thread keeps its slot until it returns
             limit = running.job.timeout.total_seconds() if running.job.timeout else 0
             log.warning("job timed out; abandoning it", extra=_job_extra(running.job, "job_timeout"))
-            self._ack(
-                running,
-                "fail",
-                error=f"timed out after {limit:g}s",
-                error_class=ErrorClass.TIMEOUT.value,
-                retry_in=None,
-                traceback=None,
-            )
+            # On a thread of its own: an acknowledgement being retried must not hold up the
+            # keeper, which heartbeats every other lease.
+            threading.Thread(
+                target=self._ack_and_release,
+                args=(running, "fail", _fail(f"timed out after {limit:g}s", ErrorClass.TIMEOUT)),
+                name="jobqueue-timeout-ack",
+                daemon=True,
+            ).start()
+
+    def _ack_and_release(self, running: Running, name: str, params: dict[str, Any]) -> None:
+        try:
+            self._ack(running, name, **params)
+        finally:
             self._release_slot(running.job.id)
 
     def _quietly(self, name: str, params: dict[str, Any]) -> None:
@@ -820,17 +930,20 @@ class Worker:
             log.info("handed back unfinished job", extra=_job_extra(running.job, "job_released", status=status))
             self._release_slot(running.job.id)
         # Jobs that finished as the grace ran out: one last try to acknowledge them (if it
-        # fails, their leases run out and reconcile puts them back; nothing is lost).
+        # fails, their leases run out and reconcile puts them back; nothing is lost, and the
+        # exit code says they were not delivered).
         while self._done:
             with self._lock:
                 done, self._done = self._done[:ACK_BATCH_MAX], self._done[ACK_BATCH_MAX:]
             try:
                 self._claim_and_ack(done, 0)
             except RETRYABLE as exc:
-                log.warning(
-                    "could not acknowledge finished jobs at shutdown",
-                    extra={"action": "ack_error", "jobs": len(done), "error": _one_line(exc)},
-                )
+                for running, _ in done:
+                    self._give_up(running, "complete", exc)
+                with self._lock:
+                    rest, self._done = self._done, []
+                for running, _ in rest:
+                    self._give_up(running, "complete", exc)
                 break
         for thread in threads:
             thread.join(timeout=30)

@@ -72,6 +72,9 @@ SELECT jobqueue.set_progress(%(id)s::bigint, %(token)s::bigint, %(percent)s::num
 -- name: next_due
 SELECT jobqueue.next_due(%(queues)s::text[]) AS seconds;
 
+-- name: notify_probe
+SELECT pg_notify('jobqueue', %(payload)s::text);
+
 -- name: register_worker
 SELECT jobqueue.register_worker(
     %(worker_id)s::text, %(host)s::text, %(pid)s::int, %(queues)s::text[], %(concurrency)s::int, %(metadata)s::jsonb
@@ -179,3 +182,23 @@ SELECT * FROM jobqueue.health(
     max_dead_letters => %(max_dead_letters)s::bigint,
     max_expired_leases => %(max_expired_leases)s::bigint
 );
+
+-- name: unhandled_pending_types
+-- Job types runnable now on these queues that neither this worker (types) nor any healthy
+-- worker on the queue has a handler for. A worker reports them at WARNING, once per type.
+-- Reads at most %(scan)s jobs per queue, in claim order (the claim index), so it stays
+-- cheap however long the backlog: jobs nobody claims collect at the front of that order.
+SELECT s.type, array_agg(DISTINCT s.queue ORDER BY s.queue) AS queues, count(*) AS pending
+FROM unnest(%(queues)s::text[]) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT j.queue, j.type FROM jobqueue.jobs j
+    WHERE j.queue = q.name AND j.state = 'pending' AND j.waiting_on = 0 AND j.run_at <= now()
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT %(scan)s
+) AS s
+WHERE s.type <> ALL(%(types)s::text[])
+  AND NOT EXISTS (
+      SELECT 1 FROM jobqueue.workers w
+      WHERE w.status = 'healthy' AND s.queue = ANY(w.queues) AND w.metadata->'types' ? s.type)
+GROUP BY s.type
+ORDER BY s.type;

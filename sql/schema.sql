@@ -97,6 +97,8 @@ CREATE TABLE jobqueue.setting (
 INSERT INTO jobqueue.setting (key, value, description) VALUES
     ('max_payload_bytes', '262144', 'largest payload accepted by enqueue, in bytes of JSON text (at most 1048576)'),
     ('max_metadata_bytes', '65536', 'largest metadata object accepted by enqueue, in bytes of JSON text'),
+    ('max_output_bytes', '1048576', 'largest output complete/complete_many store, in bytes of JSON text, unless '
+                                    'the queue sets max_output_bytes (at most 16777216)'),
     ('default_visibility_timeout_s', '30', 'lease length when neither the claim, the job nor the queue sets one'),
     ('max_lease_s', '43200', 'longest visibility timeout and longest total lease since claimed_at (heartbeat cap)'),
     ('default_max_attempts', '25', 'attempts allowed when neither the job, its policies nor the queue set one'),
@@ -126,7 +128,9 @@ CREATE TABLE jobqueue.queue (
     history_retention        interval CHECK (history_retention > interval '0'),
     aging_interval           interval CHECK (aging_interval > interval '0'),
     created_at               timestamptz NOT NULL DEFAULT now(),
-    updated_at               timestamptz NOT NULL DEFAULT now()
+    updated_at               timestamptz NOT NULL DEFAULT now(),
+    -- largest output complete stores for this queue's jobs (NULL: the max_output_bytes setting)
+    max_output_bytes         integer CHECK (max_output_bytes BETWEEN 1 AND 16777216)
 );
 
 -- Retry policy per job type (set_retry_policy).
@@ -266,9 +270,11 @@ CREATE TABLE jobqueue.job_log (
 CREATE INDEX job_log_job_idx ON jobqueue.job_log (job_id);
 CREATE INDEX job_log_at_idx ON jobqueue.job_log USING brin (at);
 
--- Worker processes (register_worker / worker_heartbeat / unregister_worker).
+-- Worker processes (register_worker / worker_heartbeat / unregister_worker). A worker id is
+-- unique per tenant (the registering login role's, NULL for unmapped roles), so that one
+-- tenant's worker names can neither collide with nor reveal another tenant's.
 CREATE TABLE jobqueue.worker (
-    worker_id    text PRIMARY KEY CHECK (length(worker_id) BETWEEN 1 AND 255),
+    worker_id    text NOT NULL CHECK (length(worker_id) BETWEEN 1 AND 255),
     db_user      text NOT NULL DEFAULT session_user,
     host         text,
     pid          integer,
@@ -278,7 +284,9 @@ CREATE TABLE jobqueue.worker (
     started_at   timestamptz NOT NULL DEFAULT now(),
     last_seen_at timestamptz NOT NULL DEFAULT now(),
     jobs_done    bigint NOT NULL DEFAULT 0,
-    stopped_at   timestamptz
+    stopped_at   timestamptz,
+    tenant_id    text,                         -- the registering role's tenant (NULL: unmapped)
+    CONSTRAINT worker_id_tenant_key UNIQUE NULLS NOT DISTINCT (worker_id, tenant_id)
 ) WITH (fillfactor = 70);
 
 ------------------------------------------------------------------------------------------
@@ -324,6 +332,8 @@ INSERT INTO jobqueue.maintenance (step) VALUES ('reconcile');
 -- Queues with a backlog cap: enqueue probes this (empty when no queue is capped) instead of
 -- the whole queue table.
 CREATE INDEX queue_capped_idx ON jobqueue.queue (name) WHERE max_size IS NOT NULL;
+-- Queues with their own output cap: complete reads the lowest one through this (one probe).
+CREATE INDEX queue_output_capped_idx ON jobqueue.queue (max_output_bytes) WHERE max_output_bytes IS NOT NULL;
 
 ------------------------------------------------------------------------------------------
 -- Internal helpers
@@ -588,8 +598,9 @@ $$;
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION jobqueue.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT 2 $$;
-COMMENT ON FUNCTION jobqueue.schema_version() IS 'The jobqueue schema version (2: health); clients check it at startup';
+AS $$ SELECT 3 $$;
+COMMENT ON FUNCTION jobqueue.schema_version() IS
+    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids); clients check it at startup';
 
 CREATE FUNCTION jobqueue.priority(name text) RETURNS integer
 LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
@@ -902,7 +913,9 @@ BEGIN
                 max_attempts, retry_policy, unique_key, expires_at, tenant_id, user_id, tags, metadata,
                 depends_on, waiting_on, timeout, visibility_timeout)
             SELECT ids[c.idx + 1], c.queue, c.type, c.payload, 'pending', c.priority, c.priority,
-                   coalesce(c.run_at, now() + make_interval(secs => c.delay_s), now()),
+                   -- a run time in the past is now: it must not jump ahead of earlier jobs
+                   -- of its priority, nor be aged from the past (reconcile ages from run_at)
+                   greatest(coalesce(c.run_at, now() + make_interval(secs => c.delay_s)), now()),
                    coalesce(c.max_attempts, (c.retry_policy->>'max_attempts')::integer,
                             (tp.policy->>'max_attempts')::integer, q.max_attempts,
                             (q.retry_policy->>'max_attempts')::integer, default_attempts),
@@ -917,6 +930,7 @@ BEGIN
                     WHEN NOT b.is_object THEN ARRAY['jobs', 'must be a JSON object']
                     WHEN b.extra_key IS NOT NULL THEN ARRAY['jobs', format('unknown key "%s"', b.extra_key)]
                     WHEN jobqueue._type_error(b.type) IS NOT NULL THEN ARRAY['type', jobqueue._type_error(b.type)]
+                    WHEN b.payload = 'null' THEN ARRAY['payload', 'must be a JSON object, not null']
                     WHEN jsonb_typeof(b.payload) IS DISTINCT FROM 'object' THEN ARRAY['payload', 'must be a JSON object']
                     -- JSON text is at most ~6x the binary size (escaped control characters), so
                     -- small documents skip the text conversion
@@ -1001,8 +1015,9 @@ BEGIN
                             CASE WHEN jsonb_typeof(s.e) = 'object' AND s.e - known <> '{}'
                                  THEN (SELECT min(k) FROM jsonb_object_keys(s.e - known) AS k) END AS extra_key,
                             CASE WHEN jsonb_typeof(s.e->'type') = 'string' THEN s.e->>'type' END AS type,
-                            -- absent or JSON null: the default, for every key (SQL NULL arguments too)
-                            coalesce(nullif(s.e->'payload', 'null'), '{}'::jsonb) AS payload,
+                            -- absent or JSON null: the default, for every key (SQL NULL arguments too),
+                            -- but payload: absent is {}, JSON null is refused (a payload is an object)
+                            coalesce(s.e->'payload', '{}'::jsonb) AS payload,
                             CASE WHEN nullif(s.e->'queue', 'null') IS NULL THEN 'default'
                                  WHEN jsonb_typeof(s.e->'queue') = 'string' THEN s.e->>'queue' END AS queue,
                             jobqueue._priority_of(s.e->'priority') AS priority,
@@ -1189,7 +1204,7 @@ AS $$
 #variable_conflict use_variable
 DECLARE
     q_name text := coalesce(queue, 'default');
-    body jsonb := coalesce(nullif(payload, 'null'), '{}');
+    body jsonb := payload;  -- NULL and JSON null are refused: a payload is an object (leave it out for {})
     prio integer := jobqueue._priority_of(to_jsonb(priority));
     max_payload numeric;
     max_delay numeric;
@@ -1222,7 +1237,9 @@ BEGIN
     IF err IS NOT NULL THEN
         PERFORM jobqueue._raise('type', err);
     END IF;
-    IF jsonb_typeof(body) <> 'object' THEN
+    IF body IS NULL OR body = 'null' THEN
+        PERFORM jobqueue._raise('payload', 'must be a JSON object, not null');
+    ELSIF jsonb_typeof(body) <> 'object' THEN
         PERFORM jobqueue._raise('payload', 'must be a JSON object');
     END IF;
     max_payload := jobqueue._conf('max_payload_bytes');
@@ -1266,7 +1283,8 @@ BEGIN
                          jobqueue._conf('default_max_attempts'));
     INSERT INTO jobqueue.job AS j (queue, type, payload, priority, base_priority, run_at, max_attempts,
                                    tenant_id, user_id)
-    VALUES (q_name, type, body, prio, prio, coalesce(run_at, now() + delay, now()), attempts, tenant_id, user_id)
+    VALUES (q_name, type, body, prio, prio, greatest(coalesce(run_at, now() + delay), now()), attempts, tenant_id,
+            user_id)
     RETURNING j.id, j.run_at <= now() INTO new_id, runnable;
     INSERT INTO jobqueue.job_event (job_id, queue, from_state, to_state) VALUES (new_id, q_name, NULL, 'pending');
     IF q.paused IS NULL THEN  -- no queue row yet (paused is NOT NULL in every row)
@@ -1335,8 +1353,8 @@ BEGIN
         SELECT (i.o - 1)::integer AS idx,
             CASE
             WHEN jobqueue._type_error(i.type) IS NOT NULL THEN ARRAY['type', jobqueue._type_error(i.type)]
-            WHEN jsonb_typeof(coalesce(nullif(i.payload, 'null'), '{}')) <> 'object'
-                THEN ARRAY['payload', 'must be a JSON object']
+            WHEN i.payload IS NULL OR i.payload = 'null' THEN ARRAY['payload', 'must be a JSON object, not null']
+            WHEN jsonb_typeof(i.payload) <> 'object' THEN ARRAY['payload', 'must be a JSON object']
             WHEN pg_column_size(i.payload) * 8 > max_payload AND octet_length(i.payload::text) > max_payload
                 THEN ARRAY['payload', format('larger than %s bytes', max_payload)]
             WHEN jobqueue._queue_error(coalesce(i.queue, 'default')) IS NOT NULL
@@ -1377,7 +1395,7 @@ BEGIN
                coalesce(i.attempts, (tp.policy->>'max_attempts')::integer, q.max_attempts,
                         (q.retry_policy->>'max_attempts')::integer, default_attempts)
         FROM (
-            SELECT u.o, u.type, coalesce(nullif(u.payload, 'null'), '{}') AS payload,
+            SELECT u.o, u.type, u.payload,
                    coalesce(u.queue, 'default') AS queue, coalesce(u.priority, 5) AS priority, u.attempts
             FROM unnest(types, payloads, queues, priorities, max_attempts)
                  WITH ORDINALITY AS u(type, payload, queue, priority, attempts, o)
@@ -1659,9 +1677,69 @@ $$;
 COMMENT ON FUNCTION jobqueue.heartbeat(bigint, bigint, interval) IS
     'Renew a lease from now() (capped at claimed_at + 12 h); returns ok | lease_lost and cancel_requested';
 
+-- Outputs over their queue's cap (the queue's max_output_bytes, else the setting; bytes of
+-- JSON text) are not stored: each such job, if still processing under the given token, is
+-- dead-lettered with reason output_too_large and an error entry of that class (rerunning
+-- a handler that already did its work would most likely produce the same output again), and
+-- its dependents are cancelled. Called by _complete only when some output may be too large.
+CREATE FUNCTION jobqueue._refuse_large_outputs(ids bigint[], tokens bigint[], outputs jsonb[], lowest_cap numeric)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    default_cap numeric := jobqueue._conf('max_output_bytes');
+    moved bigint[];
+BEGIN
+    WITH input AS (
+        -- JSON text is at most ~6x the binary size, so small outputs skip the text conversion
+        SELECT x.id, x.token, x.output
+        FROM unnest(ids, tokens, outputs) AS x(id, token, output)
+        WHERE pg_column_size(x.output) * 8 > lowest_cap
+    ), big AS (
+        SELECT i.id, i.token, s.size, s.cap
+        FROM input i
+        JOIN jobqueue.job j ON j.id = i.id AND j.token = i.token AND j.state = 'processing'
+        CROSS JOIN LATERAL (
+            SELECT coalesce((SELECT q.max_output_bytes FROM jobqueue.queue q WHERE q.name = j.queue), default_cap) AS cap
+        ) AS c
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN pg_column_size(i.output) * 8 > c.cap THEN octet_length(i.output::text) END AS size,
+                   c.cap
+        ) AS s
+        WHERE s.size > s.cap
+    ), d AS (
+        DELETE FROM jobqueue.job j USING big b
+        WHERE j.id = b.id AND j.state = 'processing' AND j.token = b.token
+        RETURNING j AS r, b.size, b.cap
+    ), dead AS (
+        SELECT p.* FROM d, jsonb_populate_record(d.r, jsonb_build_object(
+            'state', 'dead_letter', 'finished_at', now(), 'reason', 'output_too_large', 'lease_expires_at', NULL,
+            'errors', jobqueue._append_error((d.r).errors, jsonb_build_object(
+                'at', now(), 'attempt', (d.r).attempt, 'token', (d.r).token, 'error_class', 'output_too_large',
+                'message', format('output: larger than %s bytes (%s bytes of JSON text); not stored', d.cap, d.size),
+                'traceback', NULL, 'worker_id', (d.r).worker_id, 'source', 'worker',
+                'outcome', 'dead_letter')))) AS p
+    ), l AS (
+        INSERT INTO jobqueue.dead_letter SELECT * FROM dead
+    ), ev AS (
+        INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
+        SELECT (d.r).id, (d.r).token, (d.r).queue, 'processing', 'dead_letter',
+               jsonb_build_object('error_class', 'output_too_large', 'attempt', (d.r).attempt,
+                                  'reason', 'output_too_large', 'output_bytes', d.size)
+        FROM d
+    )
+    SELECT array_agg((d.r).id) INTO moved FROM d;
+    IF moved IS NOT NULL THEN
+        PERFORM jobqueue._cancel_dependents(moved);
+    END IF;
+END
+$$;
+
 -- Complete a batch in one set-based statement: each (id, token) is accepted only while the job
 -- is processing under that token. Not accepted: already_completed when job_history holds the
--- job completed with that very token (a repeated ack), else lease_lost.
+-- job completed with that very token (a repeated ack); output_too_large when its output was
+-- over the cap (_refuse_large_outputs dead-lettered it, now or at an earlier try); else
+-- lease_lost.
 CREATE FUNCTION jobqueue._complete(ids bigint[], tokens bigint[], outputs jsonb[])
 RETURNS TABLE (id bigint, status text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
@@ -1672,7 +1750,22 @@ DECLARE
     r_ids bigint[];
     r_status text[];
     with_dependents bigint[];
+    largest integer;
+    lowest_cap numeric;
 BEGIN
+    -- Output caps. Most acknowledgements carry no output or a small one: one pass over the
+    -- outputs' sizes decides, and the caps are read only when an output comes near one.
+    IF outputs IS NOT NULL THEN
+        largest := (SELECT max(pg_column_size(o)) FROM unnest(outputs) AS o);
+    END IF;
+    IF largest IS NOT NULL THEN
+        lowest_cap := least(jobqueue._conf('max_output_bytes'),
+                            (SELECT min(q.max_output_bytes) FROM jobqueue.queue q WHERE q.max_output_bytes IS NOT NULL));
+        IF largest * 8 > lowest_cap THEN
+            PERFORM jobqueue._refuse_large_outputs(ids, tokens, outputs, lowest_cap);
+        END IF;
+    END IF;
+
     WITH input AS (
         SELECT x.id, x.token, x.output, x.ord
         FROM unnest(ids, tokens, outputs) WITH ORDINALITY AS x(id, token, output, ord)
@@ -1701,6 +1794,9 @@ BEGIN
                           WHEN EXISTS (SELECT 1 FROM jobqueue.job_history hh
                                        WHERE hh.id = i.id AND hh.token = i.token AND hh.state = 'completed')
                               THEN 'already_completed'
+                          WHEN EXISTS (SELECT 1 FROM jobqueue.dead_letter dl
+                                       WHERE dl.id = i.id AND dl.token = i.token AND dl.reason = 'output_too_large')
+                              THEN 'output_too_large'
                           ELSE 'lease_lost' END ORDER BY i.ord),
            array_agg(dd.id) FILTER (WHERE dd.has_dependents)
     INTO r_ids, r_status, with_dependents
@@ -1723,7 +1819,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION jobqueue.complete(bigint, bigint, jsonb) IS
-    'Finish a job successfully: completed | already_completed (same token again) | lease_lost';
+    'Finish a job successfully: completed | already_completed (same token again) | lease_lost | '
+    'output_too_large (over max_output_bytes: dead-lettered, output not stored)';
 
 CREATE FUNCTION jobqueue.complete_many(ids bigint[], tokens bigint[], outputs jsonb[] DEFAULT NULL)
 RETURNS TABLE (id bigint, status text)
@@ -1744,7 +1841,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION jobqueue.complete_many(bigint[], bigint[], jsonb[]) IS
-    'Complete a batch of jobs in one statement; one (id, status) row per input, in input order';
+    'Complete a batch of jobs in one statement; one (id, status) row per input, in input order (statuses as complete)';
 
 -- The retry policy in force for a job: queue default, then the job type's policy, then the
 -- job's own override, merged key by key (the most specific wins).
@@ -2627,7 +2724,7 @@ AS $$
         'visibility_timeout', extract(epoch FROM q.visibility_timeout), 'max_attempts', q.max_attempts,
         'retry_policy', q.retry_policy, 'dead_letter_max_age_days', q.dead_letter_max_age_days,
         'history_retention', extract(epoch FROM q.history_retention),
-        'aging_interval', extract(epoch FROM q.aging_interval))
+        'aging_interval', extract(epoch FROM q.aging_interval), 'max_output_bytes', q.max_output_bytes)
     FROM jobqueue.queue q WHERE q.name = _queue_settings.queue
 $$;
 
@@ -2708,9 +2805,14 @@ BEGIN
                 PERFORM jobqueue._raise('aging_interval',
                     'must be a number of seconds more than 0 and at most 2592000 (or null)');
             END IF;
+        WHEN 'max_output_bytes' THEN
+            IF n IS NULL OR n <> trunc(n) OR n NOT BETWEEN 1 AND 16777216 THEN
+                PERFORM jobqueue._raise('max_output_bytes', 'must be an integer between 1 and 16777216 (or null)');
+            END IF;
         ELSE
             PERFORM jobqueue._raise('settings', format('unknown key "%s" (known: max_size, visibility_timeout, '
-                'max_attempts, retry_policy, dead_letter_max_age_days, history_retention, aging_interval)', k));
+                'max_attempts, retry_policy, dead_letter_max_age_days, history_retention, aging_interval, '
+                'max_output_bytes)', k));
         END CASE;
     END LOOP;
     INSERT INTO jobqueue.queue (name) VALUES (configure_queue.queue) ON CONFLICT DO NOTHING;
@@ -2727,6 +2829,8 @@ BEGIN
             THEN make_interval(secs => (settings->>'history_retention')::float8) ELSE q.history_retention END,
         aging_interval = CASE WHEN settings ? 'aging_interval'
             THEN make_interval(secs => (settings->>'aging_interval')::float8) ELSE q.aging_interval END,
+        max_output_bytes = CASE WHEN settings ? 'max_output_bytes'
+            THEN (settings->>'max_output_bytes')::numeric::integer ELSE q.max_output_bytes END,
         updated_at = now()
     WHERE q.name = configure_queue.queue;
     RETURN jobqueue._queue_settings(configure_queue.queue);
@@ -2734,7 +2838,7 @@ END
 $$;
 COMMENT ON FUNCTION jobqueue.configure_queue(text, jsonb) IS
     'Set queue settings (max_size, visibility_timeout, max_attempts, retry_policy, dead_letter_max_age_days, '
-    'history_retention, aging_interval; JSON null clears); returns the resulting settings';
+    'history_retention, aging_interval, max_output_bytes; JSON null clears); returns the resulting settings';
 
 CREATE FUNCTION jobqueue.set_retry_policy(type text, policy jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
@@ -2875,8 +2979,13 @@ DECLARE
     pending_q text;
     dead bigint;
 BEGIN
-    -- Sessions and slots are the cluster's, not a tenant's: for the operator only.
-    PERFORM jobqueue._require_unmapped('health');
+    -- Read-only, but sessions and slots are the cluster's, not a tenant's: for the operator only.
+    IF jobqueue._tenant() IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('health: login role %s acts for tenant %s; health reports on the whole server '
+                             '(every session, replication slot and tenant''s jobs) and needs a jobqueue_admin '
+                             'role mapped to no tenant', session_user, jobqueue._tenant());
+    END IF;
     -- NULL means the default (as everywhere in the API); the last three are off by default.
     max_xmin_age := coalesce(max_xmin_age, interval '5 minutes');
     max_xmin_xids := coalesce(max_xmin_xids, 100000000);
@@ -2996,10 +3105,13 @@ BEGIN
     IF metadata IS NOT NULL AND jsonb_typeof(metadata) <> 'object' THEN
         PERFORM jobqueue._raise('metadata', 'must be a JSON object');
     END IF;
-    INSERT INTO jobqueue.worker AS w (worker_id, db_user, host, pid, queues, concurrency, metadata)
+    -- Keyed by (worker_id, the caller's tenant): another tenant's worker of the same name is
+    -- neither a conflict nor visible.
+    INSERT INTO jobqueue.worker AS w (worker_id, db_user, host, pid, queues, concurrency, metadata, tenant_id)
     VALUES (register_worker.worker_id, session_user, register_worker.host, register_worker.pid,
-            register_worker.queues, register_worker.concurrency, coalesce(register_worker.metadata, '{}'))
-    ON CONFLICT (worker_id) DO UPDATE
+            register_worker.queues, register_worker.concurrency, coalesce(register_worker.metadata, '{}'),
+            jobqueue._tenant())
+    ON CONFLICT (worker_id, tenant_id) DO UPDATE
     SET db_user = EXCLUDED.db_user, host = EXCLUDED.host, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
         concurrency = EXCLUDED.concurrency, metadata = EXCLUDED.metadata, started_at = now(),
         last_seen_at = now(), jobs_done = 0, stopped_at = NULL;
@@ -3018,7 +3130,8 @@ BEGIN
     END IF;
     UPDATE jobqueue.worker w
     SET last_seen_at = now(), jobs_done = coalesce(worker_heartbeat.jobs_done, w.jobs_done)
-    WHERE w.worker_id = worker_heartbeat.worker_id AND w.stopped_at IS NULL;
+    WHERE w.worker_id = worker_heartbeat.worker_id AND w.tenant_id IS NOT DISTINCT FROM jobqueue._tenant()
+      AND w.stopped_at IS NULL;
     RETURN FOUND;
 END
 $$;
@@ -3029,7 +3142,8 @@ CREATE FUNCTION jobqueue.unregister_worker(worker_id text) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
     UPDATE jobqueue.worker w SET stopped_at = now(), last_seen_at = now()
-    WHERE w.worker_id = unregister_worker.worker_id AND w.stopped_at IS NULL
+    WHERE w.worker_id = unregister_worker.worker_id AND w.tenant_id IS NOT DISTINCT FROM jobqueue._tenant()
+      AND w.stopped_at IS NULL
 $$;
 COMMENT ON FUNCTION jobqueue.unregister_worker(text) IS 'A worker stopped (kept for worker_retention_s)';
 
@@ -3127,7 +3241,8 @@ COMMENT ON VIEW jobqueue.dead_letters IS 'Jobs that failed for good (state dead_
 
 CREATE VIEW jobqueue.queues AS
     SELECT q.name, q.paused, q.max_size, q.visibility_timeout, q.max_attempts, q.retry_policy,
-           q.dead_letter_max_age_days, q.history_retention, q.aging_interval, q.created_at, q.updated_at
+           q.dead_letter_max_age_days, q.history_retention, q.aging_interval, q.created_at, q.updated_at,
+           q.max_output_bytes
     FROM jobqueue.queue q;
 COMMENT ON VIEW jobqueue.queues IS 'Every queue configured or used (enqueue registers new queues) and its settings';
 
@@ -3138,10 +3253,14 @@ CREATE VIEW jobqueue.workers AS
                 WHEN w.last_seen_at > now() - interval '60 seconds' THEN 'healthy'
                 WHEN w.last_seen_at > now() - interval '5 minutes' THEN 'degraded'
                 ELSE 'unhealthy' END AS status,
-           (SELECT count(*) FROM jobqueue.job j WHERE j.state = 'processing' AND j.worker_id = w.worker_id) AS running
+           -- a tenant's worker runs only its tenant's jobs; an unmapped one may run any tenant's
+           (SELECT count(*) FROM jobqueue.job j WHERE j.state = 'processing' AND j.worker_id = w.worker_id
+              AND (w.tenant_id IS NULL OR j.tenant_id = w.tenant_id)) AS running,
+           w.tenant_id
     FROM jobqueue.worker w;
 COMMENT ON VIEW jobqueue.workers IS
-    'Worker processes: healthy (seen < 60 s ago), degraded (< 5 min), unhealthy, or stopped; running jobs';
+    'Worker processes: healthy (seen < 60 s ago), degraded (< 5 min), unhealthy, or stopped; running jobs; '
+    'tenant_id (worker ids are unique per tenant)';
 
 ------------------------------------------------------------------------------------------
 -- Multi-tenant mode: the tenant mapping, rate limits, and row-level security
@@ -3342,14 +3461,12 @@ CREATE POLICY tenant_prune ON jobqueue.job_log FOR DELETE
            OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_log.job_id));
 CREATE POLICY append ON jobqueue.job_log FOR INSERT WITH CHECK (true);
 -- Worker registrations: a mapped caller sees (and may heartbeat or unregister) only the
--- workers registered by login roles of its own tenant.
+-- workers registered for its own tenant (the tenant stamped at registration).
 ALTER TABLE jobqueue.worker ENABLE ROW LEVEL SECURITY;
 ALTER TABLE jobqueue.worker FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON jobqueue.worker
-    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
-           OR db_user IN (SELECT m.role_name FROM jobqueue.tenant_role m
-                          WHERE m.tenant_id = (SELECT t.tenant_id FROM jobqueue.tenant_role t
-                                               WHERE t.role_name = session_user)));
+    USING (tenant_id IS NOT DISTINCT FROM coalesce(
+        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
 
 ------------------------------------------------------------------------------------------
 -- The first history partitions (reconcile keeps creating them ahead)

@@ -49,13 +49,28 @@ DATABASE_URL_HELP = (
 )
 
 
+PREPARED_HELP = (
+    "Server-side prepared statements (default: on, unless the URL says prepared_statements=off "
+    "or $JOBQUEUE_PREPARED_STATEMENTS=off). Turn them off behind PgBouncer in transaction mode "
+    "before 1.21, or without max_prepared_statements."
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "JOBQUEUE"})
 @click.option("--database-url", metavar="URL", help=DATABASE_URL_HELP, envvar=[])
+@click.option(
+    "--prepared-statements/--no-prepared-statements",
+    default=None,
+    help=PREPARED_HELP,
+    allow_from_autoenv=False,  # the library reads $JOBQUEUE_PREPARED_STATEMENTS, after the URL's parameter
+)
 @click.version_option(package_name="jobqueue")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None) -> None:
+def cli(ctx: click.Context, database_url: str | None, prepared_statements: bool | None) -> None:
     """jobqueue: a job queue whose whole state lives in PostgreSQL."""
-    ctx.obj = Context(database_url)
+    # click's auto_envvar_prefix fills --database-url from $JOBQUEUE_DATABASE_URL: say so.
+    from_env = ctx.get_parameter_source("database_url") is click.core.ParameterSource.ENVIRONMENT
+    ctx.obj = Context(database_url, prepared_statements, "JOBQUEUE_DATABASE_URL" if from_env else "--database-url")
 
 
 #: Every verb, in the order a job meets them (``--help`` lists them alphabetically).

@@ -18,12 +18,22 @@ if TYPE_CHECKING:
 
 
 class Context:
-    def __init__(self, database_url: str | None) -> None:
+    def __init__(
+        self, database_url: str | None, prepared_statements: bool | None = None, source: str = "--database-url"
+    ) -> None:
         self.database_url = database_url
+        self.prepared_statements = prepared_statements
+        #: Where database_url came from: the option, or $JOBQUEUE_DATABASE_URL (for messages).
+        self.source = source
         self._queue: JobQueue | None = None
 
     def target(self, *, start_embedded: bool = True) -> DatabaseTarget:
-        return resolve_database(self.database_url, start_embedded=start_embedded)
+        target = resolve_database(
+            self.database_url, start_embedded=start_embedded, prepared_statements=self.prepared_statements
+        )
+        if self.database_url and target.source == "--database-url":
+            return DatabaseTarget(target.url, self.source, target.prepared_statements)
+        return target
 
     def queue(self) -> JobQueue:
         """The library handle the verbs call, closed when the command ends.
@@ -39,7 +49,7 @@ class Context:
             target = self.target()
             with connect(target) as conn:
                 check_schema(conn, target)
-            jq = JobQueue(target.url, pool_size=2)
+            jq = JobQueue(target.url, pool_size=2, prepared_statements=target.prepared_statements)
             click.get_current_context().call_on_close(jq.close)
             self._queue = jq
         return self._queue

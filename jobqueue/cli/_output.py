@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from jobqueue.models import Job
+from jobqueue.tables import Column, FittedTable, columns_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 #: Width of tables written to a pipe or file (no terminal to measure); $COLUMNS overrides it.
 PIPE_WIDTH = 200
 
-Columns = Sequence[tuple[str, str]]
+Columns = Sequence[tuple[str, str] | Column]
 
 
 def _json_default(value: Any) -> Any:
@@ -89,16 +90,25 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(title: str, columns: Columns, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rows as a rich table; ``columns`` are (key, heading). Keys missing from a row show '-'."""
-    from rich.table import Table
+def print_table(
+    title: str,
+    columns: Columns,
+    rows: Sequence[Mapping[str, Any]],
+    out: Console | None = None,
+) -> None:
+    """Rows as a table that fits the terminal (jobqueue.tables); ``columns`` are (key,
+    heading) pairs or Columns (which may be shortened or dropped). Missing keys show '-'."""
+    (out or console()).print(fitted_table(title, columns, rows))
 
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for key, heading in columns:
-        table.add_column(heading, justify="right" if key in _NUMERIC else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*(cell(row.get(key)) for key, _ in columns))
-    console().print(table)
+
+def fitted_table(
+    title: str,
+    columns: Columns,
+    rows: Sequence[Mapping[str, Any]],
+    caption: str | None = None,
+) -> FittedTable:
+    spec = columns_of(columns, _NUMERIC)
+    return FittedTable(title, spec, [{c.key: cell(row.get(c.key)) for c in spec} for row in rows], caption=caption)
 
 
 def print_fields(title: str, fields: Mapping[str, Any]) -> None:
@@ -129,6 +139,7 @@ _NUMERIC = frozenset(
         "concurrency",
         "pid",
         "max_size",
+        "max_output_bytes",
     }
 )
 

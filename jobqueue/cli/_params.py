@@ -140,11 +140,35 @@ class Clearable(ParamTypeBase):
         return result
 
 
+class JobId(ParamTypeBase):
+    """A job id: a whole number from 1 (``jobs show abc`` says so, not "not a valid integer range")."""
+
+    name = "job id"
+    MAX = 2**63 - 1
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                self.fail(f"job id must be a number, not {value!r}", param, ctx)
+        if number < 1:
+            self.fail(f"job id must be a positive number, not {value!r}", param, ctx)
+        if number > self.MAX:
+            self.fail(f"job id is too large: {value!r}", param, ctx)
+        return number
+
+
 DURATION = Duration()
 POSITIVE_DURATION = Duration(allow_zero=False)
 PRIORITY = PriorityType()
 TIMESTAMP = Timestamp()
-JOB_ID = click.IntRange(1, 2**63 - 1)
+JOB_ID = JobId()
 STATES = [state.value for state in JobState]
 
 # -- shared options ----------------------------------------------------------------------------

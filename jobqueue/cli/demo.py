@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -35,7 +38,7 @@ from jobqueue.cli.db import probe
 from jobqueue.cli.dlq import DLQ_COLUMNS, dlq_row
 from jobqueue.cli.observe import stats_rows, stats_table
 from jobqueue.client import JobQueue
-from jobqueue.config import DatabaseTarget
+from jobqueue.config import DatabaseTarget, redact
 from jobqueue.errors import JobQueueError
 from jobqueue.models import TERMINAL_STATES, JobState, Priority
 
@@ -53,6 +56,8 @@ OUTAGE_S = 5.0
 DELAY_RANGE_S = (1.0, 3.0)
 DELAYED_FRACTION = 0.1
 PROGRESS_REFRESH_S = 0.2
+#: Below this many columns the progress line is shortened to fit (an 80-column terminal).
+NARROW_WIDTH = 120
 WORKER_STOP_TIMEOUT_S = 30.0
 LIVE_STATES = (JobState.PENDING.value, JobState.RETRYING.value, JobState.PROCESSING.value)
 PRIORITY_WEIGHTS = {Priority.LOW: 2, Priority.NORMAL: 5, Priority.HIGH: 2, Priority.CRITICAL: 1}
@@ -89,13 +94,17 @@ def demo(ctx: Context, job_count: int, worker_count: int, concurrency: int) -> N
     Uses the database as every command does (the embedded PostgreSQL by default) and its
     own queue `demo`, cleared first.
     """
+    from jobqueue.db import REQUIRED_SCHEMA_VERSION
+
     target = ctx.target()
     click.echo(f"database: {target.display}")
     migrations.upgrade(target)
-    state = migrations.state(target)
-    click.echo(f"schema: revision {state.current}")
     info = probe(target)
-    click.echo(f"server: PostgreSQL {info.get('server_version')}, jobqueue schema {info.get('schema_version')}")
+    version = str(info.get("server_version") or "?").split()[0]  # "15.20", not "15.20 (Debian ...)"
+    schema = info.get("schema_version")
+    click.echo(
+        f"server: PostgreSQL {version}, jobqueue schema {schema} (this jobqueue needs {REQUIRED_SCHEMA_VERSION})"
+    )
     code = run(target, jobs=job_count, workers=worker_count, concurrency=concurrency)
     sys.exit(code)
 
@@ -187,7 +196,10 @@ def run(
             f"\n[bold]enqueued {len(ids)} jobs[/] on queue {DEMO_QUEUE!r} in {time.monotonic() - t0:.2f}s "
             f"with one enqueue_many: {kinds}"
         )
-        out.print(f"starting {workers} workers: jobqueue worker --app jobqueue.examples:jq --queues {DEMO_QUEUE}")
+        out.print(f"starting {workers} workers, each:")
+        out.print(
+            f"  {command(target)} worker --app jobqueue.examples:jq --queues {DEMO_QUEUE}", markup=False, soft_wrap=True
+        )
         procs = [start_worker(target.url, concurrency, log) for _ in range(workers)]
         if not watch(jq, out, len(ids), procs):
             return 1
@@ -196,12 +208,12 @@ def run(
         out.print(stats_table([r for r in stats_rows(jq, window) if r["queue"] == DEMO_QUEUE], window))
         dead = jq.dead_letters(queue=DEMO_QUEUE, limit=100)
         out.print()
-        print_table(f"dead letters ({len(dead)})", DLQ_COLUMNS, [dlq_row(r) for r in dead])
+        print_table(f"dead letters ({len(dead)})", DLQ_COLUMNS, [dlq_row(r) for r in dead], out)
         outage = next((r for r in dead if r["payload"].get("endpoint") == the_plan.outage_endpoint), None)
         if outage is None:
             out.print("[red]the outage job is not in the dead-letter queue[/]")
             return 1
-        ok = redrive_one(jq, out, int(outage["id"]), the_plan.down_until)
+        ok = redrive_one(jq, out, int(outage["id"]), the_plan.down_until, command(target))
     except JobQueueError as exc:
         out.print(f"[red]demo failed: {exc}[/]")
         return exc.exit_code
@@ -213,12 +225,44 @@ def run(
         elif procs:
             out.print(f"worker logs: {log.name}")
         jq.close()
-    out.print(
-        f"\n[bold]demo finished in {time.monotonic() - started:.1f}s.[/] Next: "
-        f"jobqueue stats --watch | jobqueue jobs list -q {DEMO_QUEUE} | jobqueue dlq list -q {DEMO_QUEUE} | "
-        "jobqueue --help"
-    )
+    out.print(f"\n[bold]demo finished in {time.monotonic() - started:.1f}s.[/] Next, try:")
+    for line in next_commands(command(target)):
+        out.print(f"  {line}", markup=False, soft_wrap=True)  # never split a command to copy
     return 0
+
+
+def command(target: DatabaseTarget) -> str:
+    """How to run this jobqueue from the user's shell, to copy and paste: ``jobqueue`` when
+    that is the one on PATH, else its path (``.venv/bin/jobqueue`` from the project folder);
+    with the ``--database-url`` the demo was given (password hidden)."""
+    script = Path(sys.executable).parent / "jobqueue"
+    if not script.exists():
+        name = f"{_shown_path(Path(sys.executable))} -m jobqueue"
+    else:
+        on_path = shutil.which("jobqueue")
+        name = "jobqueue" if on_path and Path(on_path).resolve() == script.resolve() else _shown_path(script)
+    if target.source == "--database-url":
+        name += f" --database-url {shlex.quote(redact(target.url))}"
+    return name
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def next_commands(jobqueue: str) -> list[str]:
+    """What to try after the demo: one command a line, each with what it shows (# comment)."""
+    pairs = [
+        ("stats", "the queues' figures"),
+        (f"jobs list -q {DEMO_QUEUE}", "the demo's jobs, newest first"),
+        (f"dlq list -q {DEMO_QUEUE}", "its dead letters, and why"),
+        ("--help", "every command"),
+    ]
+    width = max(len(verb) for verb, _ in pairs)
+    return [f"{jobqueue} {verb:<{width}}  # {what}" for verb, what in pairs]
 
 
 def clean(jq: JobQueue) -> int:
@@ -290,10 +334,11 @@ def watch(jq: JobQueue, out: Console, total: int, procs: list[subprocess.Popen[b
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     deadline = time.monotonic() + RUN_TIMEOUT_S
+    narrow = out.width < NARROW_WIDTH
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]jobs finished"),
-        BarColumn(),
+        BarColumn(bar_width=10 if narrow else 40),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[detail]}"),
@@ -304,7 +349,10 @@ def watch(jq: JobQueue, out: Console, total: int, procs: list[subprocess.Popen[b
             counts = live_counts(jq)
             waiting = counts["pending"] + counts["scheduled"] + counts["retrying"] + counts["processing"]
             detail = (
-                f"pending {counts['pending']}  scheduled {counts['scheduled']}  retrying {counts['retrying']}  "
+                f"waiting {waiting - counts['processing']}  running {counts['processing']}  "
+                f"dead {counts['dead_letters']}"
+                if narrow
+                else f"pending {counts['pending']}  scheduled {counts['scheduled']}  retrying {counts['retrying']}  "
                 f"running {counts['processing']}  dead {counts['dead_letters']}"
             )
             progress.update(task, completed=max(total - waiting, 0), detail=detail)
@@ -319,7 +367,7 @@ def watch(jq: JobQueue, out: Console, total: int, procs: list[subprocess.Popen[b
             time.sleep(PROGRESS_REFRESH_S)
 
 
-def redrive_one(jq: JobQueue, out: Console, job_id: int, down_until: float) -> bool:
+def redrive_one(jq: JobQueue, out: Console, job_id: int, down_until: float, jobqueue: str = "jobqueue") -> bool:
     """Redrive the job the outage dead-lettered, once the outage is over; show it complete."""
     job = jq.get(job_id)
     out.print(
@@ -330,7 +378,8 @@ def redrive_one(jq: JobQueue, out: Console, job_id: int, down_until: float) -> b
     if wait > 0:
         out.print(f"waiting {wait:.1f}s for the partner API to come back ...")
         time.sleep(wait)
-    out.print(f"the partner API is back: [bold]jobqueue dlq redrive {job_id}[/]")
+    out.print("the partner API is back:")
+    out.print(f"  {jobqueue} dlq redrive {job_id}", markup=False, soft_wrap=True, style="bold")
     jq.redrive({"ids": [job_id]}, limit=1)
     deadline = time.monotonic() + 30
     while job.state not in TERMINAL_STATES or job.state == JobState.DEAD_LETTER:

@@ -17,16 +17,19 @@ from jobqueue.cli._output import attempts, echo_json, last_error, print_page, re
 from jobqueue.cli._params import JOB_ID, before_option, filter_options, json_option, limit_option, option
 from jobqueue.errors import JobNotFound
 from jobqueue.models import JobState
+from jobqueue.tables import Column
 
+#: Narrower than the terminal, state goes first, then the time, then the queue; the last
+#: error is cut short (`dlq show ID` has it whole).
 DLQ_COLUMNS = (
-    ("id", "id"),
-    ("state", "state"),
-    ("queue", "queue"),
-    ("type", "type"),
-    ("reason", "reason"),
-    ("attempts", "attempts"),
-    ("dead_at", "dead since (UTC)"),
-    ("last_error", "last error"),
+    Column("id", "id", numeric=True),
+    Column("state", "state", drop=1),
+    Column("queue", "queue", drop=3),
+    Column("type", "type"),
+    Column("reason", "reason"),
+    Column("attempts", "attempts", short="tries"),
+    Column("dead_at", "dead since (UTC)", short="dead since", drop=2),
+    Column("last_error", "last error", free_text=True),
 )
 #: Jobs per redrive/purge call; big filters run in chunks of this size.
 DLQ_CHUNK = 1000

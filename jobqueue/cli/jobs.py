@@ -39,6 +39,7 @@ from jobqueue.cli._params import (
     optional_object,
     read_payload,
 )
+from jobqueue.errors import JobQueueError
 from jobqueue.models import TERMINAL_STATES, Job, JobState
 
 if TYPE_CHECKING:
@@ -83,7 +84,12 @@ if TYPE_CHECKING:
 @option("--depends-on", type=JOB_ID, multiple=True, metavar="ID", help="Run only after job ID completes (repeatable).")
 @option("--timeout", type=POSITIVE_DURATION, default=None, help="Longest one attempt may run.")
 @option("--visibility-timeout", type=POSITIVE_DURATION, default=None, help="Lease length per claim.")
-@option("--wait", is_flag=True, help="Wait for the outcome: print the output; exit 0 completed, 1 failed or cancelled.")
+@option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the outcome, saying on stderr what the job waits for: print the output; exit 0 completed, "
+    "1 failed or cancelled.",
+)
 @option("--wait-timeout", type=DURATION, default=None, help="With --wait: give up after this long (exit 124).")
 @json_option()
 @pass_context
@@ -173,29 +179,86 @@ def enqueue(
 WAIT_TIMEOUT_EXIT = 124
 WAIT_POLL_MIN_S = 0.05
 WAIT_POLL_MAX_S = 1.0
+#: While the job waits, what it waits for (a worker on its queue ...) is looked at again this often.
+WAIT_DESCRIBE_S = 5.0
 
 
 def wait_for(jq: JobQueue, job_id: int, timeout: timedelta | None) -> Job:
-    """Poll the job until it is finished (completed, dead letter, cancelled, archived)."""
+    """Poll the job until it is finished (completed, dead letter, cancelled, archived).
+
+    Says on stderr, at once and at every change, what the job is waiting for (a worker on
+    its queue, its run time, its dependencies, a retry), so a wait never looks hung.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout.total_seconds()
+    limit = " (--wait-timeout gives up after a while)" if timeout is None else ""
+    click.echo(f"job {job_id}: waiting for it to finish; Ctrl-C stops waiting, the job stays queued{limit}", err=True)
     pause = WAIT_POLL_MIN_S
-    while True:
-        job = jq.get(job_id)
-        if job.state in TERMINAL_STATES:
-            return job
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                click.echo(
-                    f"jobqueue: error: job {job_id} is still {job.state.value} after "
-                    f"{timeout.total_seconds() if timeout else 0:g}s (--wait-timeout)",
-                    err=True,
-                )
-                sys.exit(WAIT_TIMEOUT_EXIT)
-            time.sleep(min(pause, left))
-        else:
-            time.sleep(pause)
-        pause = min(pause * 1.5, WAIT_POLL_MAX_S)
+    said, said_at, seen = "", 0.0, None
+    try:
+        while True:
+            job = jq.get(job_id)
+            if job.state in TERMINAL_STATES:
+                return job
+            run_at = job.row.get("run_at")
+            due = not isinstance(run_at, datetime) or run_at <= datetime.now(UTC)
+            key = (job.state, job.row.get("attempt"), job.row.get("worker_id"), job.row.get("waiting_on"), due)
+            if key != seen or time.monotonic() - said_at > WAIT_DESCRIBE_S:
+                seen, said_at = key, time.monotonic()
+                text = describe_wait(jq, job)
+                if text != said:
+                    click.echo(f"job {job_id}: {text}", err=True)
+                    said = text
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    click.echo(
+                        f"jobqueue: error: job {job_id} is still {job.state.value} after "
+                        f"{timeout.total_seconds() if timeout else 0:g}s (--wait-timeout)",
+                        err=True,
+                    )
+                    sys.exit(WAIT_TIMEOUT_EXIT)
+                time.sleep(min(pause, left))
+            else:
+                time.sleep(pause)
+            pause = min(pause * 1.5, WAIT_POLL_MAX_S)
+    except KeyboardInterrupt:
+        click.echo(f"jobqueue: stopped waiting; job {job_id} stays queued (`jobqueue jobs show {job_id}`)", err=True)
+        sys.exit(130)
+
+
+def describe_wait(jq: JobQueue, job: Job) -> str:
+    """What an unfinished job is waiting for, in a few words."""
+    row = job.row
+    attempts = f"attempt {row.get('attempt')}/{row.get('max_attempts')}"
+    if job.state == JobState.PROCESSING:
+        return f"processing on worker {row.get('worker_id')} ({attempts})"
+    run_at = row.get("run_at")
+    later = isinstance(run_at, datetime) and run_at > datetime.now(UTC)
+    if job.state == JobState.RETRYING:
+        error = last_error(row) or "no error recorded"
+        when = f" at {cell(run_at)} UTC" if later else ""
+        return f"retrying{when}: {attempts} failed: {error}"
+    if row.get("waiting_on"):
+        deps = ", ".join(str(d) for d in row.get("depends_on") or [])
+        return f"pending: waiting for {row['waiting_on']} of the jobs it depends on ({deps}) to complete"
+    if later:
+        return f"pending: scheduled for {cell(run_at)} UTC"
+    return f"pending: waiting for a worker on queue {job.queue!r} that handles {job.type!r}{_worker_hint(jq, job)}"
+
+
+def _worker_hint(jq: JobQueue, job: Job) -> str:
+    """Why no worker may take the job: its queue paused, no live worker on it, none with its type."""
+    try:
+        if any(q["name"] == job.queue and q.get("paused") for q in jq.queues()):
+            return f"; queue {job.queue!r} is paused (`jobqueue queues resume {job.queue}`)"
+        live = [w for w in jq.workers() if w.get("status") == "healthy" and job.queue in (w.get("queues") or [])]
+    except JobQueueError:  # e.g. a producer role may not read the workers
+        return ""
+    if not live:
+        return f"; no worker is running on queue {job.queue!r}"
+    if not any(job.type in ((w.get("metadata") or {}).get("types") or []) for w in live):
+        return f"; the {len(live)} worker(s) on queue {job.queue!r} do not handle {job.type!r}"
+    return ""
 
 
 # -- jobs --------------------------------------------------------------------------------------

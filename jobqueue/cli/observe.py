@@ -21,27 +21,28 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from jobqueue.cli._context import Context, pass_context
-from jobqueue.cli._output import cell, console, duration, echo_json
+from jobqueue.cli._output import cell, console, duration, echo_json, fitted_table
 from jobqueue.cli._params import Duration, json_option, option
+from jobqueue.tables import Column, FittedTable
 
 if TYPE_CHECKING:
     from jobqueue.client import JobQueue
 
 # -- stats -------------------------------------------------------------------------------------
 
+#: Narrower than the terminal, the headings shorten, then error rate, jobs/min and oldest go.
 STATS_COLUMNS = (
-    ("queue", "queue"),
-    ("paused", "paused"),
-    ("pending", "pending"),
-    ("scheduled", "scheduled"),
-    ("retrying", "retrying"),
-    ("processing", "processing"),
-    ("dead_letters", "dead"),
-    ("oldest_pending_age_s", "oldest (s)"),
-    ("completed", "done/win"),
-    ("failed", "failed/win"),
-    ("jobs_per_minute", "jobs/min"),
-    ("error_rate", "error rate"),
+    Column("queue", "queue"),
+    Column("pending", "pending", numeric=True),
+    Column("scheduled", "scheduled", short="sched", numeric=True),
+    Column("retrying", "retrying", short="retry", numeric=True),
+    Column("processing", "processing", short="running", numeric=True),
+    Column("dead_letters", "dead", numeric=True),
+    Column("oldest_pending_age_s", "oldest (s)", short="oldest", drop=3, numeric=True),
+    Column("completed", "done", numeric=True),
+    Column("failed", "failed", numeric=True),
+    Column("jobs_per_minute", "jobs/min", drop=2, numeric=True),
+    Column("error_rate", "error rate", short="err rate", drop=1, numeric=True),
 )
 
 
@@ -55,20 +56,16 @@ def stats_rows(jq: JobQueue, window: timedelta) -> list[dict[str, Any]]:
     return rows
 
 
-def stats_table(rows: Sequence[Mapping[str, Any]], window: timedelta) -> Any:
-    from rich.table import Table
-
-    table = Table(
-        title=f"queues (rates over the last {duration(window)}, at {datetime.now(UTC):%H:%M:%S} UTC)",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+def stats_table(rows: Sequence[Mapping[str, Any]], window: timedelta) -> FittedTable:
+    """The stats as a table that fits the terminal; a paused queue shows as ``name (paused)``."""
+    win = duration(window)
+    shown = [{**row, "queue": f"{row['queue']} (paused)" if row.get("paused") else row["queue"]} for row in rows]
+    caption = (
+        f"done, failed, jobs/min, error rate: over the last {win} (failed: failed attempts, retried or "
+        "dead-lettered); oldest: seconds the oldest runnable job has waited"
     )
-    for key, heading in STATS_COLUMNS:
-        table.add_column(heading, justify="left" if key == "queue" else "right", no_wrap=key == "queue")
-    for row in rows:
-        table.add_row(*(cell(row.get(key)) for key, _ in STATS_COLUMNS))
-    return table
+    title = f"queues (rates over the last {win}, at {datetime.now(UTC):%H:%M:%S} UTC)"
+    return fitted_table(title, STATS_COLUMNS, shown, caption)
 
 
 @click.command()

@@ -26,6 +26,7 @@ QUEUE_COLUMNS = (
     ("dead_letter_max_age_days", "dlq days"),
     ("history_retention", "history"),
     ("aging_interval", "aging"),
+    ("max_output_bytes", "max output"),
 )
 
 
@@ -81,6 +82,12 @@ def queues_resume(ctx: Context, name: str, as_json: bool) -> None:
     default=None,
     help="Raise a waiting job's priority by one this often.",
 )
+@option(
+    "--max-output-bytes",
+    type=Clearable(1, 16777216),
+    default=None,
+    help="Largest job output stored (JSON text); a larger one dead-letters the job.  [default: 1048576]",
+)
 @json_option()
 @pass_context
 def queues_set(
@@ -93,6 +100,7 @@ def queues_set(
     dead_letter_max_age_days: int | Cleared | None,
     history_retention: timedelta | Cleared | None,
     aging_interval: timedelta | Cleared | None,
+    max_output_bytes: int | Cleared | None,
     as_json: bool,
 ) -> None:
     """Change queue NAME's settings; `none` clears one back to the default.
@@ -108,6 +116,7 @@ def queues_set(
         "dead_letter_max_age_days": dead_letter_max_age_days,
         "history_retention": history_retention,
         "aging_interval": aging_interval,
+        "max_output_bytes": max_output_bytes,
     }
     if retry_policy is not None:
         cleared = retry_policy.strip().lower() in CLEAR_WORDS

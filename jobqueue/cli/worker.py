@@ -16,6 +16,7 @@ import click
 from jobqueue.cli._context import Context, pass_context
 from jobqueue.cli._output import print_rows
 from jobqueue.cli._params import json_option
+from jobqueue.reports import REPORT_INTERVAL_S
 from jobqueue.worker import CONCURRENCY, POLL_INTERVAL_S, RECONCILE_INTERVAL_S, SHUTDOWN_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -135,6 +136,16 @@ def load_app(spec: str) -> JobQueue:
     help="Seconds between reconcile runs by this worker (0: never; then run `jobqueue reconcile`).",
 )
 @click.option(
+    "--report-interval",
+    type=click.FloatRange(0, 86_400),
+    default=REPORT_INTERVAL_S,
+    show_default=True,
+    envvar="JOBQUEUE_REPORT_INTERVAL",
+    show_envvar=True,
+    help="Seconds between INFO summaries (jobs done, failed, retried) and checks for pending job types "
+    "no running worker handles (0: never).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -164,6 +175,7 @@ def worker(
     listen_url: str | None,
     visibility_timeout: float | None,
     reconcile_interval: float,
+    report_interval: float,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -175,6 +187,8 @@ def worker(
     jq = load_app(app_spec)
     if ctx.database_url:
         jq.use_database(ctx.database_url)
+    if ctx.prepared_statements is not None:
+        jq.use_prepared_statements(ctx.prepared_statements)
     names = tuple(q.strip() for q in queues.split(",") if q.strip())
     config = WorkerConfig(
         queues=names,
@@ -187,6 +201,7 @@ def worker(
         visibility_timeout_s=visibility_timeout,
         reconcile_interval_s=reconcile_interval,
         listen_url=listen_url,
+        report_interval_s=report_interval,
     )
     try:
         code = jq.run_worker(config)
@@ -197,6 +212,7 @@ def worker(
 
 WORKER_COLUMNS = (
     ("worker_id", "worker"),
+    ("tenant_id", "tenant"),
     ("status", "status"),
     ("host", "host"),
     ("pid", "pid"),

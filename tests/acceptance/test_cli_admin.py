@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from jobqueue.db import REQUIRED_SCHEMA_VERSION
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(180)
@@ -283,6 +285,44 @@ def test_enqueue_wait_timeout_exits_124(jq: Run) -> None:
     assert time.monotonic() - started < 30
 
 
+def test_enqueue_wait_says_at_once_what_the_job_waits_for(
+    jq: Run, db: psycopg.Connection[Any], worker: Callable[[str], subprocess.Popen[str]]
+) -> None:
+    """Issue 14 item 3: `enqueue --wait` with no worker waited silently forever. It now says
+    the job id at once, and at every change what the job waits for."""
+    alone = jq("enqueue", "examples.resize_image", "-q", "nobody-works-here", "--wait", "--wait-timeout", "300ms")
+    assert alone.returncode == 124 and alone.stdout == ""
+    lines = alone.stderr.splitlines()
+    job_id = max(int(r["id"]) for r in db.execute("SELECT id FROM jobqueue.jobs").fetchall())
+    assert lines[0].startswith(f"job {job_id}: waiting for it to finish"), lines
+    assert lines[1] == (
+        f"job {job_id}: pending: waiting for a worker on queue 'nobody-works-here' that handles "
+        "'examples.resize_image'; no worker is running on queue 'nobody-works-here'"
+    )
+    # A state change is shown: scheduled, then runnable (and still nobody to run it).
+    later = jq("enqueue", "t", "-q", "nobody-works-here", "--delay", "500ms", "--wait", "--wait-timeout", "5s")
+    assert later.returncode == 124
+    assert "pending: scheduled for " in later.stderr.splitlines()[1]
+    assert "no worker is running on queue 'nobody-works-here'" in later.stderr.splitlines()[2]
+    # The timeout comes from the environment like every option.
+    from_env = jq("enqueue", "t", "-q", "nobody-works-here", "--wait", env={"JOBQUEUE_ENQUEUE_WAIT_TIMEOUT": "200ms"})
+    assert from_env.returncode == 124 and "(--wait-timeout)" in from_env.stderr
+    ok(jq("queues", "pause", "paused-q"))
+    paused = jq("enqueue", "t", "-q", "paused-q", "--wait", "--wait-timeout", "200ms")
+    assert "queue 'paused-q' is paused" in paused.stderr
+    proc = worker("served")
+    deadline = time.monotonic() + 60
+    while not any(w["pid"] == proc.pid and w["status"] == "healthy" for w in doc(jq("workers", "list", "--json"))):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    unhandled = jq("enqueue", "nobody.handles.this", "-q", "served", "--wait", "--wait-timeout", "300ms")
+    assert unhandled.returncode == 124
+    assert "the 1 worker(s) on queue 'served' do not handle 'nobody.handles.this'" in unhandled.stderr
+    done = ok(jq("enqueue", "examples.resize_image", '{"image": "a.png"}', "-q", "served", "--wait"))
+    assert json.loads(done.stdout)["thumbnail"] == "a_640w.jpg"  # stdout: only the output
+    assert done.stderr.startswith("job ")
+
+
 # -- INPUT-01: bad input is one line, the right exit code, and nothing written -------------------
 
 BAD_INPUT = [
@@ -308,6 +348,7 @@ BAD_INPUT = [
     pytest.param(["enqueue", "t", '{"x": 1e999}'], "", 65, ["payload"], id="payload-overflow"),
     pytest.param(["enqueue", "t", "[1, 2]"], "", 65, ["payload", "JSON object", "array"], id="payload-array"),
     pytest.param(["enqueue", "t", '"text"'], "", 65, ["payload", "JSON object"], id="payload-string"),
+    pytest.param(["enqueue", "t", "null"], "", 65, ["payload", "JSON object", "null"], id="payload-null"),
     pytest.param(["enqueue", "t", "-"], "", 65, ["payload", "stdin is empty"], id="payload-empty-stdin"),
     pytest.param(["enqueue", "t", "-"], "  \n", 65, ["payload", "stdin is empty"], id="payload-blank-stdin"),
     pytest.param(
@@ -326,7 +367,13 @@ BAD_INPUT = [
     ),
     pytest.param(["enqueue", "t", "--max-attempts", "0"], "", 2, ["--max-attempts"], id="max-attempts-0"),
     pytest.param(["enqueue", "t", "--timeout", "0"], "", 2, ["--timeout"], id="timeout-0"),
-    pytest.param(["enqueue", "t", "--depends-on", "x"], "", 2, ["--depends-on"], id="depends-on-not-an-id"),
+    pytest.param(
+        ["enqueue", "t", "--depends-on", "x"],
+        "",
+        2,
+        ["--depends-on", "job id must be a number"],
+        id="depends-on-not-an-id",
+    ),
     pytest.param(["enqueue", "t", "--metadata", "[1]"], "", 65, ["metadata", "JSON object"], id="metadata-array"),
     pytest.param(
         ["enqueue", "t", "--retry-policy", "{"], "", 65, ["retry_policy", "not valid JSON"], id="policy-not-json"
@@ -343,13 +390,20 @@ BAD_INPUT = [
     pytest.param(["enqueue"], "", 2, ["TYPE"], id="missing-type"),
     pytest.param(["jobs", "list", "--state", "sleeping"], "", 2, ["--state", "sleeping"], id="jobs-list-state"),
     pytest.param(["jobs", "list", "--limit", "0"], "", 2, ["--limit"], id="jobs-list-limit"),
-    pytest.param(["jobs", "show", "abc"], "", 2, ["ID"], id="jobs-show-not-an-id"),
+    pytest.param(
+        ["jobs", "show", "abc"], "", 2, ["ID", "job id must be a number, not 'abc'"], id="jobs-show-not-an-id"
+    ),
+    pytest.param(["jobs", "show", "0"], "", 2, ["ID", "job id must be a positive number"], id="jobs-show-zero"),
+    pytest.param(["dlq", "redrive", "1", "x"], "", 2, ["job id must be a number"], id="dlq-redrive-not-an-id"),
     pytest.param(["jobs", "show", "999999"], "", 66, ["999999"], id="jobs-show-unknown"),
     pytest.param(["jobs", "cancel", "999999"], "", 66, ["999999"], id="jobs-cancel-unknown"),
     pytest.param(["dlq", "purge"], "", 2, ["--yes"], id="dlq-purge-everything-without-yes"),
     pytest.param(["dlq", "redrive", "1", "--queue", "q"], "", 2, ["IDs or filters"], id="dlq-redrive-ids-and-filter"),
     pytest.param(["queues", "set", "q"], "", 2, ["nothing to set"], id="queues-set-nothing"),
     pytest.param(["queues", "set", "q", "--max-size", "0"], "", 2, ["--max-size"], id="queues-set-max-size-0"),
+    pytest.param(
+        ["queues", "set", "q", "--max-output-bytes", "16777217"], "", 2, ["--max-output-bytes"], id="queues-set-output"
+    ),
     pytest.param(
         ["queues", "set", "q", "--retry-policy", '{"x": NaN}'], "", 65, ["retry_policy"], id="queues-set-policy-nan"
     ),
@@ -632,6 +686,8 @@ def test_queues_pause_resume_and_set(jq: Run, db: psycopg.Connection[Any]) -> No
             "1d",
             "--aging-interval",
             "30s",
+            "--max-output-bytes",
+            "2048",
             "--json",
         )
     )
@@ -640,16 +696,17 @@ def test_queues_pause_resume_and_set(jq: Run, db: psycopg.Connection[Any]) -> No
     assert row["max_size"] == 2 and row["max_attempts"] == 3
     assert row["visibility_timeout"] == 120 and row["history_retention"] == 86400 and row["aging_interval"] == 30
     assert row["retry_policy"] == {"strategy": "linear", "initial_delay": 2}
-    assert row["dead_letter_max_age_days"] == 3
+    assert row["dead_letter_max_age_days"] == 3 and row["max_output_bytes"] == 2048
     # The cap holds: one job is there, a second fits, a third is refused with 75.
     ok(jq("enqueue", "t", "-q", "qp"))
     before = count_jobs(db)
     one_line_error(jq("enqueue", "t", "-q", "qp"), 75, "qp")
     assert count_jobs(db) == before
     # `none` clears a setting; the others stay.
-    ok(jq("queues", "set", "qp", "--max-size", "none", "--retry-policy", "none"))
+    ok(jq("queues", "set", "qp", "--max-size", "none", "--retry-policy", "none", "--max-output-bytes", "none"))
     row = queue_row()
     assert row["max_size"] is None and row["retry_policy"] is None and row["max_attempts"] == 3
+    assert row["max_output_bytes"] is None
     ok(jq("enqueue", "t", "-q", "qp"))
     assert "qp" in ok(jq("queues", "list")).stdout
 
@@ -716,9 +773,21 @@ def test_stats_watch_refreshes_until_interrupted(jq: Run, db_url: str, db: psyco
 # -- demo --------------------------------------------------------------------------------------
 
 
-def test_demo_runs_to_completion(jq: Run) -> None:
+def test_demo_runs_to_completion(jq: Run, db_url: str) -> None:
+    """The demo as `make demo` runs it (the database from the environment), on an 80-column
+    terminal: every line fits (issue 14 item 6), the "Next" commands are copy-pasteable, one
+    a line (item 7), and the header shows one schema version a user can compare (item 7)."""
     started = time.monotonic()
-    proc = jq("demo", timeout=150)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_") or k == "JOBQUEUE_HOME"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobqueue", "demo"],
+        capture_output=True,
+        text=True,
+        env={**base, "JOBQUEUE_DATABASE_URL": db_url, "COLUMNS": "80"},
+        cwd=ROOT,
+        timeout=150,
+        check=False,
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
     assert elapsed < 120, elapsed
@@ -729,6 +798,37 @@ def test_demo_runs_to_completion(jq: Run) -> None:
     redriven = out.split("redriven job", 1)[1].splitlines()[0]
     assert "completed" in redriven
     assert "demo finished" in out
+    lines = out.splitlines()
+    assert lines[0].startswith("database: ")  # a URL: printed whole, however long
+    assert max(len(line) for line in lines[1:]) <= 80, max(lines[1:], key=len)
+    headers = [line for line in lines if "┃" in line]
+    assert len(headers) == 2 and not any("…" in h for h in headers), headers  # stats, dead letters
+    assert [h.strip() for h in headers[1].split("┃")] == ["id", "type", "reason", "tries", "last error"]
+    assert "done, failed, jobs/min, error rate: over the last 5m" in " ".join(lines)  # done/win explained
+    needs = REQUIRED_SCHEMA_VERSION
+    assert "revision" not in out and f"jobqueue schema {needs} (this jobqueue needs {needs})" in out
+    after = lines[lines.index(next(line for line in lines if "Next, try:" in line)) + 1 :]
+    script = str(Path(sys.executable).parent / "jobqueue")
+    shown = os.path.relpath(script, ROOT) if not shutil.which("jobqueue") else "jobqueue"
+    assert [line.split("#")[0].split() for line in after] == [
+        [shown, "stats"],
+        [shown, "jobs", "list", "-q", "demo"],
+        [shown, "dlq", "list", "-q", "demo"],
+        [shown, "--help"],
+    ]
+    assert "|" not in " ".join(after)
+    for line in after[:3]:  # each runs as printed, from the project folder
+        command = line.split("#")[0].split()
+        ran = subprocess.run(
+            [sys.executable, "-m", "jobqueue", *command[1:]],
+            capture_output=True,
+            text=True,
+            env={**base, "JOBQUEUE_DATABASE_URL": db_url},
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert ran.returncode == 0, (line, ran.stderr)
     # Twice in a row works: the demo clears its queue first.
     again = jq("demo", "--jobs", "200", timeout=150)
     assert again.returncode == 0, again.stdout + again.stderr

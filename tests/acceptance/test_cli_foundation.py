@@ -100,7 +100,7 @@ def test_missing_schema_is_reported_and_migrate_fixes_it(server: object, tmp_pat
         again = run("--database-url", url, "migrate", "--check")
         assert again.returncode == 0 and "up to date" in again.stdout
         status = run("--database-url", url, "db", "status", "--json")
-        assert status.returncode == 0 and '"schema_version": 2' in status.stdout
+        assert status.returncode == 0 and '"schema_version": 3' in status.stdout
     finally:
         with psycopg.connect(SERVER.url(SERVER.maintenance_db), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -124,9 +124,37 @@ def test_embedded_server_lifecycle_in_a_fresh_home(tmp_path: Path) -> None:
         assert status.returncode == 0 and "running: True" in status.stdout
         demo = run("demo", env=env)
         assert demo.returncode == 0, demo.stderr
-        assert "PostgreSQL 18" in demo.stdout and "jobqueue schema 2" in demo.stdout
+        assert "PostgreSQL 18" in demo.stdout and "jobqueue schema 3" in demo.stdout
     finally:
         stop = run("db", "stop", env=env)
     assert stop.returncode == 0 and "stopped" in stop.stdout
     down = run("db", "status", env=env)
     assert down.returncode == 1 and "running: False" in down.stdout
+
+
+def with_param(url: str, param: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{param}"
+
+
+@pytest.mark.parametrize(
+    ("url_suffix", "env", "message"),
+    [
+        ("prepared_statements=nah", {}, "--database-url: prepared_statements: expected on or off, not 'nah'"),
+        ("", {"JOBQUEUE_PREPARED_STATEMENTS": "maybe"}, "JOBQUEUE_PREPARED_STATEMENTS: expected on or off, not 'maybe'"),  # noqa: E501
+    ],
+)
+def test_a_bad_prepared_statements_setting_is_refused_and_changes_nothing(
+    db: psycopg.Connection[dict[str, object]], db_url: str, url_suffix: str, env: dict[str, str], message: str
+) -> None:
+    url = with_param(db_url, url_suffix) if url_suffix else db_url
+    proc = run("--database-url", url, "enqueue", "t", "{}", env=env)
+    assert (proc.returncode, proc.stderr.strip()) == (78, f"jobqueue: error: {message}")
+    assert db.execute("SELECT count(*) AS n FROM jobqueue.jobs").fetchone() == {"n": 0}
+
+
+def test_prepared_statements_off_from_the_command_line_and_the_url(db_url: str) -> None:
+    """The URL parameter is taken out before libpq sees it; the flag is accepted before any verb."""
+    for args in (("--database-url", with_param(db_url, "prepared_statements=off")),
+                 ("--no-prepared-statements", "--database-url", db_url)):  # fmt: skip
+        proc = run(*args, "enqueue", "t", "{}")
+        assert proc.returncode == 0, proc.stderr

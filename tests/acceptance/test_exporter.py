@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobqueue.exporter import SCRAPE_DB_TIMEOUT_S
 from tests.chaos.harness import wait_for
 from tests.conftest import ROOT
 from tests.support.proxy import proxied
@@ -142,7 +143,9 @@ def test_scrape_with_the_database_gone_answers_down_quickly(db_url: str, exporte
         _, down = scrape(port)
         took = time.monotonic() - began
         assert down == {q("jobqueue_up"): 0}, down
-        assert took < 12, took  # the scrape's database timeout is 5 s; Prometheus gives up at 10 s
+        print(f"scrape with the database gone answered in {took:.2f} s")
+        # docs/cli.md and docs/guarantees.md: within its 5 s wait for the database plus 1 s (Prometheus waits 10 s).
+        assert took <= SCRAPE_DB_TIMEOUT_S + 1.0, took
         proxy.heal()
         wait_for(lambda: scrape(port)[1].get(q("jobqueue_up")) == 1, 15, "the exporter to read the database again")
     finally:

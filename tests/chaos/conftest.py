@@ -3,6 +3,10 @@
 CHAOS_SCALE=quick (default, part of `make test`) or full (`make chaos`). Every test
 records one row of figures; the table is printed at the end of the run, and written to
 $CHAOS_JSON when set (`make chaos` sets chaos-results/chaos.json).
+
+Each row's ``targets`` are the bounds of the tier that runs (docs/guarantees.md, "Chaos
+figures"): a target NOT MET fails its test when it is recorded, and the run as well, so a
+table that says NOT MET never comes with a green run.
 """
 
 from __future__ import annotations
@@ -43,6 +47,18 @@ class Figures:
         row = FIGURES.setdefault(test_id, {"test": test_id, "scale": SCALE})
         row.update(values)
         print(f"{test_id}: {json.dumps(values, default=str)}")
+        missed = not_met(row)
+        if missed:
+            pytest.fail(f"{test_id}: target NOT MET at CHAOS_SCALE={SCALE}: {', '.join(missed)}; figures {values}")
+
+
+def not_met(row: dict[str, Any]) -> list[str]:
+    return [name for name, ok in (row.get("targets") or {}).items() if not ok]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus == 0 and any(not_met(row) for row in FIGURES.values()):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ from tests.chaos.harness import (
     record_enqueued,
     scalar,
     scaled,
+    tier_targets,
     wait_drained,
     wait_for,
     warm_up,
@@ -42,6 +43,11 @@ from tests.chaos.harness import (
 pytestmark = pytest.mark.timeout(scaled(300, 1800))
 
 VT, R = 2, 1
+#: An orphaned lease is handed back within vt + R + 1 s of its worker's SIGKILL: the plan's
+#: bound, asserted by the full tier (`make chaos`). The PR tier runs on shared 2-core CI
+#: machines next to other suites and asserts its own stated bound, twice that
+#: (docs/guarantees.md, "Chaos figures").
+ORPHAN_BOUND_S = scaled(2 * (VT + R + 1), VT + R + 1)
 #: The fleet of the kill tests: vt 2 s, reconcile every second, poll every half second.
 FLEET = ("-c", "4", "--visibility-timeout", str(VT), "--reconcile-interval", str(R), "--poll-interval", "0.5")
 SLOTS = 4
@@ -97,7 +103,8 @@ def test_second_signal_exits_at_once(workers: Workers, db: psycopg.Connection[An
         jq.enqueue("chaos.sleep", {"seconds": 60})
     wait_for(lambda: executions(db) == 1, 30, "the job to start")
     worker.send_signal(signal.SIGTERM)
-    time.sleep(0.5)  # let the first signal be handled; the second must not wait for the job
+    # The worker logs worker_stopping once it has handled the first signal; the second must not wait for the job.
+    wait_for(lambda: "worker_stopping" in log_of(worker), 30, "the worker to handle the first SIGTERM")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(10) == 128 + signal.SIGTERM
 
@@ -169,7 +176,8 @@ def kill9_run(workers: Workers, url: str, *, reconcilers: int, full_plan: bool =
             kills.append((victim.worker_name, db_now(url)))  # type: ignore[attr-defined]
             workers.kill(victim)
             live.append(workers.start(*FLEET))
-        drain = wait_drained(url, scaled(300, 900)) + (time.monotonic() - began)
+        # Below the test's pytest timeout (300 s quick): a lost job fails with the invariant's message.
+        drain = wait_drained(url, scaled(150, 900)) + (time.monotonic() - began)
     finally:
         if runners:
             runners.stop()
@@ -191,7 +199,7 @@ def test_kill9_workers(workers: Workers, ledger_db: str, figures: Figures) -> No
     run = kill9_run(workers, ledger_db, reconcilers=0)
     f, delays = run["figures"], run["delays"]
     assert delays, "no kill left an orphaned lease: the test exercised nothing"
-    bound = VT + R + 1
+    bound = ORPHAN_BOUND_S
     figures.record(
         "CHAOS-01",
         jobs=f["jobs"],
@@ -202,10 +210,8 @@ def test_kill9_workers(workers: Workers, ledger_db: str, figures: Figures) -> No
         recovery_s=round(max(delays), 2),
         targets={"0 lost": True, f"orphans back <= {bound}s": max(delays) <= bound},
         note=f"recovery = slowest of {len(delays)} orphaned leases handed back after its worker's SIGKILL "
-        f"(target vt + R + 1 s = {bound} s); drained in {run['drain']:.0f} s",
+        f"(target at this scale {bound} s; the plan's vt + R + 1 s = {VT + R + 1} s); drained in {run['drain']:.0f} s",
     )
-    # The plan's bound is vt + R + 1 s; asserted with room for a loaded 2-core machine.
-    assert max(delays) <= 2 * bound, delays
 
 
 def test_reconcile_concurrent_runners(workers: Workers, ledger_db: str, figures: Figures) -> None:
@@ -287,7 +293,7 @@ def test_repeated_kills_throughput(workers: Workers, ledger_db: str, figures: Fi
         during_pct=during_pct,
         after_pct=after_pct,
         baseline=round(baseline, 1),
-        targets={"during >= 70%": (during_pct or 0) >= 70, "after >= 95%": (after_pct or 0) >= 95},
+        targets=tier_targets({}, {"during >= 70%": (during_pct or 0) >= 70, "after >= 95%": (after_pct or 0) >= 95}),
         note=f"baseline {baseline:.0f} jobs/s (2 workers x 4); a kill every {every:g} s for {duration:g} s, "
         f"respawned at once; after = {after_s:g} s window starting {grace_s:g} s after the last kill",
     )
@@ -353,7 +359,7 @@ def test_poison_crash_loop(workers: Workers, ledger_db: str, figures: Figures) -
         recovery_s=round((ended - began).total_seconds(), 1),
         during_pct=during_pct,
         baseline=round(baseline, 1),
-        targets={"DLQ after 3 claims": True, "others >= 70%": (during_pct or 0) >= 70},
+        targets=tier_targets({"DLQ after 3 claims": True}, {"others >= 70%": (during_pct or 0) >= 70}),
         note="recovery = seconds from the poison's enqueue to its dead letter; during = the other jobs' "
         "throughput meanwhile (the crashing worker is respawned at once)",
     )

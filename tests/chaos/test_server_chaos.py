@@ -6,7 +6,9 @@ filled up); CHAOS-04 kills only its own workers' backends, on the test server.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,13 @@ from tests.chaos.harness import (
     db_now,
     enqueue,
     log_of,
+    log_records,
     measure,
     pct,
     rate,
     scalar,
     scaled,
+    tier_targets,
     wait_drained,
     wait_for,
     warm_up,
@@ -102,12 +106,11 @@ def test_postgres_immediate_restart(
         after_pct=after_pct,
         baseline=round(baseline, 1),
         recoveries=[round(r, 2) for r in recoveries],
-        targets={"first claim <= 10s": max(recoveries) <= 10, "after >= 95%": (after_pct or 0) >= 95},
+        # RELIABILITY CHAOS-03: first claim within 10 s of the server being back, in both tiers.
+        targets=tier_targets({"first claim <= 10s": max(recoveries) <= 10}, {"after >= 95%": (after_pct or 0) >= 95}),
         note=f"recovery = slowest of {restarts} restarts, server accepting connections -> first completion; "
         f"down {down_s:g} s each; the producer got {feeder.errors} errors while down, none silent",
     )
-    # RELIABILITY CHAOS-03: first claim within 10 s of the server being back (room for a loaded machine).
-    assert max(recoveries) <= 20, recoveries
 
 
 # -- CHAOS-04 --------------------------------------------------------------------------------
@@ -153,7 +156,7 @@ def test_backend_terminate_storm(workers: Workers, ledger_db: str, figures: Figu
         during_pct=during_pct,
         after_pct=after_pct,
         baseline=round(baseline, 1),
-        targets={"during >= 50%": (during_pct or 0) >= 50, "after >= 95%": (after_pct or 0) >= 95},
+        targets=tier_targets({}, {"during >= 50%": (during_pct or 0) >= 50, "after >= 95%": (after_pct or 0) >= 95}),
         note=f"5 terminations/s for {storm_s:g} s; after = {after_s:g} s window from {grace_s:g} s after the storm",
     )
 
@@ -184,6 +187,30 @@ def line_count(path: Path) -> int:
         return sum(1 for line in handle if b'"job_id"' not in line)
 
 
+#: The first seconds of the outage are not a loop: each part of the worker (claim loop,
+#: heartbeats, listener, reconcile, worker row, each pooled connection) logs its first
+#: failures as its back-off starts (0.1, 0.2, 0.4 ... s), a burst bounded by the number of
+#: parts, not by time. CHAOS-09 is about a tight error loop: the sustained rate after it.
+ONSET_S = 2.0
+
+
+def busiest_second(paths: Sequence[Path], start: float, end: float) -> int:
+    """The most lines one worker logged within any 1-second window of [start, end), by the
+    records' own timestamps (not by when a sampler happened to look), lines about one job
+    not counted."""
+    worst = 0
+    for path in paths:
+        stamps = sorted(
+            float(r["ts"]) for r in log_records(path) if "job_id" not in r and start <= float(r.get("ts", 0)) < end
+        )
+        first = 0
+        for last, stamp in enumerate(stamps):
+            while stamp - stamps[first] >= 1.0:
+                first += 1
+            worst = max(worst, last - first + 1)
+    return worst
+
+
 def test_pool_exhaustion(private_db: str, tmp_path: Path, figures: Figures) -> None:
     """CHAOS-09: every connection slot taken for a while: workers back off quietly, resume after."""
     hold_s = scaled(5.0, 60.0)
@@ -197,17 +224,27 @@ def test_pool_exhaustion(private_db: str, tmp_path: Path, figures: Figures) -> N
         admin = connect(url)
         max_connections = int(scalar(admin, "SHOW max_connections"))
         held = fill_server(url, admin)
-        full_at = time.monotonic()
+        full_at, full_wall = time.monotonic(), time.time()
         paths = pool.log_paths()
         counts = [line_count(p) for p in paths]
-        worst = 0
         while time.monotonic() - full_at < hold_s:
-            time.sleep(1.0)
-            now = [line_count(p) for p in paths]
-            worst = max(worst, *(b - a for a, b in zip(counts, now, strict=True)))
-            counts = now
+            time.sleep(0.5)
             for proc in live:
                 assert proc.poll() is None, log_of(proc)  # backing off, not crashing
+        held_s = time.monotonic() - full_at
+        release_wall = time.time()
+        average = max((line_count(p) - n) / held_s for p, n in zip(paths, counts, strict=True))
+        worst = busiest_second(paths, full_wall + ONSET_S, release_wall)
+        # Work waiting at the release, whatever the fleet finished before the server was
+        # full (filling it can take seconds on a loaded machine, and 1,000 jobs drain in a
+        # few): enqueued on a held slot, acknowledged, so "resume" always has something to show.
+        waiting = [
+            row[0]
+            for row in held[0].execute(
+                "SELECT id FROM jobqueue.enqueue_many(%s::jsonb) AS id", (json.dumps(work_jobs(50, seed=9)),)
+            ).fetchall()
+        ]
+        held[0].execute("INSERT INTO enqueue_ledger (job_id) SELECT unnest(%s::bigint[])", (waiting,))
         stalled = scalar(admin, "SELECT count(*) FROM jobqueue.job_history WHERE state = 'completed'")
         admin.close()
         for conn in held:
@@ -233,10 +270,10 @@ def test_pool_exhaustion(private_db: str, tmp_path: Path, figures: Figures) -> N
         accepted=f["accepted"],
         recovery_s=round(resume_s, 2),
         max_log_lines_per_s=worst,
-        targets={"<= 10 log lines/s": worst <= 10, "resume <= 10s": resume_s <= 10},
+        avg_log_lines_per_s=round(average, 1),
+        targets={"<= 10 log lines/s": worst <= 10 and average <= 10, "resume <= 10s": resume_s <= 10},
         note=f"every slot of max_connections={max_connections} taken (workers' backends terminated first); "
-        f"busiest worker log {worst} lines/s while full (lines about one job not counted); "
-        "recovery = release -> first completion",
+        f"busiest worker: {worst} lines in any 1 s from {ONSET_S:g} s after the fill to the release (record "
+        f"timestamps), {average:.1f} lines/s on average over the whole {held_s:.0f} s (lines about one job not "
+        "counted); recovery = release -> first completion",
     )
-    assert worst <= 10, f"a worker logged {worst} lines in one second while the server was full"
-    assert resume_s <= 20, resume_s  # plan: resume within 10 s (room for a loaded machine)

@@ -31,6 +31,8 @@ BAD_SINGLE: list[tuple[dict[str, Any], str]] = [
     ({"type": "a\nb"}, "type"),
     ({"type": "t", "payload": Jsonb([1])}, "payload"),
     ({"type": "t", "payload": Jsonb("s")}, "payload"),
+    ({"type": "t", "payload": None}, "payload"),
+    ({"type": "t", "payload": Jsonb(None)}, "payload"),
     ({"type": "t", "queue": ""}, "queue"),
     ({"type": "t", "queue": "a b"}, "queue"),
     ({"type": "t", "queue": "q" * 129}, "queue"),
@@ -126,7 +128,7 @@ def batch(db: Conn, types: Any, payloads: Any, **kwargs: Any) -> list[int]:
 
 def test_enqueue_batch_in_order_with_defaults(db: Conn) -> None:
     db.execute("SELECT jobqueue.set_retry_policy('typed', '{\"max_attempts\": 4}')")
-    ids = batch(db, ["a", "typed", "c"], [Jsonb({"n": 0}), None, Jsonb({"n": 2})],
+    ids = batch(db, ["a", "typed", "c"], [Jsonb({"n": 0}), Jsonb({}), Jsonb({"n": 2})],
                 queues=["q1", None, "q1"], priorities=[1, None, 10], max_attempts=[3, None, None])
     assert ids == sorted(ids) and len(ids) == 3
     got = db.execute(
@@ -137,18 +139,21 @@ def test_enqueue_batch_in_order_with_defaults(db: Conn) -> None:
     assert all(transitions(db, i) == [(None, "pending")] for i in ids)
 
 
+#: An empty payload (a NULL element is refused: a payload is an object).
+E = Jsonb({})
+
 BAD_BATCH: list[tuple[dict[str, Any], str, str]] = [
     ({"types": [], "payloads": []}, "types", "types: must be a non-empty array"),
     ({"types": None, "payloads": None}, "types", "types: must be a non-empty array"),
-    ({"types": ["a", "b"], "payloads": [None]}, "payloads", "payloads: must hold one payload per type"),
-    ({"types": ["a"], "payloads": [None], "queues": ["x", "y"]}, "queues", "queues: must hold one queue"),
-    ({"types": ["a"], "payloads": [None], "priorities": [1, 2]}, "priorities", "priorities: must hold one"),
-    ({"types": ["a"], "payloads": [None], "max_attempts": [1, 2]}, "max_attempts", "max_attempts: must hold"),
-    ({"types": ["a", ""], "payloads": [None, None]}, "type", "jobs[1].type: must be a non-empty string"),
-    ({"types": ["a", "b"], "payloads": [None, Jsonb([1])]}, "payload", "jobs[1].payload: must be a JSON object"),
-    ({"types": ["a", "b"], "payloads": [None, None], "queues": ["ok", "no way"]}, "queue", "jobs[1].queue: must be"),
-    ({"types": ["a", "b"], "payloads": [None, None], "priorities": [5, -1]}, "priority", "jobs[1].priority: must"),
-    ({"types": ["a", "b"], "payloads": [None, None], "max_attempts": [0, 1]}, "max_attempts",
+    ({"types": ["a", "b"], "payloads": [E]}, "payloads", "payloads: must hold one payload per type"),
+    ({"types": ["a"], "payloads": [E], "queues": ["x", "y"]}, "queues", "queues: must hold one queue"),
+    ({"types": ["a"], "payloads": [E], "priorities": [1, 2]}, "priorities", "priorities: must hold one"),
+    ({"types": ["a"], "payloads": [E], "max_attempts": [1, 2]}, "max_attempts", "max_attempts: must hold"),
+    ({"types": ["a", ""], "payloads": [E, E]}, "type", "jobs[1].type: must be a non-empty string"),
+    ({"types": ["a", "b"], "payloads": [E, Jsonb([1])]}, "payload", "jobs[1].payload: must be a JSON object"),
+    ({"types": ["a", "b"], "payloads": [E, E], "queues": ["ok", "no way"]}, "queue", "jobs[1].queue: must be"),
+    ({"types": ["a", "b"], "payloads": [E, E], "priorities": [5, -1]}, "priority", "jobs[1].priority: must"),
+    ({"types": ["a", "b"], "payloads": [E, E], "max_attempts": [0, 1]}, "max_attempts",
      "jobs[0].max_attempts: must be an integer between 1 and 1000"),
 ]
 
@@ -213,10 +218,10 @@ def test_library_copy_path_plain_and_general_jobs_agree(db_url: str, db: Conn) -
 
 def test_enqueue_batch_into_a_capped_queue_is_exact_and_all_or_nothing(db: Conn) -> None:
     db.execute("SELECT jobqueue.configure_queue('capped', '{\"max_size\": 3}')")
-    assert len(batch(db, ["a", "b"], [None, None], queues=["capped", "capped"])) == 2
+    assert len(batch(db, ["a", "b"], [E, E], queues=["capped", "capped"])) == 2
     before = snapshot(db)
     with pytest.raises(psycopg.Error) as info:
-        batch(db, ["c", "d", "e"], [None, None, None], queues=["capped", "other", "capped"])
+        batch(db, ["c", "d", "e"], [E, E, E], queues=["capped", "other", "capped"])
     assert info.value.sqlstate == "53400" and info.value.diag.column_name == "queue"
     assert snapshot(db) == before
-    assert len(batch(db, ["f", "g"], [None, None], queues=["capped", "other"])) == 2
+    assert len(batch(db, ["f", "g"], [E, E], queues=["capped", "other"])) == 2

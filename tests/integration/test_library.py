@@ -210,6 +210,21 @@ def test_worker_runs_sync_and_async_handlers_and_stores_output(jq: JobQueue) -> 
     assert float(jobs[1].progress) == 50
 
 
+def test_worker_hands_the_context_to_a_first_parameter_named_ctx(jq: JobQueue) -> None:
+    """Issue 14 item 9: `def f(ctx, x)` (no annotation) gets the job context from a worker."""
+    seen: list[tuple[bool, int]] = []
+
+    @jq.task(name="ctx.plain")
+    def plain(ctx, x: int) -> int:  # type: ignore[no-untyped-def]
+        seen.append((isinstance(ctx, JobContext), ctx.id))
+        return x * 2
+
+    job_id = plain.enqueue(x=21)
+    burst(jq)
+    assert jq.get(job_id).state == JobState.COMPLETED and jq.get(job_id).output == 42
+    assert seen == [(True, job_id)]
+
+
 def test_handler_errors_follow_the_error_class(jq: JobQueue) -> None:
     calls: dict[str, int] = {"flaky": 0}
 

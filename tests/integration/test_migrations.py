@@ -154,7 +154,105 @@ def test_schema_check_refuses_missing_or_old_schema(empty_database: Callable[[],
             check_schema(conn, target)
 
 
+def test_library_on_a_missing_schema_says_run_migrate_in_one_line(empty_database: Callable[[], DatabaseTarget]) -> None:
+    """Issue 14 item 1: the library's first call on an unmigrated database raises one line
+    naming the database and `jobqueue migrate` (was: a generic error "schema "jobqueue" does
+    not exist" under two chained tracebacks); every path, and nothing is created."""
+    from jobqueue import JobQueue
+
+    target = empty_database()
+    with JobQueue(target.url, pool_size=2) as jq:
+        calls: list[Callable[[], Any]] = [
+            lambda: jq.enqueue("t", {"a": 1}),
+            lambda: jq.enqueue_many([{"type": "t", "payload": {"n": 1}}]),
+            lambda: jq.enqueue_many([{"type": "t", "payload": {"n": i}} for i in range(1000)]),  # COPY
+            lambda: jq.stats(),
+            lambda: jq.get(1),
+        ]
+        for call in calls:
+            with pytest.raises(SchemaOutOfDate) as err:
+                call()
+            message = str(err.value)
+            assert message == f"{jq.target.display} has no jobqueue schema; run `jobqueue migrate`"
+            assert err.value.__cause__ is None and err.value.__suppress_context__
+        with psycopg.connect(target.url) as conn:  # the caller's own transaction
+            with pytest.raises(SchemaOutOfDate, match=r"missing or out of date; run `jobqueue migrate`$"):
+                jq.enqueue("t", {}, connection=conn)
+            conn.rollback()
+    with connect(target) as conn:
+        assert conn.execute("SELECT to_regnamespace('jobqueue') AS s").fetchone() == {"s": None}
+
+
+def test_library_on_an_older_schema_says_which_version_and_run_migrate(
+    empty_database: Callable[[], DatabaseTarget],
+) -> None:
+    from jobqueue import JobQueue
+
+    target = empty_database()
+    with connect(target) as conn:
+        conn.execute("CREATE SCHEMA jobqueue")
+        conn.execute(
+            "CREATE FUNCTION jobqueue.schema_version() RETURNS int LANGUAGE sql "
+            f"AS 'SELECT {REQUIRED_SCHEMA_VERSION - 1}'"
+        )
+    with JobQueue(target.url, pool_size=2) as jq, pytest.raises(SchemaOutOfDate) as err:
+        jq.health()
+    assert str(err.value) == (
+        f"{DatabaseTarget(target.url, '--database-url').display} has jobqueue schema version "
+        f"{REQUIRED_SCHEMA_VERSION - 1}, this version needs "
+        f"{REQUIRED_SCHEMA_VERSION}; run `jobqueue migrate`"
+    )
+
+
 def test_migrated_schema_passes_the_check(db_url: str) -> None:
     target = DatabaseTarget(db_url, "test")
     with connect(target) as conn:
         assert check_schema(conn, target) == REQUIRED_SCHEMA_VERSION
+
+
+def _limits_revision() -> tuple[str, str]:
+    """(revision, down_revision) of the issue-12 revision (`*_limits.py`), however renumbered."""
+    [path] = (migrations.resource_dir("alembic") / "versions").glob("*_limits.py")
+    text = path.read_text()
+    found = dict(re.findall(r'^(revision|down_revision) = "([^"]+)"', text, re.MULTILINE))
+    return found["revision"], found["down_revision"]
+
+
+def test_limits_revision_puts_waiting_jobs_right_and_keeps_workers(
+    empty_database: Callable[[], DatabaseTarget],
+) -> None:
+    """Upgrading: a waiting job enqueued with a past run_at (and aged from it) gets its enqueue
+    time back as run time and its enqueued priority; existing workers stay registered (no
+    tenant). Downgrading: of two workers of one id in different tenants, one is kept."""
+    from alembic import command
+
+    revision, before = _limits_revision()
+    target = empty_database()
+    cfg = migrations.alembic_config(target)
+    command.upgrade(cfg, before)
+    with psycopg.connect(target.url, autocommit=True) as conn:
+        jumper = scalar_id(conn, "SELECT jobqueue.enqueue('t', '{}', priority => 0, run_at => '1900-01-01Z')")
+        future = scalar_id(conn, "SELECT jobqueue.enqueue('t', '{}', delay => interval '1 hour')")
+        conn.execute("UPDATE jobqueue.job SET priority = 10 WHERE id = %s", [jumper])  # what aging gave it
+        conn.execute("SELECT jobqueue.register_worker('web-1', 'host-a')")
+        future_run_at = conn.execute("SELECT run_at FROM jobqueue.job WHERE id = %s", [future]).fetchone()[0]
+    command.upgrade(cfg, revision)
+    with psycopg.connect(target.url, autocommit=True) as conn:
+        row = conn.execute("SELECT run_at = created_at, priority FROM jobqueue.job WHERE id = %s", [jumper]).fetchone()
+        assert row == (True, 0)
+        assert conn.execute("SELECT run_at FROM jobqueue.job WHERE id = %s", [future]).fetchone()[0] == future_run_at
+        assert conn.execute("SELECT worker_id, host, tenant_id FROM jobqueue.worker").fetchall() == [
+            ("web-1", "host-a", None)
+        ]
+        conn.execute("INSERT INTO jobqueue.worker (worker_id, host, tenant_id, last_seen_at) "
+                     "VALUES ('web-1', 'host-b', 'B', now() + interval '1 minute')")
+    command.downgrade(cfg, before)
+    with psycopg.connect(target.url, autocommit=True) as conn:
+        assert conn.execute("SELECT worker_id, host FROM jobqueue.worker").fetchall() == [("web-1", "host-b")]
+        assert conn.execute("SELECT jobqueue.schema_version()").fetchone() == (REQUIRED_SCHEMA_VERSION - 1,)
+
+
+def scalar_id(conn: psycopg.Connection[Any], statement: str) -> int:
+    row = conn.execute(statement).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -319,7 +319,6 @@ def test_mapped_roles_cannot_change_what_tenants_share(tdb: TenantDb) -> None:
         ("SELECT jobqueue.resume_queue('shared')", ()),
         ("SELECT jobqueue.configure_queue('shared', '{\"max_size\": 1}')", ()),
         ("SELECT jobqueue.set_retry_policy('t', '{}')", ()),
-        ("SELECT * FROM jobqueue.health()", ()),  # sessions and slots are the cluster's
     ]:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
             a_admin.execute(statement, args)
@@ -328,6 +327,56 @@ def test_mapped_roles_cannot_change_what_tenants_share(tdb: TenantDb) -> None:
                       "(SELECT json_agg(q) FROM jobqueue.queue q) AS q").fetchone() == before
     # the mapping view shows a mapped admin its own tenant only
     assert {r["tenant_id"] for r in a_admin.execute("SELECT * FROM jobqueue.tenant_roles").fetchall()} == {"A"}
+
+
+def test_health_is_refused_to_a_mapped_admin_as_a_server_wide_read(tdb: TenantDb) -> None:
+    """health() only reads, but it reports on the whole server (every session, slot and
+    tenant's jobs): a mapped admin gets 42501 saying that, not that it "changes" anything."""
+    for key in ("a_admin", "a_work"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+            tdb.conn(key).execute("SELECT * FROM jobqueue.health()")
+        message = str(err.value.diag.message_primary)
+        if key == "a_admin":
+            assert message.startswith("health: ") and "acts for tenant A" in message, message
+            assert "reports on the whole server" in message and "changes" not in message, message
+    assert len(tdb.conn("ops_admin").execute("SELECT * FROM jobqueue.health()").fetchall()) == 8
+
+
+def test_worker_ids_are_per_tenant(tdb: TenantDb) -> None:
+    """Two tenants (and the unmapped fleet) may each run a worker named web-1: registering one
+    neither fails nor reveals or touches another tenant's; heartbeat and unregister reach only
+    the caller's own."""
+    su = tdb.conn()
+    a, b, ops = tdb.conn("a_work"), tdb.conn("b_work"), tdb.conn("ops_work")
+    one(a, "register_worker", "web-1", host="a-host", concurrency=2)
+    a_row = su.execute("SELECT * FROM jobqueue.worker WHERE host = 'a-host'").fetchone()
+    one(b, "register_worker", "web-1", host="b-host", concurrency=3)
+    one(ops, "register_worker", "web-1", host="ops-host")
+    assert su.execute("SELECT * FROM jobqueue.worker WHERE host = 'a-host'").fetchone() == a_row
+    seen = {key: [(r["worker_id"], r["host"], r["tenant_id"]) for r in tdb.conn(key).execute(
+        "SELECT * FROM jobqueue.workers ORDER BY host").fetchall()] for key in ("a_work", "b_work", "ops_work")}
+    assert seen["a_work"] == [("web-1", "a-host", "A")]
+    assert seen["b_work"] == [("web-1", "b-host", "B")]
+    assert seen["ops_work"] == [("web-1", "a-host", "A"), ("web-1", "b-host", "B"), ("web-1", "ops-host", None)]
+    # re-registering restarts one's own record only
+    one(b, "register_worker", "web-1", host="b-host-2")
+    assert su.execute("SELECT * FROM jobqueue.worker WHERE host = 'a-host'").fetchone() == a_row
+    # heartbeat and unregister by id reach the caller's own worker only
+    su.execute("UPDATE jobqueue.worker SET last_seen_at = now() - interval '1 hour'")
+    assert one(b, "worker_heartbeat", "web-1", 7) is True
+    one(ops, "unregister_worker", "web-1")
+    state = {r["host"]: (r["jobs_done"], r["stopped_at"] is None, r["last_seen_at"] > r["started_at"])
+             for r in su.execute("SELECT * FROM jobqueue.worker").fetchall()}
+    assert state["a-host"] == (0, True, False)
+    assert state["b-host-2"] == (7, True, True)
+    assert state["ops-host"][1] is False
+    # each worker's running jobs are counted under its own tenant
+    enqueue(tdb.conn("a_prod"), "t", queue="wq")
+    enqueue(tdb.conn("b_prod"), "t", queue="wq")
+    claim_one(a, ["wq"], worker_id="web-1")
+    claim_one(b, ["wq"], worker_id="web-1")
+    running = {r["host"]: r["running"] for r in su.execute("SELECT * FROM jobqueue.workers").fetchall()}
+    assert running["a-host"] == 1 and running["b-host-2"] == 1
 
 
 def test_health_on_a_plain_owner_install_still_counts_a_hidden_xid_holder(tdb: TenantDb) -> None:

@@ -122,6 +122,38 @@ def test_task_with_context_strips_it_from_the_payload() -> None:
         report(3)  # type: ignore[call-arg]
 
 
+def test_an_unannotated_first_parameter_named_ctx_is_the_context() -> None:
+    """Issue 14 item 9: `def f(ctx, x)` made every enqueue fail with "missing ... 'ctx'"."""
+    jq = JobQueue("postgresql://unused@localhost/x")
+
+    @jq.task(name="t.ctx")
+    def handler(ctx, x: int) -> int:  # type: ignore[no-untyped-def]
+        return x
+
+    assert handler.wants_context
+    assert handler.payload(x=1) == {"x": 1}
+    assert handler.payload(2) == {"x": 2}
+    assert handler.arguments_from({"x": 3}) == ([], {"x": 3})
+
+    @jq.task(name="t.context")
+    def other(context, x: int) -> int:  # type: ignore[no-untyped-def]
+        return x
+
+    assert not other.wants_context  # only the name ctx, or the annotation, means the context
+    assert other.payload(context=1, x=2) == {"context": 1, "x": 2}
+
+
+def test_a_ctx_annotated_with_another_type_is_refused_when_decorated() -> None:
+    jq = JobQueue("postgresql://unused@localhost/x")
+    with pytest.raises(TypeError, match=r"'t\.bad'.*'ctx' is annotated 'dict'.*`ctx: JobContext`"):
+
+        @jq.task(name="t.bad")
+        def bad(ctx: dict, x: int) -> int:  # type: ignore[type-arg]
+            return x
+
+    assert jq.registry.get("t.bad") is None
+
+
 def test_unique_tasks_derive_a_stable_key_from_the_payload() -> None:
     from jobqueue.tasks import _payload_key
 
