@@ -264,6 +264,7 @@ class Overload:
         self.scratch = bench.scratch
         self.state = RunState()
         self.t0 = time.monotonic()
+        self.started_at = datetime.now(UTC)
         self.statements = False
         self.pgstattuple = False
         self.capacity: float | None = None
@@ -647,7 +648,9 @@ def plot(document: dict[str, Any], path: Path) -> Path | None:
         ax.axhline(FLOOR * peak, color="tab:red", ls="--", lw=1, label=f"90 % of peak ({FLOOR * peak:,.0f}/s)")
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("jobs/s")
-    ax.set_ylim(bottom=0)
+    # the backlog load (enqueue_many COPY, tens of thousands per second) would flatten the rest
+    top = max([w["completion_rate"] for w in windows] + [w["offered"] for w in windows] + [1.0])
+    ax.set_ylim(bottom=0, top=top * 1.6)
     ax2 = ax.twinx()
     ax2.plot(t, [w["backlog"] for w in windows], label="backlog (jobs)", color="tab:orange", lw=1.5)
     ax2.set_ylabel("backlog (jobs)")
@@ -678,7 +681,13 @@ def run_scenario(bench: Bench, budget_s: float) -> None:
     cfg = OverloadConfig.from_bench(bench.config)
     started = datetime.now(UTC)
     o = Overload(bench, cfg)
-    summary = o.run()
+    failure: BaseException | None = None
+    try:
+        summary = o.run()
+    except BaseException as exc:  # interrupted or failed: keep what was measured, then re-raise
+        failure = exc
+        summary = o.report(0)
+        summary["interrupted"] = f"{type(exc).__name__}: {exc}"
     document: dict[str, Any] = {
         "title": (
             f"jobqueue bench overload: {cfg.workers} worker(s) -c {cfg.concurrency}, "
@@ -708,6 +717,8 @@ def run_scenario(bench: Bench, budget_s: float) -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(document, indent=1, default=str) + "\n")
     png = plot(document, json_path.with_suffix(".png"))
+    if failure is not None:
+        raise failure
     m = Measured(
         int(sum(w.claimed for w in o.state.windows if w.phase == "overload")),
         float(sum(cfg.window_s for w in o.state.windows if w.phase == "overload")) or 1.0,
