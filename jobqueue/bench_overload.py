@@ -504,7 +504,8 @@ class Overload:
             self.state.phase, self.state.offered = "recovery", round(half, 1)
             producer.set_rate(half)
             self.bench._start(f"overload: recovery, offering {half:,.0f}/s", None)
-            limit = cfg.recovery_max_s or max(cfg.duration_s * 1.2, 60.0)
+            # long enough to show the drain rate; the backlog need not be gone when it ends
+            limit = cfg.recovery_max_s or max(cfg.duration_s * 0.5, 60.0)
             end = time.monotonic() + limit
             while time.monotonic() < end:
                 self._sleep(cfg.window_s, producer, errors)
@@ -546,7 +547,8 @@ class Overload:
         self.bench._start(f"overload: draining {n:,} while offering {half:,.0f}/s", None)
         self.bench_workers = self._spawn()
         producer.set_rate(half)
-        end = time.monotonic() + max(4 * n / max(self.capacity or 1.0, 1.0), 120.0)
+        # the drain rate of the big backlog, over at most as long as the overload window
+        end = time.monotonic() + max(min(4 * n / max(self.capacity or 1.0, 1.0), cfg.duration_s), 60.0)
         while time.monotonic() < end:
             self._sleep(cfg.window_s, producer, errors)
             last = self.state.windows[-1] if self.state.windows else None
@@ -567,50 +569,83 @@ class Overload:
     # -- the verdict -----------------------------------------------------------------------
 
     def report(self, sent: int) -> dict[str, Any]:
-        windows = self.state.windows
-        cap = self.capacity or 0.0
-        n_over = sum(1 for w in windows if w.phase == "overload")
-        k = max(1, min(SMOOTH, n_over // 4))
-        smooth = moving_average([w.completion_rate for w in windows], k)
-        judged = {"overload", "recovery"}
-        peak = max((s for s, w in zip(smooth, windows, strict=True) if w.phase in judged), default=0.0)
-        over = [i for i, w in enumerate(windows) if w.phase == "overload"][min(RAMP_WINDOWS, n_over // 4) + k - 1 :]
-        over_min = min((smooth[i] for i in over), default=0.0)
-        raw_over = [windows[i].completion_rate for i in over]
-        # recovery: windows whose backlog at their end still held more than a window's worth
-        rec = [i for i, w in enumerate(windows) if w.phase == "recovery" and w.backlog > cap * self.config.window_s][
-            RAMP_WINDOWS:
-        ]
-        rec_rate = _mean([windows[i].completion_rate for i in rec])
-        backlog_grew = bool(over) and windows[over[-1]].backlog > windows[over[0]].backlog
-        out: dict[str, Any] = {
-            "capacity": self.summary.get("capacity"),
-            "offered_overload": next((w.offered for w in windows if w.phase == "overload"), None),
-            "offered_recovery": next((w.offered for w in windows if w.phase == "recovery"), None),
-            "peak_rate_smoothed": round(peak, 1),
-            "overload_min_rate_smoothed": round(over_min, 1),
-            "overload_min_over_peak": round(over_min / peak, 3) if peak else None,
-            "overload_min_rate_raw": min(raw_over, default=None),
-            "overload_mean_rate": round(_mean(raw_over), 1),
-            "backlog_at_end_of_overload": windows[over[-1]].backlog if over else None,
-            "backlog_grew": backlog_grew,
-            "recovery_drain_rate": round(rec_rate, 1),
-            "recovery_over_peak": round(rec_rate / peak, 3) if peak else None,
-            "smoothing": f"moving average of {k} windows of {self.config.window_s:g} s",
-            "floor": FLOOR,
-            "jobs_offered": sent,
-        }
-        out["met_overload"] = bool(peak) and over_min >= FLOOR * peak and backlog_grew
-        out["met_recovery"] = bool(peak) and bool(rec) and rec_rate >= FLOOR * peak
-        back = [i for i, w in enumerate(windows) if w.phase == "backlog" and w.backlog > cap * self.config.window_s]
-        back = back[RAMP_WINDOWS:]
-        if back:
-            rate = _mean([windows[i].completion_rate for i in back])
-            out["backlog_jobs"] = self.config.backlog_jobs
-            out["backlog_drain_rate"] = round(rate, 1)
-            out["backlog_over_capacity"] = round(rate / cap, 3) if cap else None
-            out["met_backlog"] = bool(cap) and rate >= (1 - BACKLOG_TOLERANCE) * cap
-        return out
+        return summarize(
+            self.state.windows, self.summary.get("capacity"), self.config.window_s, self.config.backlog_jobs, sent
+        )
+
+
+def summarize(
+    windows: list[Window], capacity: dict[str, Any] | None, window_s: float, backlog_jobs: int, sent: int
+) -> dict[str, Any]:
+    """The verdict of a run from its windows (also usable on a JSON written earlier: resummarize)."""
+    cap = float((capacity or {}).get("rate") or 0.0)
+    n_over = sum(1 for w in windows if w.phase == "overload")
+    k = max(1, min(SMOOTH, n_over // 4))
+    # the judged windows: overload (after its ramp) and recovery; the capacity drain before
+    # them is not averaged in (its own rate is in "capacity")
+    first = next((i for i, w in enumerate(windows) if w.phase == "overload"), len(windows))
+    judged = [
+        i
+        for i, w in enumerate(windows)
+        if w.phase in ("overload", "recovery") and i >= first + min(RAMP_WINDOWS, n_over // 4)
+    ]
+    smooth = [0.0] * len(windows)
+    for j, i in enumerate(judged):
+        part = [windows[x].completion_rate for x in judged[max(0, j - k + 1) : j + 1]]
+        smooth[i] = sum(part) / len(part)
+    peak = max((smooth[i] for i in judged[k - 1 :]), default=0.0)
+    over = [i for i in judged if windows[i].phase == "overload"][k - 1 :]
+    over_min = min((smooth[i] for i in over), default=0.0)
+    raw_over = [windows[i].completion_rate for i in over]
+    # recovery: windows whose backlog at their end still held more than a window's worth
+    rec = [i for i, w in enumerate(windows) if w.phase == "recovery" and w.backlog > cap * window_s][RAMP_WINDOWS:]
+    rec_rate = _mean([windows[i].completion_rate for i in rec])
+    backlog_grew = bool(over) and windows[over[-1]].backlog > windows[over[0]].backlog
+    out: dict[str, Any] = {
+        "capacity": capacity,
+        "offered_overload": next((w.offered for w in windows if w.phase == "overload"), None),
+        "offered_recovery": next((w.offered for w in windows if w.phase == "recovery"), None),
+        "peak_rate_smoothed": round(peak, 1),
+        "overload_min_rate_smoothed": round(over_min, 1),
+        "overload_min_over_peak": round(over_min / peak, 3) if peak else None,
+        "overload_min_rate_raw": min(raw_over, default=None),
+        "overload_mean_rate": round(_mean(raw_over), 1),
+        "backlog_at_end_of_overload": windows[over[-1]].backlog if over else None,
+        "backlog_grew": backlog_grew,
+        "recovery_drain_rate": round(rec_rate, 1),
+        "recovery_over_peak": round(rec_rate / peak, 3) if peak else None,
+        "smoothing": f"moving average of {k} windows of {window_s:g} s",
+        "floor": FLOOR,
+        "jobs_offered": sent,
+    }
+    out["met_overload"] = bool(peak) and over_min >= FLOOR * peak and backlog_grew
+    out["met_recovery"] = bool(peak) and bool(rec) and rec_rate >= FLOOR * peak
+    back = [i for i, w in enumerate(windows) if w.phase == "backlog" and w.backlog > cap * window_s]
+    back = back[RAMP_WINDOWS:]
+    if back:
+        rate = _mean([windows[i].completion_rate for i in back])
+        out["backlog_jobs"] = backlog_jobs
+        out["backlog_drain_rate"] = round(rate, 1)
+        out["backlog_over_capacity"] = round(rate / cap, 3) if cap else None
+        out["met_backlog"] = bool(cap) and rate >= (1 - BACKLOG_TOLERANCE) * cap
+    return out
+
+
+def resummarize(path: Path) -> dict[str, Any]:
+    """Recompute the summary of an overload JSON (and its PNG beside it) with this version's rules."""
+    document: dict[str, Any] = json.loads(path.read_text())
+    windows = [Window(**w) for w in document["windows"]]
+    old = document["summary"]
+    document["summary"] = summarize(
+        windows,
+        old.get("capacity"),
+        float(document["config"]["window_s"]),
+        int(document["config"]["backlog_jobs"]),
+        int(old.get("jobs_offered") or 0),
+    )
+    path.write_text(json.dumps(document, indent=1, default=str) + "\n")
+    plot(document, path.with_suffix(".png"))
+    return dict(document["summary"])
 
 
 def moving_average(values: list[float], n: int) -> list[float]:
