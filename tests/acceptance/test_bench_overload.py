@@ -21,7 +21,7 @@ from jobqueue.bench_overload import OverloadConfig
 
 pytestmark = pytest.mark.timeout(280)
 
-PHASES = {"capacity", "overload", "recovery", "backlog"}
+PHASES = {"capacity", "overload", "recovery", "reference", "backlog"}
 
 
 def _bench(db_url: str, tmp_path: Path, *args: str, timeout: float = 260) -> subprocess.CompletedProcess[str]:
