@@ -10,9 +10,11 @@ overload  a paced producer (``enqueue_many`` calls of at most 128 jobs, JSON pat
           ``--overload-factor`` x capacity (1.3 by default) for ``--duration`` seconds: the
           backlog grows
 recovery  the producer offers half of the capacity; the backlog must drain at full rate
-backlog   (``--backlog-jobs N``, 1,000,000 at full size) the workers stop, N jobs are loaded,
-          the workers start again while the producer keeps offering half of the capacity:
-          the rate at which the N-job backlog drains, against the empty-queue drain
+reference (with ``--backlog-jobs N`` > 0) the queue drains, the workers stop, C jobs are
+          loaded into the empty queue, the workers start again while the producer offers
+          half of the capacity: the empty-queue drain under that offered load
+backlog   the same with N jobs (1,000,000 at full size): the rate at which the N-job backlog
+          drains, against the reference
 
 Every ``--window`` seconds (5) a sampler reads, on its own connection: the enqueues
 (``jobqueue.job_id_seq``) and claims (``jobqueue.lease_token_seq``: one token per claimed
