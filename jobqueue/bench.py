@@ -27,6 +27,7 @@ PgQueuer through the drivers in ``bench/peers/`` (``make bench-peers``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -55,6 +56,9 @@ from jobqueue.errors import JobQueueError
 
 SCENARIOS = ("baseline", "enqueue", "drain", "latency", "history", "cost")
 PEER_SCENARIOS = ("enqueue", "drain", "latency")
+#: Run only when named in --only: the module that implements each (a ``run_scenario(bench,
+#: budget_s)`` function) and the options it reads from ``BenchConfig.extra``.
+EXTRA_SCENARIOS = {"overload": "jobqueue.bench_overload"}
 PEERS = ("procrastinate", "pgqueuer")
 
 #: Jobs for the bulk paths (COPY, enqueue_many, claim/drain, history).
@@ -215,12 +219,15 @@ class BenchConfig:
     peers_python: str | None = None
     peers: tuple[str, ...] = PEERS
     progress: bool = True
+    #: Options of the EXTRA_SCENARIOS (e.g. overload: duration_s, backlog_jobs, rate, factor).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> BenchConfig:
-        unknown = [name for name in self.only if name not in SCENARIOS]
+        unknown = [name for name in self.only if name not in SCENARIOS and name not in EXTRA_SCENARIOS]
         if unknown or not self.only:
             raise BenchError(
-                f"only: unknown scenario {', '.join(unknown) or '(none)'}; choose from {', '.join(SCENARIOS)}"
+                f"only: unknown scenario {', '.join(unknown) or '(none)'}; "
+                f"choose from {', '.join((*SCENARIOS, *EXTRA_SCENARIOS))}"
             )
         if not 1 <= self.max_seconds <= 86_400:
             raise BenchError("max_seconds: must be between 1 and 86400")
@@ -1523,6 +1530,11 @@ def run(target: DatabaseTarget, config: BenchConfig) -> int:
         "history": bench.history,
         "cost": bench.cost,
     }
+    for name in config.only:
+        if name in EXTRA_SCENARIOS:
+            import importlib
+
+            steps[name] = functools.partial(importlib.import_module(EXTRA_SCENARIOS[name]).run_scenario, bench)
     try:
         with progress:
             bench._start("creating the scratch database", None)

@@ -2452,6 +2452,58 @@ BEGIN
 END
 $$;
 
+-- Reconcile step 5, priority aging where a queue sets aging_interval: a runnable-when-due job
+-- (pending or retrying, waiting on no dependency) gains +1 priority per aging_interval waited
+-- since run_at, up to 10, never down; at most lim jobs per call. Driven from the queues that
+-- enable it, each read through job_claim_idx: with no such queue (the default) it reads no
+-- job at all. (It used to join every job to its queue, and once the table's statistics said
+-- it was big, the planner walked all of job_pkey for it on every reconcile, even with aging
+-- off: a scan as long as the backlog, holding back the xmin horizon while it ran -- issue 13.)
+-- A job blocked by dependencies is aged once it is unblocked (its gain counts from run_at).
+CREATE FUNCTION jobqueue._age_priorities(lim integer, dry_run boolean) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    q record;
+    n integer;
+    aged integer := 0;
+BEGIN
+    FOR q IN SELECT x.name, x.aging_interval FROM jobqueue.queue x WHERE x.aging_interval IS NOT NULL
+             ORDER BY x.name LOOP
+        EXIT WHEN aged >= lim;
+        IF dry_run THEN
+            SELECT count(*) INTO n FROM (
+                SELECT 1 FROM jobqueue.job j
+                WHERE j.queue = q.name AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+                  AND j.run_at <= now() - q.aging_interval
+                  AND j.priority < least(10, j.base_priority
+                        + floor(extract(epoch FROM now() - j.run_at) / extract(epoch FROM q.aging_interval)))
+                LIMIT lim - aged) AS s;
+        ELSE
+            WITH c AS (
+                SELECT j.id FROM jobqueue.job j
+                WHERE j.queue = q.name AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+                  AND j.run_at <= now() - q.aging_interval
+                  AND j.priority < least(10, j.base_priority
+                        + floor(extract(epoch FROM now() - j.run_at) / extract(epoch FROM q.aging_interval)))
+                LIMIT lim - aged
+                FOR UPDATE SKIP LOCKED
+            ), u AS (
+                UPDATE jobqueue.job j
+                SET priority = greatest(j.priority, least(10, j.base_priority
+                        + floor(extract(epoch FROM now() - j.run_at) / extract(epoch FROM q.aging_interval))))::smallint
+                FROM c
+                WHERE j.id = c.id AND j.state IN ('pending', 'retrying')
+                RETURNING 1
+            )
+            SELECT count(*) INTO n FROM u;
+        END IF;
+        aged := aged + n;
+    END LOOP;
+    RETURN aged;
+END
+$$;
+
 CREATE FUNCTION jobqueue.reconcile(batch integer DEFAULT 1000, dry_run boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
@@ -2655,36 +2707,8 @@ BEGIN
         GET DIAGNOSTICS workers_pruned = ROW_COUNT;
     END IF;
 
-    -- (5) Priority aging, where a queue enables it: +1 per aging_interval waited since run_at,
-    -- up to 10, never down; so a steady stream of high priorities cannot starve the rest.
-    IF dry THEN
-        SELECT count(*) INTO aged FROM (
-            SELECT 1 FROM jobqueue.job j JOIN jobqueue.queue q ON q.name = j.queue
-            WHERE q.aging_interval IS NOT NULL AND j.state IN ('pending', 'retrying')
-              AND j.run_at <= now() - q.aging_interval
-              AND j.priority < least(10, j.base_priority
-                    + floor(extract(epoch FROM now() - j.run_at) / extract(epoch FROM q.aging_interval)))
-            LIMIT batch) AS s;
-    ELSE
-        WITH c AS (
-            SELECT j.id FROM jobqueue.job j JOIN jobqueue.queue q ON q.name = j.queue
-            WHERE q.aging_interval IS NOT NULL AND j.state IN ('pending', 'retrying')
-              AND j.run_at <= now() - q.aging_interval
-              AND j.priority < least(10, j.base_priority
-                    + floor(extract(epoch FROM now() - j.run_at) / extract(epoch FROM q.aging_interval)))
-            ORDER BY j.id
-            LIMIT batch
-            FOR UPDATE OF j SKIP LOCKED
-        ), u AS (
-            UPDATE jobqueue.job j
-            SET priority = greatest(j.priority, least(10, j.base_priority
-                    + floor(extract(epoch FROM now() - j.run_at) / extract(epoch FROM q.aging_interval))))::smallint
-            FROM c, jobqueue.queue q
-            WHERE j.id = c.id AND q.name = j.queue AND j.state IN ('pending', 'retrying')
-            RETURNING 1
-        )
-        SELECT count(*) INTO aged FROM u;
-    END IF;
+    -- (5) Priority aging, where a queue enables it (jobqueue._age_priorities).
+    aged := jobqueue._age_priorities(batch, dry);
 
     -- (6) History partitions: create the coming days', drop the wholly expired ones. Last,
     -- because its DDL locks job_history until this transaction commits.
