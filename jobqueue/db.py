@@ -23,8 +23,8 @@ from jobqueue.errors import (
 )
 
 #: The schema version (``jobqueue.schema_version()``) this package needs: 2 from revision
-#: 0004 (jobqueue.health()).
-REQUIRED_SCHEMA_VERSION = 2
+#: 0004 (jobqueue.health()), 5 from revision 0007 (schedules: sync_schedules, set_schedule).
+REQUIRED_SCHEMA_VERSION = 5
 
 #: SQLSTATE -> error class, for errors raised by the SQL API.
 _SQLSTATE_ERRORS: dict[str, type[JobQueueError]] = {
