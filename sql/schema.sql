@@ -3117,11 +3117,11 @@ CREATE TABLE jobqueue.schedule (
     last_error_at timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
     created_by    text NOT NULL DEFAULT session_user,
-    updated_at    timestamptz NOT NULL DEFAULT now()
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    -- a name is unique per tenant (single-tenant installs: tenant_id NULL, one name space)
+    CONSTRAINT schedule_name_key UNIQUE NULLS NOT DISTINCT (name, tenant_id)
 );
 COMMENT ON TABLE jobqueue.schedule IS 'Periodic schedules (cron + job template); private, read jobqueue.schedules';
--- A name is unique per tenant (single-tenant installs: tenant_id NULL, one name space).
-CREATE UNIQUE INDEX schedule_name_idx ON jobqueue.schedule (name, tenant_id) NULLS NOT DISTINCT;
 -- Reconcile's probe: the schedules due within the lookahead.
 CREATE INDEX schedule_due_idx ON jobqueue.schedule (next_at) WHERE NOT paused;
 
@@ -3331,7 +3331,7 @@ BEGIN
                                             paused_reason, declared_by, next_at)
         VALUES (jobqueue._tenant(), name, cron, zone, job, policy, backfill, coalesce(paused, false),
                 CASE WHEN paused THEN 'paused' END, declared_by, first_tick)
-        ON CONFLICT (name, tenant_id) DO NOTHING
+        ON CONFLICT ON CONSTRAINT schedule_name_key DO NOTHING
         RETURNING x.id INTO new_id;
         IF new_id IS NULL THEN  -- created concurrently: replace it
             RETURN jobqueue.set_schedule(name, cron, job, tz, missed, max_backfill, paused, declared_by);
@@ -3519,8 +3519,8 @@ DECLARE
     ticks timestamptz[];
     t timestamptz;
     prev timestamptz;
-    tick timestamptz;
-    job_id bigint;
+    this_tick timestamptz;
+    new_job bigint;
     last_tick timestamptz;
     last_job bigint;
     fired integer := 0;
@@ -3572,19 +3572,19 @@ BEGIN
             END LOOP;
             last_tick := NULL;
             last_job := NULL;
-            FOREACH tick IN ARRAY ticks LOOP
-                INSERT INTO jobqueue.schedule_tick AS k (schedule_id, tick) VALUES (s.id, tick)
+            FOREACH this_tick IN ARRAY ticks LOOP
+                INSERT INTO jobqueue.schedule_tick AS k (schedule_id, tick) VALUES (s.id, this_tick)
                 ON CONFLICT DO NOTHING;
                 CONTINUE WHEN NOT FOUND;  -- fired already
-                SELECT e.id INTO job_id FROM jobqueue._enqueue(jsonb_build_array(s.job || jsonb_build_object(
-                    'run_at', tick, 'tenant_id', s.tenant_id,
+                SELECT e.id INTO new_job FROM jobqueue._enqueue(jsonb_build_array(s.job || jsonb_build_object(
+                    'run_at', this_tick, 'tenant_id', s.tenant_id,
                     'metadata', coalesce(nullif(s.job->'metadata', 'null'), '{}')
-                                || jsonb_build_object('schedule', s.name, 'tick', tick))), true) AS e(id);
-                UPDATE jobqueue.schedule_tick k SET job_id = _fire_schedules.job_id
-                WHERE k.schedule_id = s.id AND k.tick = _fire_schedules.tick;
+                                || jsonb_build_object('schedule', s.name, 'tick', this_tick))), true) AS e(id);
+                UPDATE jobqueue.schedule_tick k SET job_id = new_job
+                WHERE k.schedule_id = s.id AND k.tick = this_tick;
                 fired := fired + 1;
-                last_tick := tick;
-                last_job := job_id;
+                last_tick := this_tick;
+                last_job := new_job;
             END LOOP;
             UPDATE jobqueue.schedule x
             SET next_at = t, last_tick_at = coalesce(last_tick, x.last_tick_at),
