@@ -3337,8 +3337,10 @@ BEGIN
             RETURN jobqueue.set_schedule(name, cron, job, tz, missed, max_backfill, paused, declared_by);
         END IF;
     ELSE
-        -- a new expression or zone re-plans the future ticks; so does resuming
-        replan := old.cron <> cron OR old.tz <> zone OR (old.paused AND NOT coalesce(paused, old.paused));
+        -- a new expression, zone or template re-plans the future ticks (the waiting jobs of
+        -- ticks after now are cancelled and fired again from the new definition); so does resuming
+        replan := old.cron <> cron OR old.tz <> zone OR old.job <> job
+                  OR (old.paused AND NOT coalesce(paused, old.paused));
         IF old.cron <> cron OR old.tz <> zone OR old.job <> job THEN
             PERFORM jobqueue._drop_future_ticks(old.id, 'schedule_changed');
         END IF;
@@ -3348,7 +3350,7 @@ BEGIN
             paused_reason = CASE WHEN coalesce(set_schedule.paused, x.paused) THEN coalesce(x.paused_reason, 'paused') END,
             declared_by = coalesce(set_schedule.declared_by, x.declared_by),
             next_at = CASE WHEN replan THEN first_tick ELSE x.next_at END,
-            last_error = CASE WHEN replan OR old.job <> set_schedule.job THEN NULL ELSE x.last_error END,
+            last_error = CASE WHEN replan THEN NULL ELSE x.last_error END,
             updated_at = now()
         WHERE x.id = old.id;
         IF set_schedule.paused AND NOT old.paused THEN

@@ -331,3 +331,16 @@ def test_only_admins_manage_schedules_and_workers_sync(
     one(worker, "sync_schedules", "app", Jsonb([{"name": "x", "cron": "* * * * * *", "job": {"type": "t"}}]))
     assert one(worker, "reconcile")["schedule_jobs_enqueued"] > 0
     assert [r["name"] for r in rows(worker, "list_schedules")] == ["x"]
+
+
+def test_a_new_template_refires_the_waiting_future_ticks_with_it(db: Conn) -> None:
+    set_schedule(db, "tmpl", EVERY_SECOND, {"type": "old"})
+    reconcile(db)
+    set_schedule(db, "tmpl", EVERY_SECOND, {"type": "new"})
+    reconcile(db)
+    jobs = db.execute(
+        "SELECT type, state::text, (metadata->>'tick')::timestamptz AS tick FROM jobqueue.jobs "
+        "WHERE metadata->>'schedule' = 'tmpl'").fetchall()
+    waiting = sorted(j["tick"] for j in jobs if j["state"] == "pending")
+    assert waiting and all(j["type"] == "new" for j in jobs if j["state"] == "pending")
+    assert waiting == [waiting[0] + timedelta(seconds=i) for i in range(len(waiting))]  # no gap left behind
