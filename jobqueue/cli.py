@@ -1876,6 +1876,9 @@ name_envvars(cli)
 # -- entry point -----------------------------------------------------------------------------
 
 
+import jobqueue.cli_schedules  # noqa: E402,F401  (registers `jobqueue schedules`)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: every error is one line on stderr and an exit code.
 
