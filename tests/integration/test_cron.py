@@ -46,8 +46,8 @@ MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
 }
-MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
-DAYS = "SUN MON TUE WED THU FRI SAT".split()
+MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
 
 
 def _value(draw: Any, lo: int, hi: int, names: list[str] | None, base: int) -> tuple[int, str]:
@@ -71,7 +71,7 @@ def field(draw: Any, lo: int, hi: int, names: list[str] | None = None, base: int
             return ta
         if kind == "value_step":
             return f"{ta}/{draw(st.integers(1, hi - lo + 2))}"
-        b, tb = _value(draw, a, hi, names, base)
+        _, tb = _value(draw, a, hi, names, base)
         if kind == "range":
             return f"{ta}-{tb}"
         return f"{ta}-{tb}/{draw(st.integers(1, hi - lo + 2))}"
@@ -166,7 +166,8 @@ def sql_next(db: psycopg.Connection[Any], expr: str, after: datetime, zone: str,
 @example(data=None, expr="15 * * * * */20", zone="Australia/Lord_Howe")
 def test_cron_next_matches_cronsim(db: psycopg.Connection[Any], data: Any, expr: str, zone: str) -> None:
     if data is None:  # the explicit examples: just before each transition of 2026
-        starts = [e - timedelta(hours=3) for e in transitions(zone) if e.year == 2026] or [datetime(2026, 3, 1, tzinfo=UTC)]
+        edges = [e - timedelta(hours=3) for e in transitions(zone) if e.year == 2026]
+        starts = edges or [datetime(2026, 3, 1, tzinfo=UTC)]
     else:
         starts = [data.draw(instants(zone))]
     for after in starts:

@@ -146,7 +146,8 @@ def test_pg_cron_alone_fires_schedules_and_reclaims_leases(pg15_with_pg_cron: di
             if run is not None:
                 break
             time.sleep(1)
-        assert run is not None, f"pg_cron never ran reconcile; server log:\n{pg15_with_pg_cron['log'].read_text()[-2000:]}"
+        log_tail = pg15_with_pg_cron["log"].read_text()[-2000:] if run is None else ""
+        assert run is not None, f"pg_cron never ran reconcile; server log:\n{log_tail}"
         assert run["status"] == "succeeded", run["return_message"]
 
         ticks = db.execute(
