@@ -49,11 +49,14 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from jobqueue import bench_schedules
 from jobqueue.client import COPY_THRESHOLD
 from jobqueue.config import DatabaseTarget, redact
 from jobqueue.errors import JobQueueError
 
 SCENARIOS = ("baseline", "enqueue", "drain", "latency", "history", "cost")
+#: Scenarios run only when named in --only (each lives in a module of its own).
+EXTRA_SCENARIOS = ("schedules",)
 PEER_SCENARIOS = ("enqueue", "drain", "latency")
 PEERS = ("procrastinate", "pgqueuer")
 
@@ -217,10 +220,11 @@ class BenchConfig:
     progress: bool = True
 
     def validate(self) -> BenchConfig:
-        unknown = [name for name in self.only if name not in SCENARIOS]
+        unknown = [name for name in self.only if name not in SCENARIOS + EXTRA_SCENARIOS]
         if unknown or not self.only:
             raise BenchError(
-                f"only: unknown scenario {', '.join(unknown) or '(none)'}; choose from {', '.join(SCENARIOS)}"
+                f"only: unknown scenario {', '.join(unknown) or '(none)'}; "
+                f"choose from {', '.join(SCENARIOS + EXTRA_SCENARIOS)}"
             )
         if not 1 <= self.max_seconds <= 86_400:
             raise BenchError("max_seconds: must be between 1 and 86400")
@@ -1478,6 +1482,7 @@ def print_tables(bench: Bench, console: Any) -> None:
             table.add_row(key + note, str(any_row.processes), *cells, *ratios, targets)
         console.print(table)
         console.print("latency cells: p50 / p99 ms; throughput cells: jobs/s")
+    bench_schedules.print_table(bench, console)
     for name, error in bench.errors.items():
         console.print(f"[red]{name}: failed: {error}[/]")
 
@@ -1522,6 +1527,7 @@ def run(target: DatabaseTarget, config: BenchConfig) -> int:
         "latency": bench.latency,
         "history": bench.history,
         "cost": bench.cost,
+        "schedules": lambda budget_s: bench_schedules.run(bench, budget_s),
     }
     try:
         with progress:

@@ -1767,7 +1767,7 @@ def demo(ctx: Context, job_count: int, worker_count: int, concurrency: int) -> N
     "--only",
     metavar="A,B",
     default=None,
-    help="Scenarios: baseline,enqueue,drain,latency,history,cost.  [default: all]",
+    help="Scenarios: baseline,enqueue,drain,latency,history,cost; also schedules (only when named).  [default: all]",
 )
 @option(
     "--max-seconds",

@@ -2908,18 +2908,15 @@ CREATE FUNCTION jobqueue._cron_next(c jobqueue._cron, after timestamptz, tz text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
 DECLARE
-    t timestamptz := date_trunc('second', after);
+    t timestamptz := date_trunc('second', after);  -- its instant (elapsed-time mode; NULL: from w, f)
     w timestamp := t AT TIME ZONE tz;   -- the wall-clock time being advanced
-    f integer := 0;                      -- its fold (elapsed-time mode only)
+    f integer;                           -- its fold (elapsed-time mode; NULL: read it from t)
     wall boolean := c.wall AND tz <> 'UTC';
     start_year integer;
     needle date;
     r timestamptz;
     x integer;
 BEGIN
-    IF NOT wall AND jobqueue._tz_instant(w, 0, tz) <> t THEN
-        f := 1;
-    END IF;
     -- __next__ ticks one second first (wall-clock mode: on the wall time; elapsed-time mode:
     -- on the instant, reading the wall time and its fold back), then advances field by field
     IF wall THEN
@@ -2927,7 +2924,7 @@ BEGIN
     ELSE
         t := t + interval '1 second';
         w := t AT TIME ZONE tz;
-        f := CASE WHEN jobqueue._tz_instant(w, 0, tz) = t THEN 0 ELSE 1 END;
+        f := NULL;  -- read from t when needed
     END IF;
     start_year := extract(year FROM w);
     LOOP
@@ -2940,6 +2937,7 @@ BEGIN
             END LOOP;
             w := needle::timestamp;
             f := 0;
+            t := NULL;
         END IF;
         IF extract(year FROM w) > start_year + 50 THEN
             RETURN NULL;
@@ -2953,18 +2951,23 @@ BEGIN
             END LOOP;
             w := needle::timestamp;
             f := 0;
+            t := NULL;
             CONTINUE;
         END IF;
         -- hour
         IF (c.hours >> extract(hour FROM w)::integer) & 1 = 0 THEN
-            w := date_trunc('hour', w);
+            IF NOT wall AND f IS NULL THEN
+                f := CASE WHEN jobqueue._tz_instant(w, 0, tz) = t THEN 0 ELSE 1 END;
+            END IF;
+            w := date_trunc('hour', w);  -- Python's replace(): the same fold
+            t := NULL;
             LOOP
                 IF wall THEN
                     w := w + interval '1 hour';
                 ELSE
-                    t := jobqueue._tz_instant(w, f, tz) + interval '1 hour';
+                    t := coalesce(t, jobqueue._tz_instant(w, f, tz)) + interval '1 hour';
                     w := t AT TIME ZONE tz;
-                    f := CASE WHEN jobqueue._tz_instant(w, 0, tz) = t THEN 0 ELSE 1 END;
+                    f := NULL;  -- read from t when needed
                 END IF;
                 EXIT WHEN (c.hours >> extract(hour FROM w)::integer) & 1 = 1 OR extract(hour FROM w) = 0;
             END LOOP;
@@ -2972,24 +2975,28 @@ BEGIN
         END IF;
         -- minute
         IF (c.minutes >> extract(minute FROM w)::integer) & 1 = 0 THEN
-            w := date_trunc('minute', w);
+            IF NOT wall AND f IS NULL THEN
+                f := CASE WHEN jobqueue._tz_instant(w, 0, tz) = t THEN 0 ELSE 1 END;
+            END IF;
+            w := date_trunc('minute', w);  -- Python's replace(): the same fold
+            t := NULL;
             IF c.one_min >= 0 THEN
                 x := ((c.one_min - extract(minute FROM w)::integer) % 60 + 60) % 60;
                 IF wall THEN
                     w := w + make_interval(mins => x);
                 ELSE
-                    t := jobqueue._tz_instant(w, f, tz) + make_interval(mins => x);
+                    t := coalesce(t, jobqueue._tz_instant(w, f, tz)) + make_interval(mins => x);
                     w := t AT TIME ZONE tz;
-                    f := CASE WHEN jobqueue._tz_instant(w, 0, tz) = t THEN 0 ELSE 1 END;
+                    f := NULL;  -- read from t when needed
                 END IF;
             END IF;
             WHILE (c.minutes >> extract(minute FROM w)::integer) & 1 = 0 LOOP
                 IF wall THEN
                     w := w + interval '1 minute';
                 ELSE
-                    t := jobqueue._tz_instant(w, f, tz) + interval '1 minute';
+                    t := coalesce(t, jobqueue._tz_instant(w, f, tz)) + interval '1 minute';
                     w := t AT TIME ZONE tz;
-                    f := CASE WHEN jobqueue._tz_instant(w, 0, tz) = t THEN 0 ELSE 1 END;
+                    f := NULL;  -- read from t when needed
                 END IF;
                 EXIT WHEN extract(minute FROM w) = 0;
             END LOOP;
@@ -3002,18 +3009,18 @@ BEGIN
                 IF wall THEN
                     w := w + make_interval(secs => x);
                 ELSE
-                    t := jobqueue._tz_instant(w, f, tz) + make_interval(secs => x);
+                    t := coalesce(t, jobqueue._tz_instant(w, f, tz)) + make_interval(secs => x);
                     w := t AT TIME ZONE tz;
-                    f := CASE WHEN jobqueue._tz_instant(w, 0, tz) = t THEN 0 ELSE 1 END;
+                    f := NULL;  -- read from t when needed
                 END IF;
             END IF;
             WHILE (c.seconds >> floor(extract(second FROM w))::integer) & 1 = 0 LOOP
                 IF wall THEN
                     w := w + interval '1 second';
                 ELSE
-                    t := jobqueue._tz_instant(w, f, tz) + interval '1 second';
+                    t := coalesce(t, jobqueue._tz_instant(w, f, tz)) + interval '1 second';
                     w := t AT TIME ZONE tz;
-                    f := CASE WHEN jobqueue._tz_instant(w, 0, tz) = t THEN 0 ELSE 1 END;
+                    f := NULL;  -- read from t when needed
                 END IF;
                 EXIT WHEN floor(extract(second FROM w)) = 0;
             END LOOP;
@@ -3031,7 +3038,7 @@ BEGIN
         END LOOP;
         RETURN r;
     END IF;
-    RETURN jobqueue._tz_instant(w, f, tz);
+    RETURN coalesce(t, jobqueue._tz_instant(w, f, tz));
 END
 $$;
 
@@ -3056,6 +3063,8 @@ AS $$
 BEGIN
     IF tz IS NULL OR tz = '' THEN
         PERFORM jobqueue._raise(label, 'must be an IANA time zone name such as UTC or Europe/Berlin');
+    ELSIF tz = 'UTC' OR EXISTS (SELECT 1 FROM jobqueue.schedule s WHERE s.tz = _check_tz.tz) THEN
+        RETURN tz;  -- known good (pg_timezone_names reads every zone file: ~100 ms a call)
     ELSIF length(tz) > 64 OR NOT EXISTS (SELECT 1 FROM pg_timezone_names z WHERE z.name = tz) THEN
         PERFORM jobqueue._raise(label, format('unknown time zone %s (expected an IANA name such as UTC or '
                                               'Europe/Berlin)', to_jsonb(left(tz, 100))));
@@ -3502,34 +3511,78 @@ $$;
 COMMENT ON FUNCTION jobqueue.sync_schedules(text, jsonb) IS
     'Create or replace the schedules an app declares and pause (never delete) the ones it no longer declares';
 
--- Reconcile's step: fire the ticks of due schedules. For each schedule whose next tick is
--- within schedule_lookahead_s (locked with SKIP LOCKED: concurrent reconcilers take other
--- schedules), the ticks up to now + lookahead are enqueued with run_at = the tick; ticks more
--- than schedule_grace_s late are missed ticks, handled by the schedule's policy (skip: none;
--- latest: the most recent one; all: each, at most max_backfill, the most recent kept). Each
--- tick is guarded by its (schedule, tick) row; next_at moves on in the same transaction. A
--- schedule whose firing fails (its queue is full, its template no longer accepted) keeps its
--- next_at and records last_error, and the other schedules fire all the same.
+-- Fire ticks: (schedule, tick) pairs, ordered by schedule then tick. Each pair whose guard
+-- row is new gets one job (all in one set-based enqueue, ids in input order); the guard rows
+-- get their job ids and the schedules their last tick and job. Returns the jobs enqueued.
+CREATE FUNCTION jobqueue._fire_ticks(sids bigint[], ticks timestamptz[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    new_sids bigint[];
+    new_ticks timestamptz[];
+    ids bigint[];
+BEGIN
+    WITH g AS (
+        INSERT INTO jobqueue.schedule_tick AS k (schedule_id, tick)
+        SELECT u.sid, u.tick FROM unnest(sids, ticks) AS u(sid, tick)
+        ON CONFLICT DO NOTHING  -- fired already
+        RETURNING k.schedule_id, k.tick
+    )
+    SELECT array_agg(g.schedule_id ORDER BY g.schedule_id, g.tick), array_agg(g.tick ORDER BY g.schedule_id, g.tick)
+    INTO new_sids, new_ticks FROM g;
+    IF new_sids IS NULL THEN
+        RETURN 0;
+    END IF;
+    ids := ARRAY(
+        SELECT e.id FROM jobqueue._enqueue((
+            SELECT jsonb_agg(s.job || jsonb_build_object(
+                       'run_at', u.tick, 'tenant_id', s.tenant_id,
+                       'metadata', coalesce(nullif(s.job->'metadata', 'null'), '{}')
+                                   || jsonb_build_object('schedule', s.name, 'tick', u.tick)) ORDER BY u.o)
+            FROM unnest(new_sids, new_ticks) WITH ORDINALITY AS u(sid, tick, o)
+            JOIN jobqueue.schedule s ON s.id = u.sid), false) AS e(id));
+    UPDATE jobqueue.schedule_tick k SET job_id = x.id
+    FROM unnest(new_sids, new_ticks, ids) AS x(sid, tick, id)
+    WHERE k.schedule_id = x.sid AND k.tick = x.tick;
+    UPDATE jobqueue.schedule s SET last_tick_at = x.tick, last_job_id = x.id
+    FROM (SELECT DISTINCT ON (y.sid) y.sid, y.tick, y.id FROM unnest(new_sids, new_ticks, ids) AS y(sid, tick, id)
+          ORDER BY y.sid, y.tick DESC) AS x
+    WHERE s.id = x.sid;
+    RETURN cardinality(new_sids);
+END
+$$;
+
+-- Reconcile's step: fire the ticks of due schedules. The schedules whose next tick is within
+-- schedule_lookahead_s are locked with SKIP LOCKED (concurrent reconcilers take other
+-- schedules); for each, the ticks up to now + lookahead are planned, ticks more than
+-- schedule_grace_s late being missed ticks handled by its policy (skip: none; latest: the most
+-- recent one; all: each, at most max_backfill, the most recent kept). All the ticks are then
+-- fired in one go (_fire_ticks: guard rows and one enqueue) and each next_at moves on, in this
+-- transaction. When that fails (a queue is full, a template is no longer accepted), the
+-- schedules are fired one by one, each in a subtransaction: a failing one keeps its next_at and
+-- records last_error, and the others fire all the same.
 CREATE FUNCTION jobqueue._fire_schedules(batch integer, dry_run boolean) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
 DECLARE
     horizon timestamptz := now() + make_interval(secs => jobqueue._conf('schedule_lookahead_s'));
     late timestamptz := date_trunc('second', now() - make_interval(secs => jobqueue._conf('schedule_grace_s')));
+    max_ticks constant integer := 50000;  -- per call (one enqueue); the rest fire at the next call
     s record;
     c jobqueue._cron;
     ticks timestamptz[];
     t timestamptz;
     prev timestamptz;
-    this_tick timestamptz;
-    new_job bigint;
-    last_tick timestamptz;
-    last_job bigint;
+    sched_ids bigint[] := '{}';
+    next_ats timestamptz[] := '{}';
+    pair_sids bigint[] := '{}';
+    pair_ticks timestamptz[] := '{}';
+    failed_ids bigint[] := '{}';
     fired integer := 0;
     behind integer := 0;
-    failed integer := 0;
     n integer := 0;
     i integer;
+    err text;
 BEGIN
     IF coalesce(dry_run, false) THEN
         SELECT count(*) INTO n FROM (
@@ -3540,7 +3593,7 @@ BEGIN
         RETURN jsonb_build_object('schedules_due', n);
     END IF;
     FOR s IN
-        SELECT x.id, x.name, x.cron, x.tz, x.job, x.missed, x.max_backfill, x.next_at, x.tenant_id
+        SELECT x.id, x.cron, x.tz, x.missed, x.max_backfill, x.next_at
         FROM jobqueue.schedule x
         WHERE NOT x.paused AND x.next_at <= horizon
           AND x.tenant_id IS NOT DISTINCT FROM coalesce(jobqueue._tenant(), x.tenant_id)
@@ -3549,54 +3602,61 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     LOOP
         n := n + 1;
-        BEGIN
-            c := jobqueue._cron_parse(s.cron);
-            ticks := '{}';
-            IF s.next_at < late THEN
-                behind := behind + 1;
-                IF s.missed = 'latest' THEN
-                    ticks := jobqueue._cron_last(c, s.tz, s.next_at, late, 1);
-                ELSIF s.missed = 'all' THEN
-                    ticks := jobqueue._cron_last(c, s.tz, s.next_at, late, s.max_backfill);
-                END IF;
-                t := jobqueue._cron_next(c, late - interval '1 second', s.tz);
-            ELSE
-                t := s.next_at;
+        c := jobqueue._cron_parse(s.cron);
+        ticks := '{}';
+        IF s.next_at < late THEN
+            behind := behind + 1;
+            IF s.missed = 'latest' THEN
+                ticks := jobqueue._cron_last(c, s.tz, s.next_at, late, 1);
+            ELSIF s.missed = 'all' THEN
+                ticks := jobqueue._cron_last(c, s.tz, s.next_at, late, s.max_backfill);
             END IF;
-            prev := NULL;
-            FOR i IN 1..100000 LOOP
-                EXIT WHEN t IS NULL OR t > horizon;
-                IF prev IS NULL OR t > prev THEN
-                    ticks := ticks || t;
-                    prev := t;
-                END IF;
-                t := jobqueue._cron_next(c, greatest(t, prev), s.tz);
-            END LOOP;
-            last_tick := NULL;
-            last_job := NULL;
-            FOREACH this_tick IN ARRAY ticks LOOP
-                INSERT INTO jobqueue.schedule_tick AS k (schedule_id, tick) VALUES (s.id, this_tick)
-                ON CONFLICT DO NOTHING;
-                CONTINUE WHEN NOT FOUND;  -- fired already
-                SELECT e.id INTO new_job FROM jobqueue._enqueue(jsonb_build_array(s.job || jsonb_build_object(
-                    'run_at', this_tick, 'tenant_id', s.tenant_id,
-                    'metadata', coalesce(nullif(s.job->'metadata', 'null'), '{}')
-                                || jsonb_build_object('schedule', s.name, 'tick', this_tick))), true) AS e(id);
-                UPDATE jobqueue.schedule_tick k SET job_id = new_job
-                WHERE k.schedule_id = s.id AND k.tick = this_tick;
-                fired := fired + 1;
-                last_tick := this_tick;
-                last_job := new_job;
-            END LOOP;
-            UPDATE jobqueue.schedule x
-            SET next_at = t, last_tick_at = coalesce(last_tick, x.last_tick_at),
-                last_job_id = coalesce(last_job, x.last_job_id), last_error = NULL, last_error_at = NULL
-            WHERE x.id = s.id;
-        EXCEPTION WHEN OTHERS THEN
-            failed := failed + 1;
-            UPDATE jobqueue.schedule x SET last_error = left(SQLERRM, 2000), last_error_at = now() WHERE x.id = s.id;
-        END;
+            t := jobqueue._cron_next(c, late - interval '1 second', s.tz);
+        ELSE
+            t := s.next_at;
+        END IF;
+        prev := NULL;
+        FOR i IN 1..max_ticks LOOP
+            EXIT WHEN t IS NULL OR t > horizon;
+            IF prev IS NULL OR t > prev THEN
+                ticks := ticks || t;
+                prev := t;
+            END IF;
+            t := jobqueue._cron_next(c, greatest(t, prev), s.tz);
+        END LOOP;
+        sched_ids := sched_ids || s.id;
+        next_ats := next_ats || t;
+        pair_sids := pair_sids || array_fill(s.id, ARRAY[cardinality(ticks)]);
+        pair_ticks := pair_ticks || ticks;
+        EXIT WHEN cardinality(pair_ticks) >= max_ticks;
     END LOOP;
+
+    IF cardinality(pair_ticks) > 0 THEN
+        BEGIN
+            fired := jobqueue._fire_ticks(pair_sids, pair_ticks);
+        EXCEPTION WHEN OTHERS THEN
+            -- one of them cannot be fired: schedule by schedule, so that the others still fire
+            fired := 0;
+            FOR i IN 1..cardinality(sched_ids) LOOP
+                BEGIN
+                    fired := fired + jobqueue._fire_ticks(
+                        ARRAY(SELECT p.sid FROM unnest(pair_sids, pair_ticks) AS p(sid, tick)
+                              WHERE p.sid = sched_ids[i] ORDER BY p.tick),
+                        ARRAY(SELECT p.tick FROM unnest(pair_sids, pair_ticks) AS p(sid, tick)
+                              WHERE p.sid = sched_ids[i] ORDER BY p.tick));
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
+                    failed_ids := failed_ids || sched_ids[i];
+                    UPDATE jobqueue.schedule x SET last_error = left(err, 2000), last_error_at = now()
+                    WHERE x.id = sched_ids[i];
+                END;
+            END LOOP;
+        END;
+    END IF;
+    UPDATE jobqueue.schedule x SET next_at = u.next_at, last_error = NULL, last_error_at = NULL
+    FROM unnest(sched_ids, next_ats) AS u(id, next_at)
+    WHERE x.id = u.id AND NOT u.id = ANY (failed_ids);
+
     -- the guard rows of ticks fired longer ago than history is kept
     DELETE FROM jobqueue.schedule_tick k
     WHERE k.ctid = ANY (ARRAY(
@@ -3604,7 +3664,7 @@ BEGIN
         WHERE x.fired_at < now() - make_interval(secs => jobqueue._conf('history_retention_s'))
         LIMIT batch));
     RETURN jsonb_build_object('schedules_due', n, 'schedule_jobs_enqueued', fired,
-                              'schedules_behind', behind, 'schedules_failed', failed);
+                              'schedules_behind', behind, 'schedules_failed', cardinality(failed_ids));
 END
 $$;
 

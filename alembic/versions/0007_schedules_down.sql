@@ -269,6 +269,7 @@ COMMENT ON FUNCTION jobqueue.schema_version() IS 'The jobqueue schema version (2
 DROP FUNCTION jobqueue.list_schedules();
 DROP VIEW jobqueue.schedules;
 DROP FUNCTION jobqueue._fire_schedules(integer, boolean);
+DROP FUNCTION jobqueue._fire_ticks(bigint[], timestamptz[]);
 DROP FUNCTION jobqueue.sync_schedules(text, jsonb);
 DROP FUNCTION jobqueue.schedule_next(text, integer);
 DROP FUNCTION jobqueue.remove_schedule(text);
