@@ -50,6 +50,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from jobqueue import bench_schedules
 from jobqueue.client import COPY_THRESHOLD
 from jobqueue.config import DatabaseTarget, redact
 from jobqueue.errors import JobQueueError
@@ -58,7 +59,7 @@ SCENARIOS = ("baseline", "enqueue", "drain", "latency", "history", "cost")
 PEER_SCENARIOS = ("enqueue", "drain", "latency")
 #: Run only when named in --only: the module that implements each (a ``run_scenario(bench,
 #: budget_s)`` function) and the options it reads from ``BenchConfig.extra``.
-EXTRA_SCENARIOS = {"overload": "jobqueue.bench_overload"}
+EXTRA_SCENARIOS = {"overload": "jobqueue.bench_overload", "schedules": "jobqueue.bench_schedules"}
 PEERS = ("procrastinate", "pgqueuer")
 
 #: Jobs for the bulk paths (COPY, enqueue_many, claim/drain, history).
@@ -1485,6 +1486,7 @@ def print_tables(bench: Bench, console: Any) -> None:
             table.add_row(key + note, str(any_row.processes), *cells, *ratios, targets)
         console.print(table)
         console.print("latency cells: p50 / p99 ms; throughput cells: jobs/s")
+    bench_schedules.print_table(bench, console)
     for name, error in bench.errors.items():
         console.print(f"[red]{name}: failed: {error}[/]")
 

@@ -1915,7 +1915,7 @@ def demo(ctx: Context, job_count: int, worker_count: int, concurrency: int) -> N
     "--only",
     metavar="A,B",
     default=None,
-    help="Scenarios: baseline,enqueue,drain,latency,history,cost; overload only when named.  [default: all]",
+    help="Scenarios: baseline,enqueue,drain,latency,history,cost; overload and schedules only when named.  [default: all]",
 )
 @option(
     "--max-seconds",
@@ -2053,6 +2053,9 @@ name_envvars(cli)
 
 
 # -- entry point -----------------------------------------------------------------------------
+
+
+import jobqueue.cli_schedules  # noqa: E402,F401  (registers `jobqueue schedules`)
 
 
 def main(argv: list[str] | None = None) -> None:
