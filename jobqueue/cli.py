@@ -1915,7 +1915,10 @@ def demo(ctx: Context, job_count: int, worker_count: int, concurrency: int) -> N
     "--only",
     metavar="A,B",
     default=None,
-    help="Scenarios: baseline,enqueue,drain,latency,history,cost; overload and schedules only when named.  [default: all]",
+    help=(
+        "Scenarios: baseline,enqueue,drain,latency,history,cost; overload and schedules only when named.  "
+        "[default: all]"
+    ),
 )
 @option(
     "--max-seconds",
