@@ -624,7 +624,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catal
 AS $$
     SELECT CASE
         WHEN error_class IN ('validation', 'business', 'permanent', 'cancelled') THEN NULL
-        ELSE make_interval(secs => least(c.capped * (1 + c.ratio * (2 * c.u - 1)), c.cap))
+        -- a ratio under 1e-9 is 0: its offset is below a microsecond of any delay, and a float
+        -- product that rounds to 0 (a ratio of 5e-324) would raise an underflow error
+        ELSE make_interval(secs => least(c.capped * (1 + CASE WHEN c.ratio < 1e-9 THEN 0
+                                                         ELSE c.ratio * (2 * c.u - 1) END), c.cap))
     END
     FROM (
         SELECT least(b.base * CASE WHEN error_class = 'timeout' THEN 2 ELSE 1 END, b.cap) AS capped,
@@ -674,7 +677,8 @@ Formula:
   base = 2 * base when error_class = 'timeout'
   b = min(base, max_delay)
   delay = min(b * (1 + r * (2 * jitter_unit - 1)), max_delay)
-so a delay lies in [b * (1 - r), min(max_delay, b * (1 + r))]; r = 0 gives exactly b.
+so a delay lies in [b * (1 - r), min(max_delay, b * (1 + r))]; r = 0 gives exactly b, and a ratio
+under 1e-9 counts as 0 (its offset is below a microsecond).
 NULL for the classes that never retry (validation, business, permanent, cancelled).
 22023 for a malformed policy, attempt < 1, an unknown error_class or jitter_unit outside [0,1).$c$;
 
