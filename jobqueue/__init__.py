@@ -17,9 +17,9 @@ exporter, mirror, and the ``jobqueue`` command in ``cli/`` (one module per verb 
 ``bench/`` is measurement only: importing jobqueue never loads it, nor ``cli/``, click or
 rich.
 
-Homes decided for the next layer (each created when it lands, never empty before):
-``jobqueue/schedules.py`` (periodic schedules declared in code, synced to the database and
-fired by ``jobqueue.reconcile()``; verbs in ``cli/schedules.py``); ``jobqueue/alerts/``
+Schedules live in ``jobqueue/schedules.py`` (declared in code, synced to the database and
+fired by ``jobqueue.reconcile()``; verbs in ``cli/schedules.py``). Homes decided for the
+rest of the next layer (each created when it lands, never empty before): ``jobqueue/alerts/``
 (alert rules and notification channels, one file per channel; verbs in ``cli/alerts.py``);
 ``jobqueue/web/`` (the HTTP API and dashboard, an ASGI app over this library, started by
 ``jobqueue web``, never imported by the runtime); flow control (concurrency and rate limits,

@@ -27,6 +27,7 @@ PgQueuer through the drivers in ``bench/peers/`` (``make bench-peers``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -49,12 +50,16 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from jobqueue import bench_schedules
 from jobqueue.client import COPY_THRESHOLD
 from jobqueue.config import DatabaseTarget, redact
 from jobqueue.errors import JobQueueError
 
 SCENARIOS = ("baseline", "enqueue", "drain", "latency", "history", "cost")
 PEER_SCENARIOS = ("enqueue", "drain", "latency")
+#: Run only when named in --only: the module that implements each (a ``run_scenario(bench,
+#: budget_s)`` function) and the options it reads from ``BenchConfig.extra``.
+EXTRA_SCENARIOS = {"overload": "jobqueue.bench_overload", "schedules": "jobqueue.bench_schedules"}
 PEERS = ("procrastinate", "pgqueuer")
 
 #: Jobs for the bulk paths (COPY, enqueue_many, claim/drain, history).
@@ -215,12 +220,15 @@ class BenchConfig:
     peers_python: str | None = None
     peers: tuple[str, ...] = PEERS
     progress: bool = True
+    #: Options of the EXTRA_SCENARIOS (e.g. overload: duration_s, backlog_jobs, rate, factor).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> BenchConfig:
-        unknown = [name for name in self.only if name not in SCENARIOS]
+        unknown = [name for name in self.only if name not in SCENARIOS and name not in EXTRA_SCENARIOS]
         if unknown or not self.only:
             raise BenchError(
-                f"only: unknown scenario {', '.join(unknown) or '(none)'}; choose from {', '.join(SCENARIOS)}"
+                f"only: unknown scenario {', '.join(unknown) or '(none)'}; "
+                f"choose from {', '.join((*SCENARIOS, *EXTRA_SCENARIOS))}"
             )
         if not 1 <= self.max_seconds <= 86_400:
             raise BenchError("max_seconds: must be between 1 and 86400")
@@ -1478,6 +1486,7 @@ def print_tables(bench: Bench, console: Any) -> None:
             table.add_row(key + note, str(any_row.processes), *cells, *ratios, targets)
         console.print(table)
         console.print("latency cells: p50 / p99 ms; throughput cells: jobs/s")
+    bench_schedules.print_table(bench, console)
     for name, error in bench.errors.items():
         console.print(f"[red]{name}: failed: {error}[/]")
 
@@ -1523,6 +1532,11 @@ def run(target: DatabaseTarget, config: BenchConfig) -> int:
         "history": bench.history,
         "cost": bench.cost,
     }
+    for name in config.only:
+        if name in EXTRA_SCENARIOS:
+            import importlib
+
+            steps[name] = functools.partial(importlib.import_module(EXTRA_SCENARIOS[name]).run_scenario, bench)
     try:
         with progress:
             bench._start("creating the scratch database", None)

@@ -27,6 +27,7 @@ from jobqueue.db import check_schema, connect, translate
 from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobQueueError, SchemaOutOfDate
 from jobqueue.models import ErrorClass, Job, Priority
 from jobqueue.retry import RetryCallable, as_timedelta
+from jobqueue.schedules import ScheduleMethods
 from jobqueue.sql import query
 from jobqueue.tasks import ENQUEUE_OPTIONS, Registry, TaskDecorator
 
@@ -121,7 +122,7 @@ def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
         ConnectionPool.check_connection(conn)
 
 
-class JobQueue:
+class JobQueue(ScheduleMethods):
     """A handle on one jobqueue database.
 
     ``JobQueue()`` resolves the database like the CLI (``JOBQUEUE_DATABASE_URL``,
@@ -230,13 +231,19 @@ class JobQueue:
         timeout: float | timedelta | None = None,
         visibility_timeout: float | timedelta | None = None,
         unique: bool | Callable[..., str] = False,
+        schedule: str | None = None,
+        tz: str = "UTC",
+        missed: str = "skip",
+        max_backfill: int = 100,
     ) -> TaskDecorator:
         """Register a handler: ``@jq.task(name="email.send", queue="email", retry={...})``.
 
         ``retry`` is a policy dict (strategy, initial_delay, multiplier, max_delay, delays,
         jitter) stored with each job, or a callable ``(attempt, exc) -> seconds`` the worker
         applies. ``unique=True`` enqueues at most one live job per payload; a callable returns
-        the unique key from the payload.
+        the unique key from the payload. ``schedule="*/5 * * * *"`` (with ``tz``, ``missed``,
+        ``max_backfill``) also declares a periodic schedule named after the task that enqueues
+        it with an empty payload (jobqueue.schedules).
         """
         options = {
             "queue": queue,
@@ -245,7 +252,8 @@ class JobQueue:
             "timeout": timeout,
             "visibility_timeout": visibility_timeout,
         }
-        return TaskDecorator(self, name, options, retry, unique)
+        periodic = {"cron": schedule, "tz": tz, "missed": missed, "max_backfill": max_backfill} if schedule else None
+        return TaskDecorator(self, name, options, retry, unique, periodic)
 
     # -- enqueue -----------------------------------------------------------------------------
 

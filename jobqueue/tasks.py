@@ -249,12 +249,15 @@ def _payload_key(name: str, payload: Mapping[str, Any]) -> str:
 class TaskDecorator:
     """The object ``jq.task(...)`` returns: applied to a function, it registers a Task."""
 
-    def __init__(self, jq: JobQueue, name: str | None, options: dict[str, Any], retry: Any, unique: Any) -> None:
+    def __init__(
+        self, jq: JobQueue, name: str | None, options: dict[str, Any], retry: Any, unique: Any, periodic: Any = None
+    ) -> None:
         self.jq = jq
         self.name = name
         self.options = options
         self.retry = retry
         self.unique = unique
+        self.periodic = periodic
 
     @overload
     def __call__(self, fn: Callable[Concatenate[JobContext, P], R]) -> Task[P, R]: ...
@@ -278,6 +281,9 @@ class TaskDecorator:
             wants_context=_wants_context(fn, name),
         )
         self.jq.registry.add(task)
+        if self.periodic:  # @jq.task(..., schedule=...): a schedule named after the task
+            job = {k: v for k, v in task.options.values.items() if k != "unique_key"}
+            self.jq.periodic(name, type=name, **self.periodic, **job)
         return task
 
 

@@ -272,6 +272,7 @@ class Worker:
                 "metadata": json.dumps({"types": self.types}),
             },
         )
+        self.jq.sync_schedules()  # create or replace the app's declared schedules, pause the dropped ones
         log.info(
             "worker started",
             extra={

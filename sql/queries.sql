@@ -202,3 +202,35 @@ WHERE s.type <> ALL(%(types)s::text[])
       WHERE w.status = 'healthy' AND s.queue = ANY(w.queues) AND w.metadata->'types' ? s.type)
 GROUP BY s.type
 ORDER BY s.type;
+
+-- name: set_schedule
+SELECT jobqueue.set_schedule(
+    name => %(name)s::text,
+    cron => %(cron)s::text,
+    job => %(job)s::jsonb,
+    tz => %(tz)s::text,
+    missed => %(missed)s::text,
+    max_backfill => %(max_backfill)s::int,
+    paused => %(paused)s::boolean
+) AS schedule;
+
+-- name: pause_schedule
+SELECT jobqueue.pause_schedule(%(name)s::text) AS schedule;
+
+-- name: resume_schedule
+SELECT jobqueue.resume_schedule(%(name)s::text) AS schedule;
+
+-- name: remove_schedule
+SELECT jobqueue.remove_schedule(%(name)s::text) AS removed;
+
+-- name: list_schedules
+SELECT * FROM jobqueue.list_schedules();
+
+-- name: schedule_next
+SELECT at FROM jobqueue.schedule_next(%(name)s::text, %(n)s::int) AS at;
+
+-- name: cron_next
+SELECT at FROM jobqueue.cron_next(%(expr)s::text, %(after)s::timestamptz, %(tz)s::text, %(n)s::int) AS at;
+
+-- name: sync_schedules
+SELECT jobqueue.sync_schedules(%(app)s::text, %(schedules)s::jsonb) AS result;

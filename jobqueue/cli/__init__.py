@@ -17,11 +17,12 @@ call a Python user makes, ending in the same SQL function) and prints the result
     tenants.py      tenants list | map | unmap | limit | unlimit
     observe.py      stats, health, exporter
     maintenance.py  reconcile
+    schedules.py    schedules add | list | show | pause | resume | remove | next
     demo.py         demo (the whole product in under a minute)
     bench.py        bench (hands over to jobqueue.bench, imported only when it runs)
 
-Where the next verbs go (each a new module registered below, never a longer one):
-``cli/schedules.py`` for ``jobqueue schedules`` (over ``jobqueue/schedules.py``),
+Where the next verbs go (each a new module registered below, never a longer one, as
+``schedules.py`` was for ``jobqueue/schedules.py``):
 ``cli/alerts.py`` for alert rules and notification channels (over ``jobqueue/alerts/``),
 ``cli/web.py`` for ``jobqueue web`` serving the HTTP API and dashboard (``jobqueue/web/``),
 and flow-control settings (rate limits, concurrency caps per queue) as options of
@@ -39,7 +40,7 @@ import sys
 
 import click
 
-from jobqueue.cli import bench, db, demo, dlq, jobs, maintenance, observe, queues, tenants, worker
+from jobqueue.cli import bench, db, demo, dlq, jobs, maintenance, observe, queues, schedules, tenants, worker
 from jobqueue.cli._context import Context
 from jobqueue.errors import JobQueueError
 
@@ -85,6 +86,7 @@ VERBS: tuple[click.Command, ...] = (
     queues.queues,
     tenants.tenants,
     maintenance.reconcile,
+    schedules.schedules,
     observe.stats,
     observe.health,
     observe.exporter,

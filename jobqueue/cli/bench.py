@@ -20,7 +20,10 @@ from jobqueue.cli._params import option
     "--only",
     metavar="A,B",
     default=None,
-    help="Scenarios: baseline,enqueue,drain,latency,history,cost.  [default: all]",
+    help=(
+        "Scenarios: baseline,enqueue,drain,latency,history,cost; overload and schedules only when named.  "
+        "[default: all]"
+    ),
 )
 @option(
     "--max-seconds",
@@ -63,6 +66,25 @@ from jobqueue.cli._params import option
     help="Also run Procrastinate and PgQueuer (make bench-peers).",
 )
 @option("--no-progress", is_flag=True, help="No progress bar.")
+@option(
+    "--duration", type=click.FloatRange(10, 86_400), default=None, help="overload: seconds of overload.  [default: 600]"
+)
+@option(
+    "--backlog-jobs",
+    type=click.IntRange(0, 10_000_000),
+    default=None,
+    help="overload: the backlog drained at the end (0: skip).  [default: 1000000]",
+)
+@option("--overload-rate", type=click.FloatRange(1, 1_000_000), default=None, help="overload: jobs/s offered.")
+@option(
+    "--overload-factor",
+    type=click.FloatRange(1, 10, min_open=True),
+    default=None,
+    help="overload: x capacity.  [default: 1.3]",
+)
+@option(
+    "--overload-concurrency", type=click.IntRange(1, 10_000), default=None, help="overload: worker -c.  [default: 32]"
+)
 @pass_context
 def bench(
     ctx: Context,
@@ -77,6 +99,11 @@ def bench(
     keep: bool,
     peers_python: str | None,
     no_progress: bool,
+    duration: float | None,
+    backlog_jobs: int | None,
+    overload_rate: float | None,
+    overload_factor: float | None,
+    overload_concurrency: int | None,
 ) -> None:
     """Measure jobqueue against a raw-SQL baseline on the same server, in one run.
 
@@ -99,5 +126,12 @@ def bench(
         json_path=Path(json_path) if json_path else None,
         peers_python=peers_python,
         progress=not no_progress,
+        extra={
+            "duration_s": duration,
+            "backlog_jobs": backlog_jobs,
+            "rate": overload_rate,
+            "factor": overload_factor,
+            "concurrency": overload_concurrency,
+        },
     ).validate()
     sys.exit(bench_module.run(ctx.target(), config))

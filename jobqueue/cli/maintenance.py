@@ -2,8 +2,8 @@
 
 Expire leases, dead-letter exhausted and expired jobs, archive and prune by retention, each
 a guarded, batched step that is safe to run from many hosts at once. Firing due schedules
-will be one more step of the same pass (``jobqueue/schedules.py``); their verbs
-(``jobqueue schedules ...``) will live in ``cli/schedules.py``, not here.
+is one more step of the same pass; the schedules' own verbs (``jobqueue schedules ...``)
+live in ``cli/schedules.py``, not here.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ PRODUCER_CALLS = {
     "enqueue_many(jsonb)",
     "priority(text)",
     "schema_version()",
+    "cron_next(text,timestamp with time zone,text,integer)",
 }
 WORKER_CALLS = {
     "claim(text[],text,integer,interval,text[])",
@@ -40,6 +41,9 @@ WORKER_CALLS = {
     "set_progress(bigint,bigint,numeric)",
     "reconcile(integer,boolean)",
     "schema_version()",
+    "cron_next(text,timestamp with time zone,text,integer)",
+    "sync_schedules(text,jsonb)",
+    "list_schedules()",
 }
 ADMIN_ONLY = {
     "pause_queue(text)",
@@ -55,6 +59,11 @@ ADMIN_ONLY = {
     "set_tenant_rate_limit(text,double precision,integer)",
     "clear_tenant_rate_limit(text)",
     "health(interval,bigint,interval,interval,double precision,interval,bigint,bigint)",
+    "set_schedule(text,text,jsonb,text,text,integer,boolean,text)",
+    "pause_schedule(text)",
+    "resume_schedule(text)",
+    "remove_schedule(text)",
+    "schedule_next(text,integer)",
 }
 
 

@@ -107,17 +107,18 @@ class ActivitySampler:
         r.samples += 1
         for row in rows:
             r.sessions[row["pid"]] = row["app"]
-            if row["state"] in ("idle in transaction", "idle in transaction (aborted)"):
+            state = row["state"] or ""  # NULL for a backend that is not a client session
+            if state in ("idle in transaction", "idle in transaction (aborted)"):
                 age = float(row["state_age_s"] or 0)
                 r.max_idle_in_tx_s = max(r.max_idle_in_tx_s, age)
                 if age > self.idle_in_tx_limit_s:
                     r.idle_in_tx_over.append((row["pid"], row["app"], age))
             if row["xact_age_s"] is None:
                 continue
-            if row["state"] == "active":
+            if state == "active":
                 held = max(0.0, float(row["xact_before_query_s"] or 0))
                 r.max_statement_s = max(r.max_statement_s, float(row["query_age_s"] or 0))
-            elif row["state"].startswith("idle in transaction"):
+            elif state.startswith("idle in transaction"):
                 held = float(row["xact_age_s"])
             else:  # "idle" with a transaction: the server's own (e.g. reading notifications)
                 continue

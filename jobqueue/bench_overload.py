@@ -1,0 +1,784 @@
+"""`jobqueue bench --only overload`: throughput while the backlog grows, and the drain after.
+
+One run, the same real ``jobqueue worker`` processes throughout, in the bench's scratch
+database (see :mod:`jobqueue.bench`):
+
+capacity  C jobs loaded (not timed), then the workers start and drain them; the drain rate on
+          the database clock (first ``claimed_at`` to last ``finished_at``) is the capacity:
+          an empty-queue drain of the worker setup used
+overload  a paced producer (``enqueue_many`` calls of at most 128 jobs, JSON path) offers
+          ``--overload-factor`` x capacity (1.3 by default) for ``--duration`` seconds: the
+          backlog grows
+recovery  the producer offers half of the capacity; the backlog must drain at full rate
+reference (with ``--backlog-jobs N`` > 0) the queue drains, the workers stop, C jobs are
+          loaded into the empty queue, the workers start again while the producer offers
+          half of the capacity: the empty-queue drain under that offered load
+backlog   the same with N jobs (1,000,000 at full size): the rate at which the N-job backlog
+          drains, against the reference
+
+Every ``--window`` seconds (5) a sampler reads, on its own connection: the enqueues
+(``jobqueue.job_id_seq``) and claims (``jobqueue.lease_token_seq``: one token per claimed
+job) of the window; completions (no job fails here, so every claim is completed one handler
+run later; the totals are checked against ``jobqueue.job_history`` at the end); the backlog
+(jobs enqueued and not claimed); the claim's server-side time per call from
+``pg_stat_statements`` (the claim's locking statement inside ``jobqueue.claim``, with its
+shared buffers per call) when the server preloads it, and from ``pg_stat_user_functions``
+(``track_functions = all``) otherwise; an ``EXPLAIN (ANALYZE, BUFFERS)`` of the same locking
+statement under a generic plan (as the function runs it), in a transaction rolled back;
+``pg_stat_user_tables`` / ``pg_stat_user_indexes`` of ``jobqueue.job`` (dead and live tuples,
+autovacuum and autoanalyze runs, index entries read per index scan) and ``pgstatindex`` of
+the claim index when ``pgstattuple`` can be created. The windows go to a JSON file, and a
+PNG plot of completions and backlog over time is written next to it (matplotlib, the
+``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from jobqueue.bench import NOOP_TYPE, QUEUE, Bench, BenchError, Measured, Workers, _chunks, noop_jobs
+
+#: The overload window at full size, and with --quick.
+DURATION_S = 600.0
+QUICK_DURATION_S = 40.0
+WINDOW_S = 5.0
+FACTOR = 1.3
+#: Offered rate after the overload window, as a fraction of the capacity.
+RECOVERY_FACTOR = 0.5
+#: Worker setup: one process, 32 handler slots (as in the issue's benchmark).
+WORKERS = 1
+CONCURRENCY = 32
+#: Largest enqueue_many call of the producer (below COPY_THRESHOLD: the JSON path).
+PRODUCER_BATCH = 128
+PRODUCER_TICK_S = 0.01
+CAPACITY_JOBS = 50_000
+QUICK_CAPACITY_JOBS = 10_000
+BACKLOG_JOBS = 1_000_000
+QUICK_BACKLOG_JOBS = 30_000
+LOAD_CHUNK = 10_000
+#: Completions must stay >= this fraction of the run's peak through the overload window.
+FLOOR = 0.90
+#: The backlog drain must be within this fraction of the empty-queue drain.
+BACKLOG_TOLERANCE = 0.10
+#: Rates are compared over moving averages of this many windows (30 s at 5 s windows):
+#: a single 5 s window on a shared 2-core machine swings by more than the effect.
+SMOOTH = 6
+#: The first windows of a phase are its ramp (workers picking up speed): not judged.
+RAMP_WINDOWS = 2
+
+# -- what the sampler reads -----------------------------------------------------------------
+
+SEQUENCES = """
+SELECT (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM jobqueue.job_id_seq) AS enqueued,
+       (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM jobqueue.lease_token_seq) AS claimed,
+       clock_timestamp() AS at
+"""
+TABLE_STATS = """
+SELECT n_live_tup, n_dead_tup, autovacuum_count, autoanalyze_count, vacuum_count, analyze_count,
+       last_autovacuum, last_autoanalyze, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del,
+       pg_relation_size('jobqueue.job') AS heap_bytes
+FROM pg_stat_user_tables WHERE relid = 'jobqueue.job'::regclass
+"""
+INDEX_STATS = """
+SELECT s.indexrelname, s.idx_scan, s.idx_tup_read, s.idx_tup_fetch, pg_relation_size(s.indexrelid) AS bytes
+FROM pg_stat_user_indexes s WHERE s.relid = 'jobqueue.job'::regclass
+"""
+#: The claim's locking statement inside jobqueue.claim (pg_stat_statements.track = all).
+CLAIM_STATEMENT = """
+SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(total_exec_time), 0)::float8,
+       coalesce(sum(shared_blks_hit + shared_blks_read), 0)::bigint, coalesce(sum(rows), 0)::bigint,
+       coalesce(max(max_exec_time), 0)::float8
+FROM pg_stat_statements
+WHERE dbid = %s AND NOT toplevel
+  AND query LIKE '%%FROM jobqueue.job j%%ORDER BY j.priority DESC, j.run_at, j.id%%FOR UPDATE SKIP LOCKED%%'
+"""
+CLAIM_FUNCTION = """
+SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(total_time), 0)::float8
+FROM pg_stat_user_functions WHERE schemaname = 'jobqueue' AND funcname = 'claim'
+"""
+#: The locking SELECT of jobqueue.claim (one queue), as the function plans it: a generic plan
+#: with the queue, the batch and the types as parameters.
+CLAIM_PREPARE = """
+PREPARE jq_overload_claim(text, integer, text[]) AS
+SELECT j.id, j.state
+FROM jobqueue.job j
+WHERE j.queue = $1
+  AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
+  AND j.run_at <= now()
+  AND (j.expires_at IS NULL OR j.expires_at > now())
+  AND ($3 IS NULL OR j.type = ANY ($3))
+ORDER BY j.priority DESC, j.run_at, j.id
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+CLAIM_EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE jq_overload_claim({}, {}, NULL)"
+PGSTATINDEX = """
+SELECT leaf_pages, deleted_pages, empty_pages, avg_leaf_density, leaf_fragmentation
+FROM pgstatindex(%s)
+"""
+DRAINED_SINCE = """
+SELECT count(*)::bigint, extract(epoch FROM max(finished_at) - min(claimed_at))::float8
+FROM jobqueue.job_history WHERE state = 'completed' AND type = %s AND id > %s
+"""
+#: Cheap at any backlog (a count(*) of a million waiting jobs every 0.2 s would cost a core).
+EMPTY = "SELECT NOT EXISTS (SELECT 1 FROM jobqueue.job)"
+HISTORY_COUNT = "SELECT count(*) FROM jobqueue.job_history WHERE state = 'completed' AND type = %s"
+
+
+@dataclass(frozen=True)
+class OverloadConfig:
+    duration_s: float = DURATION_S
+    factor: float = FACTOR
+    rate: float | None = None
+    workers: int = WORKERS
+    concurrency: int = CONCURRENCY
+    window_s: float = WINDOW_S
+    capacity_jobs: int = CAPACITY_JOBS
+    backlog_jobs: int = 0
+    #: Longest time the recovery phase waits for the backlog to drain.
+    recovery_max_s: float | None = None
+
+    @classmethod
+    def from_bench(cls, config: Any) -> OverloadConfig:
+        """From ``jobqueue bench`` options (``BenchConfig.extra``); refuses nonsense, naming the option."""
+        quick = bool(config.quick)
+        extra: dict[str, Any] = dict(config.extra or {})
+        duration = extra.get("duration_s") or (QUICK_DURATION_S if quick else DURATION_S)
+        backlog = extra.get("backlog_jobs")
+        if backlog is None:
+            backlog = QUICK_BACKLOG_JOBS if quick else BACKLOG_JOBS
+        factor = extra.get("factor") or FACTOR
+        rate = extra.get("rate")
+        concurrency = extra.get("concurrency") or CONCURRENCY
+        if not 10 <= float(duration) <= 86_400:
+            raise BenchError("duration: must be between 10 and 86400 seconds")
+        if not 0 <= int(backlog) <= 10_000_000:
+            raise BenchError("backlog_jobs: must be between 0 and 10000000")
+        if not 1.0 < float(factor) <= 10:
+            raise BenchError("overload_factor: must be more than 1 and at most 10")
+        if rate is not None and not 1 <= float(rate) <= 1_000_000:
+            raise BenchError("overload_rate: must be between 1 and 1000000 jobs/s")
+        return cls(
+            duration_s=float(duration),
+            factor=float(factor),
+            rate=None if rate is None else float(rate),
+            concurrency=int(concurrency),
+            capacity_jobs=QUICK_CAPACITY_JOBS if quick else CAPACITY_JOBS,
+            backlog_jobs=int(backlog),
+            window_s=float(extra.get("window_s") or WINDOW_S),
+        )
+
+
+@dataclass
+class Window:
+    """One sampling window (times in seconds since the run's start, rates per second)."""
+
+    t: float
+    phase: str
+    offered: float
+    enqueued: int
+    claimed: int
+    enqueue_rate: float
+    completion_rate: float
+    backlog: int
+    claim_calls: int
+    claim_ms: float | None
+    claim_source: str
+    claim_buffers: float | None
+    claim_max_ms: float | None
+    explain: dict[str, Any] | None
+    table: dict[str, Any]
+    indexes: dict[str, Any]
+    claim_index: dict[str, Any] | None
+    loadavg_1m: float
+
+
+@dataclass
+class RunState:
+    windows: list[Window] = field(default_factory=list)
+    phase: str = "idle"
+    offered: float = 0.0
+    plans: dict[str, str] = field(default_factory=dict)
+
+
+class Producer:
+    """Offers ``rate`` jobs per second in ``enqueue_many`` calls of at most 128 jobs."""
+
+    def __init__(self, url: str) -> None:
+        from jobqueue.client import JobQueue
+
+        self.jq = JobQueue(url, pool_size=1, application_name="jobqueue-bench-producer")
+        self.rate = 0.0
+        self.sent = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="overload-producer", daemon=True)
+        self._base_t = time.monotonic()
+        self._base_sent = 0
+
+    def start(self) -> None:
+        self.jq.check_schema()
+        self._thread.start()
+
+    def set_rate(self, rate: float) -> None:
+        with self._lock:
+            self._base_t = time.monotonic()
+            self._base_sent = self.sent
+            self.rate = rate
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.jq.close()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    due = int(self.rate * (time.monotonic() - self._base_t)) - (self.sent - self._base_sent)
+                if due <= 0:
+                    self._stop.wait(PRODUCER_TICK_S)
+                    continue
+                size = min(due, PRODUCER_BATCH)
+                self.jq.enqueue_many(noop_jobs(self.sent, size))
+                self.sent += size
+        except BaseException as exc:
+            self.error = exc
+
+
+class Overload:
+    def __init__(self, bench: Bench, config: OverloadConfig) -> None:
+        self.bench = bench
+        self.config = config
+        self.scratch = bench.scratch
+        self.state = RunState()
+        self.t0 = time.monotonic()
+        self.started_at = datetime.now(UTC)
+        self.statements = False
+        self.pgstattuple = False
+        self.capacity: float | None = None
+        self.summary: dict[str, Any] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _spawn(self) -> Workers:
+        return self.bench._spawn_workers(self.config.workers, self.config.concurrency, burst=False)
+
+    def _load(self, n: int, label: str) -> None:
+        from jobqueue.client import JobQueue
+
+        self.bench._start(label, n)
+        with JobQueue(self.scratch.url, pool_size=1, application_name="jobqueue-bench") as jq:
+            done = 0
+            for start, size in _chunks(n, LOAD_CHUNK):
+                jq.enqueue_many(noop_jobs(start, size))
+                done += size
+                self.bench._advance(done)
+
+    def _prepare(self) -> None:
+        with self.scratch.connect() as conn:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                conn.execute("SELECT pg_stat_statements_reset()")
+                self.statements = True
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+                self.pgstattuple = True
+
+    # -- the sampler -----------------------------------------------------------------------
+
+    def _sampler(self, stop: threading.Event, errors: list[BaseException]) -> None:
+        try:
+            with self.scratch.connect() as conn:
+                conn.execute("SET plan_cache_mode = force_generic_plan")
+                conn.execute("SET statement_timeout = '30s'")
+                conn.execute(CLAIM_PREPARE)
+                prev = self._read(conn)
+                while not stop.wait(max(self.config.window_s - (time.monotonic() - prev["mono"]), 0.0)):
+                    cur = self._read(conn)
+                    self._window(conn, prev, cur)
+                    prev = cur
+        except BaseException as exc:
+            errors.append(exc)
+
+    def _read(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        row = conn.execute(SEQUENCES).fetchone()
+        assert row is not None
+        out: dict[str, Any] = {"mono": time.monotonic(), "enqueued": int(row[0]), "claimed": int(row[1])}
+        if self.statements:
+            s = conn.execute(CLAIM_STATEMENT, (self.scratch.oid,)).fetchone()
+            assert s is not None
+            out["stmt"] = (int(s[0]), float(s[1]), int(s[2]), int(s[3]), float(s[4]))
+        f = conn.execute(CLAIM_FUNCTION).fetchone()
+        out["func"] = (int(f[0]), float(f[1])) if f else (0, 0.0)
+        return out
+
+    def _window(self, conn: psycopg.Connection[Any], prev: dict[str, Any], cur: dict[str, Any]) -> None:
+        seconds = max(cur["mono"] - prev["mono"], 1e-6)
+        enq = cur["enqueued"] - prev["enqueued"]
+        claims = cur["claimed"] - prev["claimed"]
+        claim_ms = buffers = max_ms = None
+        calls = 0
+        source = "none"
+        if self.statements and "stmt" in cur and "stmt" in prev:
+            calls = cur["stmt"][0] - prev["stmt"][0]
+            source = "pg_stat_statements (the locking statement inside jobqueue.claim)"
+            if calls > 0:
+                claim_ms = (cur["stmt"][1] - prev["stmt"][1]) / calls
+                buffers = (cur["stmt"][2] - prev["stmt"][2]) / calls
+            max_ms = cur["stmt"][4]
+        else:
+            calls = cur["func"][0] - prev["func"][0]
+            source = "pg_stat_user_functions (jobqueue.claim total time)"
+            if calls > 0:
+                claim_ms = (cur["func"][1] - prev["func"][1]) / calls
+        table_cur = conn.execute(TABLE_STATS)
+        table_row = table_cur.fetchone()
+        table: dict[str, Any] = {}
+        if table_row is not None:
+            names = [d.name for d in (table_cur.description or [])]
+            table = {
+                k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(names, table_row, strict=True)
+            }
+        indexes = {
+            str(r[0]): {"idx_scan": r[1], "idx_tup_read": r[2], "idx_tup_fetch": r[3], "bytes": r[4]}
+            for r in conn.execute(INDEX_STATS).fetchall()
+        }
+        claim_index = None
+        if self.pgstattuple:
+            try:
+                r = conn.execute(PGSTATINDEX, ("jobqueue.job_claim_idx",)).fetchone()
+                if r is not None:
+                    claim_index = {
+                        "leaf_pages": r[0],
+                        "deleted_pages": r[1],
+                        "empty_pages": r[2],
+                        "avg_leaf_density": r[3],
+                        "leaf_fragmentation": r[4],
+                    }
+            except psycopg.Error:
+                claim_index = None
+        explain = self._explain(conn)
+        t = round(cur["mono"] - self.t0, 2)
+        backlog = max(cur["enqueued"] - cur["claimed"], 0)
+        w = Window(
+            t=t,
+            phase=self.state.phase,
+            offered=self.state.offered,
+            enqueued=enq,
+            claimed=claims,
+            enqueue_rate=round(enq / seconds, 1),
+            completion_rate=round(claims / seconds, 1),
+            backlog=backlog,
+            claim_calls=calls,
+            claim_ms=None if claim_ms is None else round(claim_ms, 3),
+            claim_source=source,
+            claim_buffers=None if buffers is None else round(buffers, 1),
+            claim_max_ms=None if max_ms is None else round(max_ms, 2),
+            explain=explain,
+            table=table,
+            indexes=indexes,
+            claim_index=claim_index,
+            loadavg_1m=round(os.getloadavg()[0], 2),
+        )
+        self.state.windows.append(w)
+        self.bench._advance(len(self.state.windows))
+
+    def _explain(self, conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+        try:
+            with conn.transaction(force_rollback=True):
+                statement = sql.SQL(CLAIM_EXPLAIN).format(sql.Literal(QUEUE), sql.Literal(self.config.concurrency))
+                row = conn.execute(statement).fetchone()
+        except psycopg.Error as exc:
+            return {"error": str(exc).strip()}
+        if row is None:
+            return None
+        doc = row[0][0] if isinstance(row[0], list) else json.loads(row[0])[0]
+        plan = doc["Plan"]
+        nodes: list[str] = []
+        scan: dict[str, Any] = {}
+
+        def walk(node: dict[str, Any]) -> None:
+            name = str(node.get("Node Type", "?"))
+            if "Relation Name" in node or "Index Name" in node:
+                name += f" {node.get('Index Name') or node.get('Relation Name')}"
+                scan.update(
+                    rows=node.get("Actual Rows"),
+                    removed=node.get("Rows Removed by Filter"),
+                    hit=node.get("Shared Hit Blocks"),
+                    read=node.get("Shared Read Blocks"),
+                )
+            nodes.append(name)
+            for child in node.get("Plans", []):
+                walk(child)
+
+        walk(plan)
+        summary = {
+            "plan": " > ".join(nodes),
+            "ms": round(float(doc.get("Execution Time", 0.0)), 3),
+            "shared_hit": plan.get("Shared Hit Blocks"),
+            "shared_read": plan.get("Shared Read Blocks"),
+            "rows": plan.get("Actual Rows"),
+            "scan": scan,
+        }
+        key = summary["plan"]
+        if key not in self.state.plans:
+            self.state.plans[key] = json.dumps(doc)
+        return summary
+
+    # -- phases ----------------------------------------------------------------------------
+
+    def _wait_empty(self, workers: Workers, deadline: float) -> bool:
+        with self.scratch.connect() as conn:
+            while time.monotonic() < deadline:
+                if workers.exited():
+                    workers.stop(graceful=False)
+                row = conn.execute(EMPTY).fetchone()
+                if row is not None and row[0]:
+                    return True
+                time.sleep(0.25)
+        return False
+
+    def _last_history_id(self) -> int:
+        with self.scratch.connect() as conn:
+            row = conn.execute("SELECT coalesce(max(id), 0) FROM jobqueue.job_history").fetchone()
+        return int(row[0]) if row else 0
+
+    def _measure_drain(self, workers: Workers, n: int, after_id: int, deadline: float) -> Measured:
+        started = time.time()
+        complete = self._wait_empty(workers, deadline)
+        with self.scratch.connect() as conn:
+            row = conn.execute(DRAINED_SINCE, (NOOP_TYPE, after_id)).fetchone()
+        assert row is not None
+        done, seconds = int(row[0]), float(row[1] or (time.time() - started))
+        return Measured(done, seconds, not complete)
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        self.scratch.reset()
+        self._prepare()
+        self.t0 = time.monotonic()
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        sampler = threading.Thread(target=self._sampler, args=(stop, errors), name="overload-sampler", daemon=True)
+        producer: Producer | None = None
+        workers: Workers | None = None
+        try:
+            # capacity: an empty-queue drain of the worker setup used
+            self._load(cfg.capacity_jobs, f"overload: loading {cfg.capacity_jobs:,} jobs for the capacity drain")
+            self.state.phase = "capacity"
+            sampler.start()
+            self.bench._start("overload: capacity drain", None)
+            workers = self._spawn()
+            m = self._measure_drain(workers, cfg.capacity_jobs, 0, time.monotonic() + 600)
+            if m.jobs == 0:
+                raise BenchError("overload: the capacity drain completed no job")
+            self.capacity = m.rate
+            capacity = self.capacity
+            rate = cfg.rate or cfg.factor * capacity
+            self.summary["capacity"] = {"jobs": m.jobs, "seconds": round(m.seconds, 3), "rate": round(m.rate, 1)}
+
+            # overload: offered rate above capacity for the whole window
+            producer = Producer(self.scratch.url)
+            producer.start()
+            self.state.phase, self.state.offered = "overload", round(rate, 1)
+            producer.set_rate(rate)
+            self.bench._start(
+                f"overload: offering {rate:,.0f}/s (capacity {capacity:,.0f}/s) for {cfg.duration_s:g} s", None
+            )
+            self._sleep(cfg.duration_s, producer, errors)
+
+            # recovery: half of the capacity until the backlog is gone
+            half = RECOVERY_FACTOR * capacity
+            self.state.phase, self.state.offered = "recovery", round(half, 1)
+            producer.set_rate(half)
+            self.bench._start(f"overload: recovery, offering {half:,.0f}/s", None)
+            # long enough to show the drain rate; the backlog need not be gone when it ends
+            limit = cfg.recovery_max_s or max(cfg.duration_s * 0.5, 60.0)
+            end = time.monotonic() + limit
+            while time.monotonic() < end:
+                self._sleep(cfg.window_s, producer, errors)
+                last = self.state.windows[-1] if self.state.windows else None
+                if last is not None and last.phase == "recovery" and last.backlog <= half * cfg.window_s:
+                    break
+            self.state.phase = "recovered"
+            self._sleep(2 * cfg.window_s, producer, errors)
+
+            if cfg.backlog_jobs > 0:
+                self._backlog_phase(producer, workers, half, errors)
+                workers = self.bench_workers
+        finally:
+            if producer is not None:
+                producer.stop()
+            stop.set()
+            if sampler.is_alive():
+                sampler.join(60)
+            if workers is not None:
+                workers.stop()
+        if errors:
+            raise BenchError(f"overload sampler: {errors[0]}")
+        if producer is not None and producer.error is not None:
+            raise BenchError(f"overload producer: {producer.error}")
+        return self.report(producer.sent if producer else 0)
+
+    bench_workers: Workers | None = None
+
+    def _backlog_phase(self, producer: Producer, workers: Workers, half: float, errors: list[BaseException]) -> None:
+        """The reference drain (a small load into the empty queue), then the big backlog's drain,
+        both while the producer offers half the capacity: the same offered load and the same
+        worker, so that the only difference is the size of the backlog."""
+        cfg = self.config
+        reference = min(cfg.capacity_jobs, cfg.backlog_jobs)
+        for phase, n in (("reference", reference), ("backlog", cfg.backlog_jobs)):
+            producer.set_rate(0)
+            self.state.phase, self.state.offered = f"{phase}-load", 0.0
+            self.bench._start(f"overload: waiting for the queue to drain before the {phase} load", None)
+            self._wait_empty(workers, time.monotonic() + 900)
+            workers.stop()
+            self._load(n, f"overload: loading {n:,} jobs ({phase})")
+            self.state.phase, self.state.offered = phase, round(half, 1)
+            self.bench._start(f"overload: {phase}: draining {n:,} while offering {half:,.0f}/s", None)
+            workers = self.bench_workers = self._spawn()
+            producer.set_rate(half)
+            # the drain rate while the backlog lasts, over at most max(duration, 300 s)
+            end = time.monotonic() + max(min(4 * n / max(self.capacity or 1.0, 1.0), max(cfg.duration_s, 300.0)), 60.0)
+            while time.monotonic() < end:
+                self._sleep(cfg.window_s, producer, errors)
+                last = self.state.windows[-1] if self.state.windows else None
+                if last is not None and last.phase == phase and last.backlog <= half * cfg.window_s:
+                    break
+        self.state.phase = "done"
+        self._sleep(cfg.window_s, producer, errors)
+
+    def _sleep(self, seconds: float, producer: Producer, errors: list[BaseException]) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if producer.error is not None:
+                raise BenchError(f"overload producer: {producer.error}")
+            if errors:
+                raise BenchError(f"overload sampler: {errors[0]}")
+            time.sleep(min(0.5, max(end - time.monotonic(), 0.0)))
+
+    # -- the verdict -----------------------------------------------------------------------
+
+    def report(self, sent: int) -> dict[str, Any]:
+        return summarize(
+            self.state.windows, self.summary.get("capacity"), self.config.window_s, self.config.backlog_jobs, sent
+        )
+
+
+def summarize(
+    windows: list[Window], capacity: dict[str, Any] | None, window_s: float, backlog_jobs: int, sent: int
+) -> dict[str, Any]:
+    """The verdict of a run from its windows (also usable on a JSON written earlier: resummarize)."""
+    cap = float((capacity or {}).get("rate") or 0.0)
+    n_over = sum(1 for w in windows if w.phase == "overload")
+    k = max(1, min(SMOOTH, n_over // 4))
+    # the judged windows: overload (after its ramp) and recovery; the capacity drain before
+    # them is not averaged in (its own rate is in "capacity")
+    first = next((i for i, w in enumerate(windows) if w.phase == "overload"), len(windows))
+    judged = [
+        i
+        for i, w in enumerate(windows)
+        if w.phase in ("overload", "recovery") and i >= first + min(RAMP_WINDOWS, n_over // 4)
+    ]
+    smooth = [0.0] * len(windows)
+    for j, i in enumerate(judged):
+        part = [windows[x].completion_rate for x in judged[max(0, j - k + 1) : j + 1]]
+        smooth[i] = sum(part) / len(part)
+    peak = max((smooth[i] for i in judged[k - 1 :]), default=0.0)
+    over = [i for i in judged if windows[i].phase == "overload"][k - 1 :]
+    over_min = min((smooth[i] for i in over), default=0.0)
+    raw_over = [windows[i].completion_rate for i in over]
+    # recovery: windows whose backlog at their end still held more than a window's worth
+    rec = [i for i, w in enumerate(windows) if w.phase == "recovery" and w.backlog > cap * window_s][RAMP_WINDOWS:]
+    rec_rate = _mean([windows[i].completion_rate for i in rec])
+    backlog_grew = bool(over) and windows[over[-1]].backlog > windows[over[0]].backlog
+    out: dict[str, Any] = {
+        "capacity": capacity,
+        "offered_overload": next((w.offered for w in windows if w.phase == "overload"), None),
+        "offered_recovery": next((w.offered for w in windows if w.phase == "recovery"), None),
+        "peak_rate_smoothed": round(peak, 1),
+        "overload_min_rate_smoothed": round(over_min, 1),
+        "overload_min_over_peak": round(over_min / peak, 3) if peak else None,
+        "overload_min_rate_raw": min(raw_over, default=None),
+        "overload_mean_rate": round(_mean(raw_over), 1),
+        "backlog_at_end_of_overload": windows[over[-1]].backlog if over else None,
+        "backlog_grew": backlog_grew,
+        "recovery_drain_rate": round(rec_rate, 1),
+        "recovery_over_peak": round(rec_rate / peak, 3) if peak else None,
+        "smoothing": f"moving average of {k} windows of {window_s:g} s",
+        "floor": FLOOR,
+        "jobs_offered": sent,
+    }
+    out["met_overload"] = bool(peak) and over_min >= FLOOR * peak and backlog_grew
+    out["met_recovery"] = bool(peak) and bool(rec) and rec_rate >= FLOOR * peak
+    # the drains under half the capacity offered: windows whose backlog still held more than a
+    # window's worth at their end, after a ramp window (the worker just started)
+    drains = {}
+    for phase in ("reference", "backlog"):
+        idx = [i for i, w in enumerate(windows) if w.phase == phase and w.backlog > cap * window_s][1:]
+        drains[phase] = _mean([windows[i].completion_rate for i in idx]) if idx else None
+    rate, ref = drains["backlog"], drains["reference"]
+    if rate is not None:
+        out["backlog_jobs"] = backlog_jobs
+        out["backlog_drain_rate"] = round(rate, 1)
+        out["reference_drain_rate"] = None if ref is None else round(ref, 1)
+        out["backlog_over_reference"] = round(rate / ref, 3) if ref else None
+        out["backlog_over_capacity"] = round(rate / cap, 3) if cap else None
+        out["met_backlog"] = bool(ref) and rate >= (1 - BACKLOG_TOLERANCE) * (ref or 0.0)
+    return out
+
+
+def resummarize(path: Path) -> dict[str, Any]:
+    """Recompute the summary of an overload JSON (and its PNG beside it) with this version's rules."""
+    document: dict[str, Any] = json.loads(path.read_text())
+    windows = [Window(**w) for w in document["windows"]]
+    old = document["summary"]
+    document["summary"] = summarize(
+        windows,
+        old.get("capacity"),
+        float(document["config"]["window_s"]),
+        int(document["config"]["backlog_jobs"]),
+        int(old.get("jobs_offered") or 0),
+    )
+    path.write_text(json.dumps(document, indent=1, default=str) + "\n")
+    plot(document, path.with_suffix(".png"))
+    return dict(document["summary"])
+
+
+def moving_average(values: list[float], n: int) -> list[float]:
+    """The mean of each value and the n - 1 before it (fewer at the start)."""
+    out: list[float] = []
+    for i in range(len(values)):
+        part = values[max(0, i - n + 1) : i + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def plot(document: dict[str, Any], path: Path) -> Path | None:
+    """Completions and backlog over time, as a PNG next to the JSON (None: no matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    windows = document["windows"]
+    t = [w["t"] for w in windows]
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    ax.plot(t, [w["completion_rate"] for w in windows], label="completions/s", color="tab:blue", lw=1.2)
+    ax.plot(t, [w["enqueue_rate"] for w in windows], label="enqueues/s", color="tab:green", lw=0.8, alpha=0.7)
+    cap = (document["summary"].get("capacity") or {}).get("rate")
+    if cap:
+        ax.axhline(cap, color="tab:gray", ls=":", lw=1, label=f"capacity {cap:,.0f}/s")
+    peak = document["summary"].get("peak_rate_smoothed")
+    if peak:
+        ax.axhline(FLOOR * peak, color="tab:red", ls="--", lw=1, label=f"90 % of peak ({FLOOR * peak:,.0f}/s)")
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("jobs/s")
+    # the backlog load (enqueue_many COPY, tens of thousands per second) would flatten the rest
+    top = max([w["completion_rate"] for w in windows] + [w["offered"] for w in windows] + [1.0])
+    ax.set_ylim(bottom=0, top=top * 1.6)
+    ax2 = ax.twinx()
+    ax2.plot(t, [w["backlog"] for w in windows], label="backlog (jobs)", color="tab:orange", lw=1.5)
+    ax2.set_ylabel("backlog (jobs)")
+    ax2.set_ylim(bottom=0)
+    vac_x = []
+    for prev, cur in itertools.pairwise(windows):
+        if (cur["table"].get("autovacuum_count") or 0) > (prev["table"].get("autovacuum_count") or 0):
+            vac_x.append(cur["t"])
+    for i, x in enumerate(vac_x):
+        ax.axvline(x, color="tab:purple", lw=0.6, alpha=0.5, label="autovacuum of jobqueue.job" if i == 0 else None)
+    last_phase = None
+    for w in windows:
+        if w["phase"] != last_phase:
+            ax.annotate(w["phase"], (w["t"], 0), xytext=(2, 4), textcoords="offset points", fontsize=8, color="0.3")
+            last_phase = w["phase"]
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+    ax.set_title(document.get("title", "jobqueue bench: overload"), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run_scenario(bench: Bench, budget_s: float) -> None:
+    """The ``overload`` scenario of ``jobqueue bench`` (the budget does not bound it: --duration does)."""
+    cfg = OverloadConfig.from_bench(bench.config)
+    started = datetime.now(UTC)
+    o = Overload(bench, cfg)
+    failure: BaseException | None = None
+    try:
+        summary = o.run()
+    except BaseException as exc:  # interrupted or failed: keep what was measured, then re-raise
+        failure = exc
+        summary = o.report(0)
+        summary["interrupted"] = f"{type(exc).__name__}: {exc}"
+    document: dict[str, Any] = {
+        "title": (
+            f"jobqueue bench overload: {cfg.workers} worker(s) -c {cfg.concurrency}, "
+            f"offered {summary.get('offered_overload')}/s then {summary.get('offered_recovery')}/s "
+            f"({started:%Y-%m-%d %H:%M} UTC, load avg at start {os.getloadavg()[0]:.1f})"
+        ),
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "config": {
+            "duration_s": cfg.duration_s,
+            "factor": cfg.factor,
+            "rate": cfg.rate,
+            "workers": cfg.workers,
+            "concurrency": cfg.concurrency,
+            "window_s": cfg.window_s,
+            "capacity_jobs": cfg.capacity_jobs,
+            "backlog_jobs": cfg.backlog_jobs,
+            "producer_batch": PRODUCER_BATCH,
+        },
+        "claim_time_source": "pg_stat_statements" if o.statements else "pg_stat_user_functions",
+        "summary": summary,
+        "plans": {k: json.loads(v) for k, v in o.state.plans.items()},
+        "windows": [w.__dict__ for w in o.state.windows],
+    }
+    base = bench.config.json_path or Path("bench-results") / f"overload-{started:%Y%m%d-%H%M%S}.json"
+    json_path = base.with_name(base.stem + ".overload.json") if bench.config.json_path else base
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(document, indent=1, default=str) + "\n")
+    png = plot(document, json_path.with_suffix(".png"))
+    if failure is not None:
+        raise failure
+    m = Measured(
+        int(sum(w.claimed for w in o.state.windows if w.phase == "overload")),
+        float(sum(cfg.window_s for w in o.state.windows if w.phase == "overload")) or 1.0,
+        False,
+        extra={**summary, "json": str(json_path), "png": str(png) if png else None},
+    )
+    row = bench._row("overload", "overload", "completions while the backlog grows", "jobqueue", cfg.workers, 0, m)
+    row.target = f"min >= {FLOOR:.0%} of peak"
+    row.met = bool(summary.get("met_overload")) and bool(summary.get("met_recovery"))
+    if "met_backlog" in summary:
+        row.met = row.met and bool(summary["met_backlog"])
+
+
+#: Registered into jobqueue.bench by name (see jobqueue.bench.EXTRA_SCENARIOS).
+SCENARIO: tuple[str, Callable[[Bench, float], None]] = ("overload", run_scenario)

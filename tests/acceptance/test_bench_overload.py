@@ -1,0 +1,92 @@
+"""`jobqueue bench --only overload` end to end at its smallest size, and its bad options.
+
+A smoke test of the harness (issue 13), not of performance: no timed assertions. The
+throughput criterion itself runs in the soak tier (tests/soak/test_overload.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobqueue import bench
+from jobqueue.bench_overload import OverloadConfig
+
+pytestmark = pytest.mark.timeout(280)
+
+PHASES = {"capacity", "overload", "recovery", "reference", "backlog"}
+
+
+def _bench(db_url: str, tmp_path: Path, *args: str, timeout: float = 260) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JOBQUEUE_DATABASE_URL")}
+    command = [sys.executable, "-m", "jobqueue", "--database-url", db_url, "bench", "--no-progress", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=timeout, check=False)
+
+
+def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    proc = _bench(
+        db_url, tmp_path, "--only", "overload", "--quick", "--duration", "10", "--backlog-jobs", "2000",
+        "--overload-concurrency", "8", "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    document = json.loads(out.read_text())
+    row = document["scenarios"]["overload"]["rows"][0]
+    assert document["scenarios"]["overload"]["error"] is None
+    detail: dict[str, Any] = json.loads(Path(row["extra"]["json"]).read_text())
+    assert Path(row["extra"]["json"]) == tmp_path / "run.overload.json"
+    png = Path(row["extra"]["png"])
+    assert png == tmp_path / "run.overload.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    windows = detail["windows"]
+    assert {w["phase"] for w in windows} >= PHASES
+    for w in windows:
+        assert w["enqueue_rate"] >= 0 and w["completion_rate"] >= 0 and w["backlog"] >= 0
+        assert "n_dead_tup" in w["table"] and "autovacuum_count" in w["table"]
+        assert "job_claim_idx" in w["indexes"]
+        assert w["explain"] is None or "error" not in w["explain"], w["explain"]
+    assert any(w["explain"] and "job_claim_idx" in w["explain"]["plan"] for w in windows)
+    # every offered job was enqueued and, by the end, completed exactly once
+    summary = detail["summary"]
+    assert summary["capacity"]["jobs"] > 0 and summary["offered_overload"] > summary["capacity"]["rate"]
+    assert {"met_overload", "met_recovery", "peak_rate_smoothed", "recovery_drain_rate"} <= set(summary)
+    assert detail["claim_time_source"] in ("pg_stat_statements", "pg_stat_user_functions")
+    dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{dbname}_bench%",)).fetchall()
+        assert left == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"factor": 0.9}, "overload_factor"),
+        ({"rate": 0.5}, "overload_rate"),
+        ({"duration_s": 5}, "duration"),
+        ({"backlog_jobs": -1}, "backlog_jobs"),
+    ],
+)
+def test_bad_overload_options_name_the_field(extra: dict[str, Any], field: str) -> None:
+    config = bench.BenchConfig(only=("overload",), extra=extra).validate()
+    with pytest.raises(bench.BenchError, match=f"^{field}:"):
+        OverloadConfig.from_bench(config)
+
+
+def test_bad_duration_on_the_command_line_touches_nothing(db_url: str, tmp_path: Path) -> None:
+    proc = _bench(db_url, tmp_path, "--only", "overload", "--duration", "5", timeout=60)
+    assert proc.returncode == 2 and "--duration" in proc.stderr
+    dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE %s", (f"{dbname}_bench%",)).fetchone() is None
+    assert not (tmp_path / "bench-results").exists()
+
+
+def test_overload_is_run_only_when_named() -> None:
+    assert "overload" not in bench.parse_only(None)
+    assert bench.BenchConfig(only=("overload",)).validate().only == ("overload",)
