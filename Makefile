@@ -39,7 +39,7 @@ CHAOS_ARGS ?=
 chaos: $(STAMP)
 	CHAOS_SCALE=full CHAOS_JSON=chaos-results/chaos.json $(BIN)/python -m pytest tests/chaos -q $(CHAOS_ARGS)
 
-# Not in `make test` (RELIABILITY.md 4.3, nightly tier). `make soak`: SOAK-01, SOAK-02, OPS-01
+# Not in `make test` (RELIABILITY.md 4.3, nightly tier). `make soak`: SOAK-01, SOAK-02, OPS-01, OVERLOAD-01
 # and OPS-02 at plan size with real worker processes (about an hour on 2 cores;
 # SOAK_SCALE=quick: a few minutes); figure table printed, JSON in soak-results/soak.json.
 # `make nightly`: MODEL-01 at 5,000 examples and FENCE-01 over 1,000 randomized runs.

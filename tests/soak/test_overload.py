@@ -18,11 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.soak.conftest import SCALE, Criterion
 
 DURATION_S = {"quick": 60, "full": 240}[SCALE]
 OUT = ROOT / "soak-results" / "overload.json"
+#: capacity drain + overload + recovery (at most half the overload, or 60 s) + the bench's set-up
+pytestmark = pytest.mark.timeout(DURATION_S * 4 + 900)
 
 
 def test_overload_throughput(soak_db: Callable[[str], str], record: Callable[..., None]) -> None:
