@@ -15,23 +15,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
-from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, resolve_database
+from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, WorkerConfig, resolve_database
 from jobqueue.db import check_schema, connect, translate, translated
 from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound
 from jobqueue.models import ErrorClass, Job, Priority
 from jobqueue.retry import RetryCallable, as_timedelta
 from jobqueue.sql import query
 from jobqueue.tasks import ENQUEUE_OPTIONS, Registry, TaskDecorator
-
-if TYPE_CHECKING:
-    from jobqueue.worker import WorkerConfig
 
 POOL_MAX_SIZE = 10
 #: Keep trying to reconnect for as long as the process lives: a queue must outlast outages.
@@ -476,7 +473,7 @@ class JobQueue:
 
         Returns the exit code: 0 after a clean stop.
         """
-        from jobqueue.worker import Worker, WorkerConfig
+        from jobqueue.worker import Worker
 
         cfg = config or WorkerConfig(**options)
         return Worker(self, cfg).run()

@@ -44,6 +44,13 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import PoolTimeout
 
+# The worker's configuration lives with the others (a type the client names without importing
+# the worker); re-exported here, where the CLI and older code import it from.
+from jobqueue.config import CONCURRENCY as CONCURRENCY
+from jobqueue.config import POLL_INTERVAL_S as POLL_INTERVAL_S
+from jobqueue.config import RECONCILE_INTERVAL_S as RECONCILE_INTERVAL_S
+from jobqueue.config import SHUTDOWN_TIMEOUT_S as SHUTDOWN_TIMEOUT_S
+from jobqueue.config import WorkerConfig as WorkerConfig
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
 from jobqueue.listener import Listener
 from jobqueue.models import AckStatus, ClaimedJob, ErrorClass
@@ -54,15 +61,11 @@ from jobqueue.tasks import JobContext, Task, _current
 if TYPE_CHECKING:
     from jobqueue.client import JobQueue
 
-POLL_INTERVAL_S = 2.0
-CONCURRENCY = 10
-SHUTDOWN_TIMEOUT_S = 30.0
 #: Lease used when neither the worker, the job nor its queue sets one (as in the SQL API).
 DEFAULT_VISIBILITY_TIMEOUT_S = 30.0
 #: Heartbeat a lease when a third of it has passed; stop trusting it this long before expiry.
 HEARTBEAT_FRACTION = 1 / 3
 LEASE_SAFETY_MARGIN_S = 1.0
-RECONCILE_INTERVAL_S = 5.0
 WORKER_HEARTBEAT_S = 10.0
 ACK_BATCH_WINDOW_S = 0.002
 #: complete_many takes at most 1000 jobs.
@@ -77,47 +80,6 @@ MAX_CLAIM_BATCH = 1000
 ERROR_TEXT_MAX = 2000
 
 log = logging.getLogger("jobqueue.worker")
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """How a worker runs. ``validate()`` refuses nonsense, naming the field."""
-
-    queues: tuple[str, ...] = ("default",)
-    concurrency: int = CONCURRENCY
-    name: str | None = None
-    burst: bool = False
-    poll_interval_s: float = POLL_INTERVAL_S
-    listen: bool = True
-    shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
-    #: Lease length asked for at claim; None: the job's, then its queue's, then 30 s.
-    visibility_timeout_s: float | None = None
-    reconcile_interval_s: float = RECONCILE_INTERVAL_S
-    #: Job types to claim; None: the types this worker has handlers for.
-    types: tuple[str, ...] | None = None
-    #: A direct (or session-pooled) URL for LISTEN when the main URL goes through
-    #: PgBouncer in transaction mode; None: the main URL.
-    listen_url: str | None = None
-    install_signal_handlers: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.queues, str):
-            object.__setattr__(self, "queues", tuple(q for q in self.queues.split(",") if q))
-
-    def validate(self) -> WorkerConfig:
-        if not self.queues:
-            raise ConfigurationError("queues: at least one queue is needed")
-        if not 1 <= self.concurrency <= 10_000:
-            raise ConfigurationError("concurrency: must be between 1 and 10000")
-        if not 0.01 <= self.poll_interval_s <= 3600:
-            raise ConfigurationError("poll_interval: must be between 0.01 and 3600 seconds")
-        if not 0 <= self.shutdown_timeout_s <= 86_400:
-            raise ConfigurationError("shutdown_timeout: must be between 0 and 86400 seconds")
-        if self.visibility_timeout_s is not None and not 1 <= self.visibility_timeout_s <= 43_200:
-            raise ConfigurationError("visibility_timeout: must be between 1 and 43200 seconds")
-        if not 0 <= self.reconcile_interval_s <= 86_400:
-            raise ConfigurationError("reconcile_interval: must be between 0 (off) and 86400 seconds")
-        return self
 
 
 @dataclass

@@ -29,12 +29,12 @@ from jobqueue.bench.core import Bench
 from jobqueue.bench.processes import Workers
 from jobqueue.bench.registry import scenario
 from jobqueue.bench.statements import LATENCY_TYPE, LISTENING_WORKERS, QUEUE
+from jobqueue.config import CONCURRENCY
 
 
 @scenario("latency")
 def latency(bench: Bench, budget_s: float) -> None:
     from jobqueue.client import JobQueue
-    from jobqueue.worker import CONCURRENCY
 
     seconds = bench.config.latency_seconds
     budget = Budget(budget_s, len(LATENCY_RATES))

@@ -10,12 +10,11 @@ joins by decorating its function with ``@scenario("name")`` and being named in
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from jobqueue.bench.core import Bench
-
-Step = Callable[["Bench", float], None]
+#: ``(bench, budget_s) -> None``, the bench a :class:`jobqueue.bench.core.Bench` (``Any`` here
+#: so that the registry, which config.py reads, imports nothing of the bench above it).
+Step = Callable[[Any, float], None]
 
 _STEPS: dict[str, Step] = {}
 
