@@ -16,6 +16,10 @@ Threads, each owning one thing:
 No database transaction is open while a handler runs: the claim commits, the handler runs,
 the acknowledgement is a new short statement. Every database error in these loops is met
 with a capped, jittered back-off and a retry, never with an exit.
+
+Beside it: :mod:`jobqueue.outage` (the back-off, and which errors are transient) and
+:mod:`jobqueue.outcome` (what a handler's result or exception becomes in the acknowledgement,
+and the fields every log line about a job carries). WorkerConfig is in :mod:`jobqueue.config`.
 """
 
 from __future__ import annotations
@@ -40,9 +44,7 @@ from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg.rows import tuple_row
-from psycopg_pool import PoolTimeout
 
 # The worker's configuration lives with the others (a type the client names without importing
 # the worker); re-exported here, where the CLI and older code import it from.
@@ -54,6 +56,8 @@ from jobqueue.config import WorkerConfig as WorkerConfig
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
 from jobqueue.listener import Listener
 from jobqueue.models import AckStatus, ClaimedJob, ErrorClass
+from jobqueue.outage import RETRYABLE, Backoff, is_transient, one_line
+from jobqueue.outcome import NoHandler, Success, error_text, fail_params, job_extra, output_json
 from jobqueue.retry import Cancel, Retry, Snooze, as_timedelta, classify
 from jobqueue.sql import query
 from jobqueue.tasks import JobContext, Task, _current
@@ -70,14 +74,10 @@ WORKER_HEARTBEAT_S = 10.0
 ACK_BATCH_WINDOW_S = 0.002
 #: complete_many takes at most 1000 jobs.
 ACK_BATCH_MAX = 1000
-BACKOFF_MIN_S = 0.1
-#: After an outage a worker claims again within this long of the database being back.
-BACKOFF_MAX_S = 5.0
 KEEPER_TICK_S = 0.25
 #: Warn at start when the local clock is further than this from the database's.
 CLOCK_SKEW_WARN_S = 60.0
 MAX_CLAIM_BATCH = 1000
-ERROR_TEXT_MAX = 2000
 
 log = logging.getLogger("jobqueue.worker")
 
@@ -98,61 +98,6 @@ class Running:
     abandoned: bool = False
     finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class Backoff:
-    """Capped exponential back-off with jitter, and quiet logging while it lasts."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.delay = BACKOFF_MIN_S
-        self.failures = 0
-
-    def failed(self, exc: BaseException) -> float:
-        self.failures += 1
-        level = logging.WARNING if self.failures == 1 else logging.DEBUG
-        log.log(
-            level,
-            f"{self.what} failed; backing off",
-            extra={
-                "action": "db_error",
-                "step": self.what,
-                "error": _one_line(exc),
-                "retry_in_s": round(self.delay, 2),
-                "failures": self.failures,
-            },
-        )
-        wait = self.delay * (0.5 + random.random() / 2)
-        self.delay = min(self.delay * 2, BACKOFF_MAX_S)
-        return wait
-
-    def succeeded(self) -> None:
-        if self.failures:
-            log.info(
-                f"{self.what} works again",
-                extra={"action": "db_recovered", "step": self.what, "failures": self.failures},
-            )
-        self.delay = BACKOFF_MIN_S
-        self.failures = 0
-
-
-#: Errors the loops meet with a back-off instead of an exit.
-RETRYABLE = (psycopg.Error, PoolTimeout, JobQueueError, OSError)
-#: SQLSTATEs that mean "try again": connection lost, server restarting, too many
-#: connections, serialization failure, deadlock.
-RETRYABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when the database is not answering right now (as opposed to refusing the call)."""
-    from jobqueue.errors import DatabaseUnavailable
-
-    if isinstance(exc, PoolTimeout | DatabaseUnavailable | OSError | psycopg.OperationalError | psycopg.InterfaceError):
-        return True
-    if isinstance(exc, psycopg.Error):
-        state = exc.sqlstate or ""
-        return state.startswith("08") or state in RETRYABLE_SQLSTATES
-    return False
 
 
 class Worker:
@@ -347,7 +292,7 @@ class Worker:
                         {
                             "ids": [r.job.id for r, _ in done],
                             "tokens": [r.job.token for r, _ in done],
-                            "outputs": [_output_json(value) for _, value in done],
+                            "outputs": [output_json(value) for _, value in done],
                         },
                     )
                 if batch > 0:
@@ -390,7 +335,7 @@ class Worker:
                     {
                         "ids": [r.job.id for r, _ in done],
                         "tokens": [r.job.token for r, _ in done],
-                        "outputs": [_output_json(value) for _, value in done],
+                        "outputs": [output_json(value) for _, value in done],
                     },
                 ).fetchall()
             self._acknowledged(done, {row["id"]: row["status"] for row in rows})
@@ -399,7 +344,7 @@ class Worker:
                 with self._lock:
                     self._done[:0] = done
                 return
-            log.error("complete refused", extra={"action": "ack_error", "error": _one_line(again)})
+            log.error("complete refused", extra={"action": "ack_error", "error": one_line(again)})
             self._acknowledged(done, {})
 
     def _acknowledged(self, done: list[tuple[Running, Any]], statuses: dict[int, str]) -> None:
@@ -449,7 +394,7 @@ class Worker:
         with self._lock:
             self._running[job.id] = running
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("job claimed", extra=_job_extra(job, "job_claimed"))
+            log.debug("job claimed", extra=job_extra(job, "job_claimed"))
         return running
 
     def _dispatch(self, batch: list[Running]) -> None:
@@ -495,11 +440,11 @@ class Worker:
         try:
             task = running.task
             if task is None:
-                raise _NoHandler(f"no handler for job type {running.job.type!r} in this worker")
+                raise NoHandler(f"no handler for job type {running.job.type!r} in this worker")
             args, kwargs = task.arguments_from(running.job.payload)
             if task.wants_context:
                 args = [running.ctx, *args]
-            return _Success(task.fn(*args, **kwargs))
+            return Success(task.fn(*args, **kwargs))
         except Exception as exc:
             return exc
         finally:
@@ -514,14 +459,14 @@ class Worker:
             args, kwargs = task.arguments_from(running.job.payload)
             if task.wants_context:
                 args = [running.ctx, *args]
-            outcome = _Success(await task.fn(*args, **kwargs))
+            outcome = Success(await task.fn(*args, **kwargs))
         except asyncio.CancelledError:
             return  # timed out or shutting down: the keeper or shutdown acknowledged it
         except Exception as exc:
             outcome = exc
         finally:
             _current.reset(token)
-        if isinstance(outcome, _Success):
+        if isinstance(outcome, Success):
             self._finish(running, outcome)  # only queues the acknowledgement: safe on the loop
         else:
             await asyncio.get_running_loop().run_in_executor(None, self._finish, running, outcome)
@@ -542,7 +487,7 @@ class Worker:
             if running.abandoned or running.finished:
                 return
             running.finished = True
-        if isinstance(outcome, _Success):
+        if isinstance(outcome, Success):
             # the main loop acknowledges it (batched) and frees the slot
             with self._lock:
                 self._done.append((running, outcome.value))
@@ -561,12 +506,12 @@ class Worker:
         if isinstance(outcome, Snooze):
             return "snooze", {"delay": outcome.delay}
         if isinstance(outcome, Cancel):
-            return "fail", _fail(outcome.reason, ErrorClass.CANCELLED)
+            return "fail", fail_params(outcome.reason, ErrorClass.CANCELLED)
         if isinstance(outcome, Retry):
-            return "fail", _fail(outcome.reason, ErrorClass.TRANSIENT, retry_in=outcome.after)
+            return "fail", fail_params(outcome.reason, ErrorClass.TRANSIENT, retry_in=outcome.after)
         trace = "".join(tb.format_exception(outcome))[-8000:]
         try:
-            if isinstance(outcome, _NoHandler):
+            if isinstance(outcome, NoHandler):
                 error_class = ErrorClass.PERMANENT
             else:
                 error_class = classify(outcome, self.jq.error_classes)
@@ -576,10 +521,10 @@ class Worker:
         except Exception as exc:  # a bad error_class attribute or a raising retry callable
             log.error(
                 "could not classify a failure; retrying it as transient",
-                extra=_job_extra(running.job, "classify_error", error=_one_line(exc)),
+                extra=job_extra(running.job, "classify_error", error=one_line(exc)),
             )
             error_class, retry_in = ErrorClass.TRANSIENT, None
-        return "fail", _fail(_error_text(outcome), error_class, retry_in=retry_in, traceback=trace)
+        return "fail", fail_params(error_text(outcome), error_class, retry_in=retry_in, traceback=trace)
 
     def _ack(self, running: Running, name: str, **params: Any) -> str:
         try:
@@ -587,7 +532,7 @@ class Worker:
         except RETRYABLE as exc:
             # The database refused the call itself (not an outage): say so and move on; the
             # lease runs out and reconcile puts the job back.
-            log.error(f"{name} refused", extra=_job_extra(running.job, "ack_error", error=_one_line(exc)))
+            log.error(f"{name} refused", extra=job_extra(running.job, "ack_error", error=one_line(exc)))
             return "error"
         status = str(row["status"])
         self._log_ack(running.job, status, name)
@@ -597,13 +542,13 @@ class Worker:
         if status == AckStatus.LEASE_LOST:
             log.warning(
                 f"{what} rejected: this worker no longer holds the lease",
-                extra=_job_extra(job, "ack_rejected", status=status),
+                extra=job_extra(job, "ack_rejected", status=status),
             )
         else:
             if status in (AckStatus.COMPLETED, AckStatus.ALREADY_COMPLETED):
                 self.jobs_done += 1
             if log.isEnabledFor(logging.DEBUG):
-                log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}"))
+                log.debug(f"job {status}", extra=job_extra(job, f"job_{status}"))
 
     def _release_slot(self, job_id: int) -> None:
         with self._lock:
@@ -684,7 +629,7 @@ class Worker:
                     running.ctx._set_lease_lost()  # heartbeats have not got through in time
                     log.warning(
                         "lease deadline passed without a heartbeat; stop side effects",
-                        extra=_job_extra(running.job, "lease_self_fenced"),
+                        extra=job_extra(running.job, "lease_self_fenced"),
                     )
 
     def _heartbeat(self, due: list[Running]) -> None:
@@ -708,13 +653,13 @@ class Worker:
                 running.ctx._set_lease_lost()
                 running.ctx._set_cancelled()
                 running.next_heartbeat = float("inf")
-                log.warning("lease lost while running", extra=_job_extra(running.job, "lease_lost"))
+                log.warning("lease lost while running", extra=job_extra(running.job, "lease_lost"))
                 continue
             running.next_heartbeat = sent + extend * HEARTBEAT_FRACTION
             running.lease_deadline = sent + extend - LEASE_SAFETY_MARGIN_S
             if row["cancel_requested"] and not running.ctx.cancelled:
                 running.ctx._set_cancelled()
-                log.info("cancel requested", extra=_job_extra(running.job, "job_cancel_requested"))
+                log.info("cancel requested", extra=job_extra(running.job, "job_cancel_requested"))
 
     @staticmethod
     def _abandon(running: Running) -> bool:
@@ -737,7 +682,7 @@ class Worker:
             if running.future is None and running.task is not None:
                 self._spawn_handler_thread()  # the stuck thread keeps its slot until it returns
             limit = running.job.timeout.total_seconds() if running.job.timeout else 0
-            log.warning("job timed out; abandoning it", extra=_job_extra(running.job, "job_timeout"))
+            log.warning("job timed out; abandoning it", extra=job_extra(running.job, "job_timeout"))
             self._ack(
                 running,
                 "fail",
@@ -755,7 +700,7 @@ class Worker:
             if name == "reconcile" and row and any(v for v in (row["summary"] or {}).values() if isinstance(v, int)):
                 log.info("reconcile", extra={"action": "reconcile", **row["summary"]})
         except RETRYABLE as exc:
-            log.debug(f"{name} failed", extra={"action": "db_error", "step": name, "error": _one_line(exc)})
+            log.debug(f"{name} failed", extra={"action": "db_error", "step": name, "error": one_line(exc)})
 
     # -- shutdown ------------------------------------------------------------------------------
 
@@ -779,7 +724,7 @@ class Worker:
             if not self._abandon(running):
                 continue
             status = self._ack(running, "release")
-            log.info("handed back unfinished job", extra=_job_extra(running.job, "job_released", status=status))
+            log.info("handed back unfinished job", extra=job_extra(running.job, "job_released", status=status))
             self._release_slot(running.job.id)
         # Jobs that finished as the grace ran out: one last try to acknowledge them (if it
         # fails, their leases run out and reconcile puts them back; nothing is lost).
@@ -791,7 +736,7 @@ class Worker:
             except RETRYABLE as exc:
                 log.warning(
                     "could not acknowledge finished jobs at shutdown",
-                    extra={"action": "ack_error", "jobs": len(done), "error": _one_line(exc)},
+                    extra={"action": "ack_error", "jobs": len(done), "error": one_line(exc)},
                 )
                 break
         for thread in threads:
@@ -817,51 +762,3 @@ class Worker:
                 "released": len(leftover),
             },
         )
-
-
-class _Success:
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-class _NoHandler(Exception):
-    pass
-
-
-def _fail(
-    error: str, error_class: ErrorClass, *, retry_in: timedelta | None = None, traceback: str | None = None
-) -> dict[str, Any]:
-    return {"error": error, "error_class": error_class.value, "retry_in": retry_in, "traceback": traceback}
-
-
-def _output_json(value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return json.dumps(value, allow_nan=False, default=str)
-    except (TypeError, ValueError):
-        return json.dumps(repr(value))
-
-
-def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text[:ERROR_TEXT_MAX]
-
-
-def _job_extra(job: ClaimedJob, action: str, **more: Any) -> dict[str, Any]:
-    return {
-        "action": action,
-        "job_id": job.id,
-        "job_type": job.type,
-        "queue": job.queue,
-        "attempt": job.attempt,
-        "token": job.token,
-        **more,
-    }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

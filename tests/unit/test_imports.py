@@ -38,8 +38,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     # the library: tasks, then the client that enqueues them, the LISTEN loop
     ("jobqueue.tasks", "jobqueue.client", "jobqueue.listener"),
-    # what runs beside a database: workers, the Redis mirror, the Prometheus exporter
-    ("jobqueue.worker", "jobqueue.mirror", "jobqueue.exporter"),
+    # what runs beside a database: workers (riding out outages, turning outcomes into
+    # acknowledgements), the Redis mirror, the Prometheus exporter
+    ("jobqueue.outage", "jobqueue.outcome", "jobqueue.worker", "jobqueue.mirror", "jobqueue.exporter"),
     # interfaces over the library: the package facade, the CLI (and its demo), the bench
     (
         "jobqueue",
