@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from jobqueue import bench
-from jobqueue.bench_overload import OverloadConfig
+from jobqueue.bench.overload import OverloadConfig
 
 pytestmark = pytest.mark.timeout(280)
 
