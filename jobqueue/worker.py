@@ -25,9 +25,11 @@ acknowledgement up: it stops heartbeating that lease (reconcile then hands the j
 logs ``ack_undelivered`` naming the job, and the worker exits with EXIT_UNDELIVERED when it
 stops.
 
-Beside it: :mod:`jobqueue.outage` (the back-off, and which errors are transient) and
-:mod:`jobqueue.outcome` (what a handler's result or exception becomes in the acknowledgement,
-and the fields every log line about a job carries). WorkerConfig is in :mod:`jobqueue.config`.
+Beside it: :mod:`jobqueue.outage` (the back-off, and which errors are transient),
+:mod:`jobqueue.lease` (what the worker holds per job, heartbeats, self-fencing, abandoning a
+job, the clock check), :mod:`jobqueue.outcome` (what a handler's result or exception becomes
+in the acknowledgement, and the fields every log line about a job carries) and
+:mod:`jobqueue.reports` (the periodic summary). WorkerConfig is in :mod:`jobqueue.config`.
 """
 
 from __future__ import annotations
