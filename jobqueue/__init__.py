@@ -30,6 +30,7 @@ tenant settings in ``client.py`` and ``cli/queues.py`` / ``cli/tenants.py``.
 from __future__ import annotations
 
 from jobqueue.client import JobQueue
+from jobqueue.config import WorkerConfig
 from jobqueue.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -45,7 +46,6 @@ from jobqueue.errors import (
 from jobqueue.models import ErrorClass, Job, JobState, Priority
 from jobqueue.retry import Cancel, Retry, Snooze
 from jobqueue.tasks import JobContext, Task, current_job
-from jobqueue.worker import WorkerConfig
 
 __all__ = [
     "Cancel",

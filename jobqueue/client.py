@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
-from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, resolve_database
+from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, WorkerConfig, resolve_database
 from jobqueue.db import check_schema, connect, translate
 from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobQueueError, SchemaOutOfDate
 from jobqueue.models import ErrorClass, Job, Priority
@@ -30,9 +30,6 @@ from jobqueue.retry import RetryCallable, as_timedelta
 from jobqueue.schedules import ScheduleMethods
 from jobqueue.sql import query
 from jobqueue.tasks import ENQUEUE_OPTIONS, Registry, TaskDecorator
-
-if TYPE_CHECKING:
-    from jobqueue.worker import WorkerConfig
 
 POOL_MAX_SIZE = 10
 #: Keep trying to reconnect for as long as the process lives: a queue must outlast outages.
@@ -498,7 +495,7 @@ class JobQueue(ScheduleMethods):
 
         Returns the exit code: 0 after a clean stop.
         """
-        from jobqueue.worker import Worker, WorkerConfig
+        from jobqueue.worker import Worker
 
         cfg = config or WorkerConfig(**options)
         return Worker(self, cfg).run()

@@ -17,6 +17,9 @@ fifth run) are on unless turned off, first match wins::
 Turn them off behind a transaction pooler that does not track them (PgBouncer before 1.21,
 or without ``max_prepared_statements``): a statement prepared on one server connection is
 then looked for on another. The URL parameter is jobqueue's, never passed to libpq.
+
+:class:`WorkerConfig` (how a worker runs) lives here too, below the client and the worker,
+so that ``JobQueue.run_worker`` can name it without importing the worker.
 """
 
 from __future__ import annotations
@@ -164,3 +167,61 @@ def redact(url: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- the worker -----------------------------------------------------------------------------
+
+POLL_INTERVAL_S = 2.0
+CONCURRENCY = 10
+SHUTDOWN_TIMEOUT_S = 30.0
+RECONCILE_INTERVAL_S = 5.0
+#: Seconds between a worker's reports (jobqueue.reports); 0: never.
+REPORT_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker runs. ``validate()`` refuses nonsense, naming the field."""
+
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = CONCURRENCY
+    name: str | None = None
+    burst: bool = False
+    poll_interval_s: float = POLL_INTERVAL_S
+    listen: bool = True
+    shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
+    #: Lease length asked for at claim; None: the job's, then its queue's, then 30 s.
+    visibility_timeout_s: float | None = None
+    reconcile_interval_s: float = RECONCILE_INTERVAL_S
+    #: Job types to claim; None: the types this worker has handlers for.
+    types: tuple[str, ...] | None = None
+    #: A direct (or session-pooled) URL for LISTEN when the main URL goes through
+    #: PgBouncer in transaction mode; None: the main URL.
+    listen_url: str | None = None
+    install_signal_handlers: bool = True
+    #: Seconds between the worker's reports (an INFO summary of the jobs done, failed and
+    #: retried, and a WARNING per pending job type nobody handles); 0: never (jobqueue.reports).
+    report_interval_s: float = REPORT_INTERVAL_S
+
+    def __post_init__(self) -> None:
+        if isinstance(self.queues, str):
+            object.__setattr__(self, "queues", tuple(q for q in self.queues.split(",") if q))
+
+    def validate(self) -> WorkerConfig:
+        if not self.queues:
+            raise ConfigurationError("queues: at least one queue is needed")
+        if not 1 <= self.concurrency <= 10_000:
+            raise ConfigurationError("concurrency: must be between 1 and 10000")
+        if not 0.01 <= self.poll_interval_s <= 3600:
+            raise ConfigurationError("poll_interval: must be between 0.01 and 3600 seconds")
+        if not 0 <= self.shutdown_timeout_s <= 86_400:
+            raise ConfigurationError("shutdown_timeout: must be between 0 and 86400 seconds")
+        if self.visibility_timeout_s is not None and not 1 <= self.visibility_timeout_s <= 43_200:
+            raise ConfigurationError("visibility_timeout: must be between 1 and 43200 seconds")
+        if not 0 <= self.reconcile_interval_s <= 86_400:
+            raise ConfigurationError("reconcile_interval: must be between 0 (off) and 86400 seconds")
+        if self.listen_url is not None:
+            validate_url(split_options(self.listen_url, "listen_url")[0], "listen_url")
+        if not 0 <= self.report_interval_s <= 86_400:
+            raise ConfigurationError("report_interval: must be between 0 (off) and 86400 seconds")
+        return self

@@ -22,14 +22,16 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from jobqueue.config import REPORT_INTERVAL_S as REPORT_INTERVAL_S
 from jobqueue.models import AckStatus
 from jobqueue.sql import query
 
 if TYPE_CHECKING:
     from jobqueue.client import JobQueue
 
-#: Seconds between two reports of a worker (summary and unhandled types); 0: never.
-REPORT_INTERVAL_S = 60.0
+#: Seconds between two reports of a worker (summary and unhandled types) is REPORT_INTERVAL_S
+#: (in jobqueue.config, with the worker's other settings); 0: never.
+
 #: Jobs looked at per queue, in claim order, when looking for unhandled types.
 UNHANDLED_SCAN_JOBS = 1000
 

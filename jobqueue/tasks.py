@@ -8,13 +8,10 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from jobqueue.errors import InvalidInput
 from jobqueue.retry import RetryCallable
-
-if TYPE_CHECKING:
-    from jobqueue.client import JobQueue
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -143,12 +140,29 @@ class TaskOptions:
         return {**self.values, **{k: v for k, v in overrides.items() if v is not None}}
 
 
+class TaskHost(Protocol):
+    """What a task needs of the queue that declared it: its registry, and enqueue.
+
+    :class:`jobqueue.client.JobQueue` is one. Declared here, below the client, so that this
+    module never imports the client (not even for types): tasks come first in a job's path.
+    """
+
+    @property
+    def registry(self) -> Registry: ...
+
+    def enqueue(
+        self, type: str, payload: Mapping[str, Any] | None = None, *, connection: Any = None, **options: Any
+    ) -> int: ...
+
+    def periodic(self, name: str, cron: str, type: str, **options: Any) -> Any: ...
+
+
 class Task(Generic[P, R]):
     """A registered handler. Call it to run it here; ``.enqueue(...)`` to run it on a worker."""
 
     def __init__(
         self,
-        queue_client: JobQueue,
+        queue_client: TaskHost,
         fn: Callable[..., Any],
         *,
         name: str,
@@ -250,7 +264,7 @@ class TaskDecorator:
     """The object ``jq.task(...)`` returns: applied to a function, it registers a Task."""
 
     def __init__(
-        self, jq: JobQueue, name: str | None, options: dict[str, Any], retry: Any, unique: Any, periodic: Any = None
+        self, jq: TaskHost, name: str | None, options: dict[str, Any], retry: Any, unique: Any, periodic: Any = None
     ) -> None:
         self.jq = jq
         self.name = name

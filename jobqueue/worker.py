@@ -24,13 +24,18 @@ an outage and outlasts one more lease (ACK_RETRY_LEASES) makes the worker give t
 acknowledgement up: it stops heartbeating that lease (reconcile then hands the job back),
 logs ``ack_undelivered`` naming the job, and the worker exits with EXIT_UNDELIVERED when it
 stops.
+
+Beside it: :mod:`jobqueue.outage` (the back-off, and which errors are transient),
+:mod:`jobqueue.lease` (what the worker holds per job, heartbeats, self-fencing, abandoning a
+job, the clock check), :mod:`jobqueue.outcome` (what a handler's result or exception becomes
+in the acknowledgement, and the fields every log line about a job carries) and
+:mod:`jobqueue.reports` (the periodic summary). WorkerConfig is in :mod:`jobqueue.config`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import faulthandler
 import json
 import logging
@@ -42,49 +47,51 @@ import threading
 import time
 import traceback as tb
 import uuid
-from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg.rows import tuple_row
-from psycopg_pool import PoolTimeout
 
-from jobqueue.config import split_options, validate_url
+# The worker's configuration lives with the others (a type the client names without importing
+# the worker); re-exported here, where the CLI and older code import it from.
+from jobqueue.config import CONCURRENCY as CONCURRENCY
+from jobqueue.config import POLL_INTERVAL_S as POLL_INTERVAL_S
+from jobqueue.config import RECONCILE_INTERVAL_S as RECONCILE_INTERVAL_S
+from jobqueue.config import SHUTDOWN_TIMEOUT_S as SHUTDOWN_TIMEOUT_S
+from jobqueue.config import WorkerConfig as WorkerConfig
+from jobqueue.config import split_options
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
+from jobqueue.lease import (
+    HEARTBEAT_FRACTION,
+    KEEPER_TICK_S,
+    LEASE_SAFETY_MARGIN_S,
+    Running,
+    abandon,
+    check_clock,
+    fence_expired,
+    heartbeat,
+)
 from jobqueue.listener import Listener
 from jobqueue.models import AckStatus, ClaimedJob, ErrorClass
-from jobqueue.reports import REPORT_INTERVAL_S, Reporter
+from jobqueue.outage import RETRYABLE, Backoff, is_transient, one_line
+from jobqueue.outcome import NoHandler, Success, error_text, fail_params, job_extra, output_json
+from jobqueue.reports import Reporter
 from jobqueue.retry import Cancel, Retry, Snooze, as_timedelta, classify
 from jobqueue.sql import query
-from jobqueue.tasks import JobContext, Task, _current
+from jobqueue.tasks import JobContext, _current
 
 if TYPE_CHECKING:
     from jobqueue.client import JobQueue
 
-POLL_INTERVAL_S = 2.0
-CONCURRENCY = 10
-SHUTDOWN_TIMEOUT_S = 30.0
 #: Lease used when neither the worker, the job nor its queue sets one (as in the SQL API).
 DEFAULT_VISIBILITY_TIMEOUT_S = 30.0
-#: Heartbeat a lease when a third of it has passed; stop trusting it this long before expiry.
-HEARTBEAT_FRACTION = 1 / 3
-LEASE_SAFETY_MARGIN_S = 1.0
-RECONCILE_INTERVAL_S = 5.0
 WORKER_HEARTBEAT_S = 10.0
 ACK_BATCH_WINDOW_S = 0.002
 #: complete_many takes at most 1000 jobs.
 ACK_BATCH_MAX = 1000
-BACKOFF_MIN_S = 0.1
-#: After an outage a worker claims again within this long of the database being back.
-BACKOFF_MAX_S = 5.0
-KEEPER_TICK_S = 0.25
-#: Warn at start when the local clock is further than this from the database's.
-CLOCK_SKEW_WARN_S = 60.0
 MAX_CLAIM_BATCH = 1000
-ERROR_TEXT_MAX = 2000
 #: An acknowledgement the database keeps refusing (not an outage, not a fenced answer) is
 #: retried for this many lease lengths from its first refusal, then given up.
 ACK_RETRY_LEASES = 1.0
@@ -92,129 +99,6 @@ ACK_RETRY_LEASES = 1.0
 EXIT_UNDELIVERED = 1
 
 log = logging.getLogger("jobqueue.worker")
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """How a worker runs. ``validate()`` refuses nonsense, naming the field."""
-
-    queues: tuple[str, ...] = ("default",)
-    concurrency: int = CONCURRENCY
-    name: str | None = None
-    burst: bool = False
-    poll_interval_s: float = POLL_INTERVAL_S
-    listen: bool = True
-    shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
-    #: Lease length asked for at claim; None: the job's, then its queue's, then 30 s.
-    visibility_timeout_s: float | None = None
-    reconcile_interval_s: float = RECONCILE_INTERVAL_S
-    #: Job types to claim; None: the types this worker has handlers for.
-    types: tuple[str, ...] | None = None
-    #: A direct (or session-pooled) URL for LISTEN when the main URL goes through
-    #: PgBouncer in transaction mode; None: the main URL.
-    listen_url: str | None = None
-    install_signal_handlers: bool = True
-    #: Seconds between the worker's reports (an INFO summary of the jobs done, failed and
-    #: retried, and a WARNING per pending job type nobody handles); 0: never (jobqueue.reports).
-    report_interval_s: float = REPORT_INTERVAL_S
-
-    def __post_init__(self) -> None:
-        if isinstance(self.queues, str):
-            object.__setattr__(self, "queues", tuple(q for q in self.queues.split(",") if q))
-
-    def validate(self) -> WorkerConfig:
-        if not self.queues:
-            raise ConfigurationError("queues: at least one queue is needed")
-        if not 1 <= self.concurrency <= 10_000:
-            raise ConfigurationError("concurrency: must be between 1 and 10000")
-        if not 0.01 <= self.poll_interval_s <= 3600:
-            raise ConfigurationError("poll_interval: must be between 0.01 and 3600 seconds")
-        if not 0 <= self.shutdown_timeout_s <= 86_400:
-            raise ConfigurationError("shutdown_timeout: must be between 0 and 86400 seconds")
-        if self.visibility_timeout_s is not None and not 1 <= self.visibility_timeout_s <= 43_200:
-            raise ConfigurationError("visibility_timeout: must be between 1 and 43200 seconds")
-        if not 0 <= self.reconcile_interval_s <= 86_400:
-            raise ConfigurationError("reconcile_interval: must be between 0 (off) and 86400 seconds")
-        if self.listen_url is not None:
-            validate_url(split_options(self.listen_url, "listen_url")[0], "listen_url")
-        if not 0 <= self.report_interval_s <= 86_400:
-            raise ConfigurationError("report_interval: must be between 0 (off) and 86400 seconds")
-        return self
-
-
-@dataclass
-class Running:
-    """A job this worker holds, and what the keeper thread needs to look after it."""
-
-    job: ClaimedJob
-    ctx: JobContext
-    task: Task[Any, Any] | None
-    started: float
-    lease_s: float
-    next_heartbeat: float
-    lease_deadline: float
-    deadline: float | None
-    future: concurrent.futures.Future[Any] | None = None
-    abandoned: bool = False
-    finished: bool = False
-    #: Monotonic time after which a refused acknowledgement is given up (set at its first refusal).
-    ack_give_up: float | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class Backoff:
-    """Capped exponential back-off with jitter, and quiet logging while it lasts."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.delay = BACKOFF_MIN_S
-        self.failures = 0
-
-    def failed(self, exc: BaseException) -> float:
-        self.failures += 1
-        level = logging.WARNING if self.failures == 1 else logging.DEBUG
-        log.log(
-            level,
-            f"{self.what} failed; backing off",
-            extra={
-                "action": "db_error",
-                "step": self.what,
-                "error": _one_line(exc),
-                "retry_in_s": round(self.delay, 2),
-                "failures": self.failures,
-            },
-        )
-        wait = self.delay * (0.5 + random.random() / 2)
-        self.delay = min(self.delay * 2, BACKOFF_MAX_S)
-        return wait
-
-    def succeeded(self) -> None:
-        if self.failures:
-            log.info(
-                f"{self.what} works again",
-                extra={"action": "db_recovered", "step": self.what, "failures": self.failures},
-            )
-        self.delay = BACKOFF_MIN_S
-        self.failures = 0
-
-
-#: Errors the loops meet with a back-off instead of an exit.
-RETRYABLE = (psycopg.Error, PoolTimeout, JobQueueError, OSError)
-#: SQLSTATEs that mean "try again": connection lost, server restarting, too many
-#: connections, serialization failure, deadlock.
-RETRYABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when the database is not answering right now (as opposed to refusing the call)."""
-    from jobqueue.errors import DatabaseUnavailable
-
-    if isinstance(exc, PoolTimeout | DatabaseUnavailable | OSError | psycopg.OperationalError | psycopg.InterfaceError):
-        return True
-    if isinstance(exc, psycopg.Error):
-        state = exc.sqlstate or ""
-        return state.startswith("08") or state in RETRYABLE_SQLSTATES
-    return False
 
 
 class Worker:
@@ -259,7 +143,7 @@ class Worker:
         self._wait_for_database()
         if self._stopping.is_set():
             return 0
-        self._check_clock()
+        check_clock(self.jq.pool)
         self._call_retrying(
             "register",
             "register_worker",
@@ -352,27 +236,6 @@ class Worker:
                     raise
                 self._stopping.wait(backoff.failed(exc))
 
-    def _check_clock(self) -> None:
-        """Warn when this host's clock is far from the database's.
-
-        Nothing depends on it (leases and retry times are computed in SQL from the database
-        clock; local deadlines use the monotonic clock), but logs and handlers that read the
-        wall clock will be off by as much.
-        """
-        try:
-            with self.jq.pool.connection() as conn:
-                row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now").fetchone()
-        except RETRYABLE:
-            return
-        if row is None:
-            return
-        skew = time.time() - float(row["now"])
-        if abs(skew) > CLOCK_SKEW_WARN_S:
-            log.warning(
-                f"this host's clock is {skew:+.0f} s off the database's; leases use the database clock",
-                extra={"action": "clock_skew", "skew_s": round(skew, 1)},
-            )
-
     # -- main loop: claim ---------------------------------------------------------------------
 
     def _main_loop(self) -> None:
@@ -435,7 +298,7 @@ class Worker:
                         {
                             "ids": [r.job.id for r, _ in done],
                             "tokens": [r.job.token for r, _ in done],
-                            "outputs": [_output_json(value) for _, value in done],
+                            "outputs": [output_json(value) for _, value in done],
                         },
                     )
                 if batch > 0:
@@ -479,7 +342,7 @@ class Worker:
                     {
                         "ids": [r.job.id for r, _ in done],
                         "tokens": [r.job.token for r, _ in done],
-                        "outputs": [_output_json(value) for _, value in done],
+                        "outputs": [output_json(value) for _, value in done],
                     },
                 ).fetchall()
             self._acknowledged(done, {row["id"]: row["status"] for row in rows})
@@ -506,8 +369,8 @@ class Worker:
             running.ack_give_up = now + running.lease_s * ACK_RETRY_LEASES
             log.warning(
                 f"{what} refused by the database; retrying it",
-                extra=_job_extra(
-                    running.job, "ack_retry", error=_one_line(exc), give_up_in_s=round(running.ack_give_up - now, 1)
+                extra=job_extra(
+                    running.job, "ack_retry", error=one_line(exc), give_up_in_s=round(running.ack_give_up - now, 1)
                 ),
             )
         return now < running.ack_give_up
@@ -517,7 +380,7 @@ class Worker:
         out and reconcile hands the job back; the worker's exit code will say so."""
         log.error(
             f"{what} could not be delivered; giving it up: the job runs again after its lease",
-            extra=_job_extra(running.job, "ack_undelivered", error=_one_line(exc), ack=what),
+            extra=job_extra(running.job, "ack_undelivered", error=one_line(exc), ack=what),
         )
         with self._lock:
             self.undelivered[running.job.id] = what
@@ -571,7 +434,7 @@ class Worker:
         with self._lock:
             self._running[job.id] = running
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("job claimed", extra=_job_extra(job, "job_claimed"))
+            log.debug("job claimed", extra=job_extra(job, "job_claimed"))
         return running
 
     def _dispatch(self, batch: list[Running]) -> None:
@@ -617,11 +480,11 @@ class Worker:
         try:
             task = running.task
             if task is None:
-                raise _NoHandler(f"no handler for job type {running.job.type!r} in this worker")
+                raise NoHandler(f"no handler for job type {running.job.type!r} in this worker")
             args, kwargs = task.arguments_from(running.job.payload)
             if task.wants_context:
                 args = [running.ctx, *args]
-            return _Success(task.fn(*args, **kwargs))
+            return Success(task.fn(*args, **kwargs))
         except Exception as exc:
             return exc
         finally:
@@ -636,14 +499,14 @@ class Worker:
             args, kwargs = task.arguments_from(running.job.payload)
             if task.wants_context:
                 args = [running.ctx, *args]
-            outcome = _Success(await task.fn(*args, **kwargs))
+            outcome = Success(await task.fn(*args, **kwargs))
         except asyncio.CancelledError:
             return  # timed out or shutting down: the keeper or shutdown acknowledged it
         except Exception as exc:
             outcome = exc
         finally:
             _current.reset(token)
-        if isinstance(outcome, _Success):
+        if isinstance(outcome, Success):
             self._finish(running, outcome)  # only queues the acknowledgement: safe on the loop
         else:
             await asyncio.get_running_loop().run_in_executor(None, self._finish, running, outcome)
@@ -664,7 +527,7 @@ class Worker:
             if running.abandoned or running.finished:
                 return
             running.finished = True
-        if isinstance(outcome, _Success):
+        if isinstance(outcome, Success):
             # the main loop acknowledges it (batched) and frees the slot
             with self._lock:
                 self._done.append((running, outcome.value))
@@ -683,12 +546,12 @@ class Worker:
         if isinstance(outcome, Snooze):
             return "snooze", {"delay": outcome.delay}
         if isinstance(outcome, Cancel):
-            return "fail", _fail(outcome.reason, ErrorClass.CANCELLED)
+            return "fail", fail_params(outcome.reason, ErrorClass.CANCELLED)
         if isinstance(outcome, Retry):
-            return "fail", _fail(outcome.reason, ErrorClass.TRANSIENT, retry_in=outcome.after)
+            return "fail", fail_params(outcome.reason, ErrorClass.TRANSIENT, retry_in=outcome.after)
         trace = "".join(tb.format_exception(outcome))[-8000:]
         try:
-            if isinstance(outcome, _NoHandler):
+            if isinstance(outcome, NoHandler):
                 error_class = ErrorClass.PERMANENT
             else:
                 error_class = classify(outcome, self.jq.error_classes)
@@ -698,10 +561,10 @@ class Worker:
         except Exception as exc:  # a bad error_class attribute or a raising retry callable
             log.error(
                 "could not classify a failure; retrying it as transient",
-                extra=_job_extra(running.job, "classify_error", error=_one_line(exc)),
+                extra=job_extra(running.job, "classify_error", error=one_line(exc)),
             )
             error_class, retry_in = ErrorClass.TRANSIENT, None
-        return "fail", _fail(_error_text(outcome), error_class, retry_in=retry_in, traceback=trace)
+        return "fail", fail_params(error_text(outcome), error_class, retry_in=retry_in, traceback=trace)
 
     def _ack(self, running: Running, name: str, **params: Any) -> str:
         """Deliver one acknowledgement: retried through outages for as long as they last,
@@ -729,7 +592,7 @@ class Worker:
         if status == AckStatus.LEASE_LOST:
             log.warning(
                 f"{what} rejected: this worker no longer holds the lease",
-                extra=_job_extra(job, "ack_rejected", status=status),
+                extra=job_extra(job, "ack_rejected", status=status),
             )
         elif status == AckStatus.OUTPUT_TOO_LARGE:
             # The handler ran, but its result is over the queue's max_output_bytes: the database
@@ -737,14 +600,14 @@ class Worker:
             log.error(
                 "handler result too large to store: the job is a dead letter (reason output_too_large);"
                 " raise the queue's max_output_bytes or return less, then redrive it",
-                extra=_job_extra(job, "output_too_large", status=status),
+                extra=job_extra(job, "output_too_large", status=status),
             )
         else:
             if status in (AckStatus.COMPLETED, AckStatus.ALREADY_COMPLETED):
                 self.jobs_done += 1
             if log.isEnabledFor(logging.DEBUG):
                 duration = round(time.monotonic() - started, 3)
-                log.debug(f"job {status}", extra=_job_extra(job, f"job_{status}", duration_s=duration))
+                log.debug(f"job {status}", extra=job_extra(job, f"job_{status}", duration_s=duration))
 
     def _release_slot(self, job_id: int) -> None:
         with self._lock:
@@ -798,7 +661,7 @@ class Worker:
             due = [r for r in list(self._running.values()) if r.next_heartbeat <= now and not r.abandoned]
             if due:
                 try:
-                    self._heartbeat(due)
+                    heartbeat(self.jq.pool, due)
                     backoff.succeeded()
                 except RETRYABLE as exc:
                     backoff.failed(exc)
@@ -822,71 +685,23 @@ class Worker:
         """
         while not (self._stopping.is_set() and not self._running):
             time.sleep(KEEPER_TICK_S)
-            now = time.monotonic()
-            for running in list(self._running.values()):
-                if now > running.lease_deadline and not running.ctx.lease_lost:
-                    running.ctx._set_lease_lost()  # heartbeats have not got through in time
-                    log.warning(
-                        "lease deadline passed without a heartbeat; stop side effects",
-                        extra=_job_extra(running.job, "lease_self_fenced"),
-                    )
-
-    def _heartbeat(self, due: list[Running]) -> None:
-        extend = max(r.lease_s for r in due)
-        sent = time.monotonic()
-        with self.jq.pool.connection() as conn:
-            rows = conn.execute(
-                query("heartbeat_many"),
-                {
-                    "ids": [r.job.id for r in due],
-                    "tokens": [r.job.token for r in due],
-                    "extend_by": timedelta(seconds=extend),
-                },
-            ).fetchall()
-        by_id = {row["id"]: row for row in rows}
-        for running in due:
-            row = by_id.get(running.job.id)
-            if row is None:
-                continue
-            if row["status"] == AckStatus.LEASE_LOST:
-                running.ctx._set_lease_lost()
-                running.ctx._set_cancelled()
-                running.next_heartbeat = float("inf")
-                log.warning("lease lost while running", extra=_job_extra(running.job, "lease_lost"))
-                continue
-            running.next_heartbeat = sent + extend * HEARTBEAT_FRACTION
-            running.lease_deadline = sent + extend - LEASE_SAFETY_MARGIN_S
-            if row["cancel_requested"] and not running.ctx.cancelled:
-                running.ctx._set_cancelled()
-                log.info("cancel requested", extra=_job_extra(running.job, "job_cancel_requested"))
-
-    @staticmethod
-    def _abandon(running: Running) -> bool:
-        """Give up on a running job: its outcome will be ignored. False if it already ended."""
-        with running.lock:
-            if running.finished or running.abandoned:
-                return False
-            running.abandoned = True
-        running.ctx._set_cancelled()
-        if running.future is not None:
-            running.future.cancel()  # an async handler is really cancelled; a thread cannot be
-        return True
+            fence_expired(list(self._running.values()), time.monotonic())
 
     def _enforce_timeouts(self, now: float) -> None:
         for running in list(self._running.values()):
             if running.deadline is None or now < running.deadline:
                 continue
-            if not self._abandon(running):
+            if not abandon(running):
                 continue
             if running.future is None and running.task is not None:
                 self._spawn_handler_thread()  # the stuck thread keeps its slot until it returns
             limit = running.job.timeout.total_seconds() if running.job.timeout else 0
-            log.warning("job timed out; abandoning it", extra=_job_extra(running.job, "job_timeout"))
+            log.warning("job timed out; abandoning it", extra=job_extra(running.job, "job_timeout"))
             # On a thread of its own: an acknowledgement being retried must not hold up the
             # keeper, which heartbeats every other lease.
             threading.Thread(
                 target=self._ack_and_release,
-                args=(running, "fail", _fail(f"timed out after {limit:g}s", ErrorClass.TIMEOUT)),
+                args=(running, "fail", fail_params(f"timed out after {limit:g}s", ErrorClass.TIMEOUT)),
                 name="jobqueue-timeout-ack",
                 daemon=True,
             ).start()
@@ -904,7 +719,7 @@ class Worker:
             if name == "reconcile" and row and any(v for v in (row["summary"] or {}).values() if isinstance(v, int)):
                 log.info("reconcile", extra={"action": "reconcile", **row["summary"]})
         except RETRYABLE as exc:
-            log.debug(f"{name} failed", extra={"action": "db_error", "step": name, "error": _one_line(exc)})
+            log.debug(f"{name} failed", extra={"action": "db_error", "step": name, "error": one_line(exc)})
 
     # -- shutdown ------------------------------------------------------------------------------
 
@@ -925,10 +740,10 @@ class Worker:
                 time.sleep(min(backoff.failed(exc), max(0.0, deadline - time.monotonic())))
         leftover = [r for r in list(self._running.values()) if not r.finished]
         for running in leftover:
-            if not self._abandon(running):
+            if not abandon(running):
                 continue
             status = self._ack(running, "release")
-            log.info("handed back unfinished job", extra=_job_extra(running.job, "job_released", status=status))
+            log.info("handed back unfinished job", extra=job_extra(running.job, "job_released", status=status))
             self._release_slot(running.job.id)
         # Jobs that finished as the grace ran out: one last try to acknowledge them (if it
         # fails, their leases run out and reconcile puts them back; nothing is lost, and the
@@ -969,51 +784,3 @@ class Worker:
                 "released": len(leftover),
             },
         )
-
-
-class _Success:
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-class _NoHandler(Exception):
-    pass
-
-
-def _fail(
-    error: str, error_class: ErrorClass, *, retry_in: timedelta | None = None, traceback: str | None = None
-) -> dict[str, Any]:
-    return {"error": error, "error_class": error_class.value, "retry_in": retry_in, "traceback": traceback}
-
-
-def _output_json(value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return json.dumps(value, allow_nan=False, default=str)
-    except (TypeError, ValueError):
-        return json.dumps(repr(value))
-
-
-def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text[:ERROR_TEXT_MAX]
-
-
-def _job_extra(job: ClaimedJob, action: str, **more: Any) -> dict[str, Any]:
-    return {
-        "action": action,
-        "job_id": job.id,
-        "job_type": job.type,
-        "queue": job.queue,
-        "attempt": job.attempt,
-        "token": job.token,
-        **more,
-    }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -7,6 +7,30 @@ CREATE SCHEMA IF NOT EXISTS jobqueue;
 -- Public reference: docs/sql-api.md. Tables are private; other services call the
 -- functions and read the views.
 --
+-- Contents: the parts follow a job's path. Search for "== N." to jump to part N.
+--    0. Setup               roles, default privileges
+--    1. Types               job_state; sequences (job ids, lease tokens)
+--    2. Tables              setting, queue, retry_policy; job, job_history, dead_letter; job_event,
+--                           job_log, worker; tenant_role, tenant_limit, maintenance; their indexes
+--    3. Internal helpers    argument checks and parsing; priority, schema_version, retry_delay; the
+--                           audit-trail guard; the tenant checks every call makes (_tenant, _admit)
+--    4. Enqueue             enqueue, enqueue_many, enqueue_batch (one set-based path: _enqueue);
+--                           the dependency, NOTIFY, error and lease helpers the next parts share
+--    5. Claim               claim (FOR UPDATE SKIP LOCKED), heartbeat
+--    6. Acknowledge         complete, complete_many; fail (retry or dead letter); snooze, release;
+--                           add_log, set_progress
+--    7. Retry and dead      cancel, retry, redrive, archive_dead_letters, purge_dead_letters
+--       letters
+--    8. Maintenance         reconcile and its steps, history partitions; cron expressions and
+--                           periodic schedules (the schedule table, set_schedule, ...: reconcile
+--                           fires them); queue settings and retry policies (pause_queue,
+--                           configure_queue, set_retry_policy)
+--    9. Observability       queue_stats, metrics, health; workers (register_worker, ...); the views
+--   10. Tenancy             tenant mapping, rate limits, row-level security
+--   11. Grants              the first history partitions; privileges per role
+-- Order matters where a LANGUAGE sql body names another function (parsed at creation): a
+-- part only uses what is above it.
+--
 -- Conventions:
 --   * every function is SECURITY DEFINER with a pinned search_path and still schema-qualifies
 --     every table (two deliberate exceptions, both still pinned or parsed at creation: the
@@ -25,6 +49,11 @@ CREATE SCHEMA IF NOT EXISTS jobqueue;
 -- The migration runner creates the schema first, to hold jobqueue.alembic_version (never
 -- touched here), hence IF NOT EXISTS on the first line.
 COMMENT ON SCHEMA jobqueue IS 'jobqueue: a job queue whose whole state lives in PostgreSQL (schema version 1)';
+
+-- =======================================================================================
+-- == 0. SETUP ==
+-- The roles the grants name, and the default privileges the functions are created under.
+-- =======================================================================================
 
 ------------------------------------------------------------------------------------------
 -- Roles (cluster-wide: created only when missing; never dropped by this schema)
@@ -58,6 +87,11 @@ $roles$;
 ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 REVOKE ALL ON SCHEMA jobqueue FROM PUBLIC;
 
+-- =======================================================================================
+-- == 1. TYPES ==
+-- The states a job moves through, and the sequences that number jobs and leases.
+-- =======================================================================================
+
 ------------------------------------------------------------------------------------------
 -- Types
 ------------------------------------------------------------------------------------------
@@ -85,6 +119,11 @@ CREATE SEQUENCE jobqueue.job_id_seq AS bigint;
 -- reset, not even by redrive.
 CREATE SEQUENCE jobqueue.lease_token_seq AS bigint;
 COMMENT ON SEQUENCE jobqueue.lease_token_seq IS 'Fencing tokens: one nextval per claim; never reset';
+
+-- =======================================================================================
+-- == 2. TABLES ==
+-- Private: other services call the functions (parts 4 to 10) and read the views (part 9).
+-- =======================================================================================
 
 ------------------------------------------------------------------------------------------
 -- Settings (one row per knob; the schema owner may UPDATE them)
@@ -334,6 +373,12 @@ INSERT INTO jobqueue.maintenance (step) VALUES ('reconcile');
 CREATE INDEX queue_capped_idx ON jobqueue.queue (name) WHERE max_size IS NOT NULL;
 -- Queues with their own output cap: complete reads the lowest one through this (one probe).
 CREATE INDEX queue_output_capped_idx ON jobqueue.queue (max_output_bytes) WHERE max_output_bytes IS NOT NULL;
+
+-- =======================================================================================
+-- == 3. INTERNAL HELPERS ==
+-- What every call below uses: argument checks, parsing, the public pure functions
+-- (priority, schema_version, retry_delay), the audit-trail guard and the tenant checks.
+-- =======================================================================================
 
 ------------------------------------------------------------------------------------------
 -- Internal helpers
@@ -818,6 +863,11 @@ BEGIN
     RETURN jobs;
 END
 $$;
+
+-- =======================================================================================
+-- == 4. ENQUEUE ==
+-- A job enters: enqueue, enqueue_many and enqueue_batch, one set-based path.
+-- =======================================================================================
 
 ------------------------------------------------------------------------------------------
 -- Enqueue
@@ -1437,6 +1487,9 @@ $$;
 COMMENT ON FUNCTION jobqueue.enqueue_batch(text[], jsonb[], text[], integer[], integer[]) IS
     'Enqueue plain jobs as parallel arrays (types, payloads, queues, priorities, max_attempts), all or nothing; ids in input order';
 
+------------------------------------------------------------------------------------------
+-- Shared by claim, acknowledge and cancel: dependencies, NOTIFY, error entries, lease arguments
+------------------------------------------------------------------------------------------
 -- Cancel (dependency_failed) every waiting job that depends on one of these jobs, recursively.
 CREATE FUNCTION jobqueue._cancel_dependents(ids bigint[]) RETURNS integer
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
@@ -1501,6 +1554,11 @@ BEGIN
     END IF;
 END
 $$;
+
+-- =======================================================================================
+-- == 5. CLAIM ==
+-- A worker takes jobs under a fenced lease and keeps it alive.
+-- =======================================================================================
 
 ------------------------------------------------------------------------------------------
 -- Claim and acknowledge (the hot path)
@@ -1739,6 +1797,12 @@ BEGIN
 END
 $$;
 
+-- =======================================================================================
+-- == 6. ACKNOWLEDGE ==
+-- The worker reports what happened, naming the lease it holds: complete, fail (then
+-- retry or dead letter), snooze, release; logs and progress while it runs.
+-- =======================================================================================
+
 -- Complete a batch in one set-based statement: each (id, token) is accepted only while the job
 -- is processing under that token. Not accepted: already_completed when job_history holds the
 -- job completed with that very token (a repeated ack); output_too_large when its output was
@@ -1847,6 +1911,9 @@ $$;
 COMMENT ON FUNCTION jobqueue.complete_many(bigint[], bigint[], jsonb[]) IS
     'Complete a batch of jobs in one statement; one (id, status) row per input, in input order (statuses as complete)';
 
+------------------------------------------------------------------------------------------
+-- Fail: retry with back-off, or dead-letter when attempts or the policy are exhausted
+------------------------------------------------------------------------------------------
 -- The retry policy in force for a job: queue default, then the job type's policy, then the
 -- job's own override, merged key by key (the most specific wins).
 CREATE FUNCTION jobqueue._effective_policy(queue text, type text, job_policy jsonb) RETURNS jsonb
@@ -2042,6 +2109,11 @@ END
 $$;
 COMMENT ON FUNCTION jobqueue.set_progress(bigint, bigint, numeric) IS
     'Record a running job''s progress (0..100): ok | lease_lost';
+
+-- =======================================================================================
+-- == 7. RETRY AND DEAD LETTERS ==
+-- By hand: cancel a job, retry or redrive dead letters, archive and purge them.
+-- =======================================================================================
 
 ------------------------------------------------------------------------------------------
 -- Cancel, dead letters
@@ -2388,6 +2460,12 @@ END
 $$;
 COMMENT ON FUNCTION jobqueue.purge_dead_letters(jsonb, integer) IS
     'Delete up to limit dead letters (dead_letter or archived) matching filter; returns the count';
+
+-- =======================================================================================
+-- == 8. MAINTENANCE ==
+-- reconcile and its steps (leases, TTLs, retention, partitions); cron expressions and the
+-- periodic schedules reconcile fires; queue settings and retry policies.
+-- =======================================================================================
 
 ------------------------------------------------------------------------------------------
 -- Reconcile: maintenance steps, each one guarded statement with a batch size
@@ -3967,6 +4045,11 @@ $$;
 COMMENT ON FUNCTION jobqueue.set_retry_policy(text, jsonb) IS
     'Set (or with NULL remove) the retry policy of a job type; see retry_delay for the keys';
 
+-- =======================================================================================
+-- == 9. OBSERVABILITY ==
+-- What an operator reads: statistics, health, workers, the views.
+-- =======================================================================================
+
 ------------------------------------------------------------------------------------------
 -- Statistics
 ------------------------------------------------------------------------------------------
@@ -4366,6 +4449,12 @@ COMMENT ON VIEW jobqueue.workers IS
     'Worker processes: healthy (seen < 60 s ago), degraded (< 5 min), unhealthy, or stopped; running jobs; '
     'tenant_id (worker ids are unique per tenant)';
 
+-- =======================================================================================
+-- == 10. TENANCY ==
+-- The admin side of multi-tenant mode and row-level security (the checks every call
+-- makes are in part 3).
+-- =======================================================================================
+
 ------------------------------------------------------------------------------------------
 -- Multi-tenant mode: the tenant mapping, rate limits, and row-level security
 ------------------------------------------------------------------------------------------
@@ -4571,6 +4660,11 @@ ALTER TABLE jobqueue.worker FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON jobqueue.worker
     USING (tenant_id IS NOT DISTINCT FROM coalesce(
         (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+
+-- =======================================================================================
+-- == 11. GRANTS ==
+-- The first history partitions (they need the functions above), then privileges per role.
+-- =======================================================================================
 
 ------------------------------------------------------------------------------------------
 -- The first history partitions (reconcile keeps creating them ahead)

@@ -73,7 +73,7 @@ def run_async(coro: Awaitable[Any]) -> Any:
         return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-# A copy of jobqueue.bench.split: these drivers run in the peers' own venv, which never installs jobqueue.
+# A copy of jobqueue.bench.processes.split: these drivers run in the peers' own venv, which never installs jobqueue.
 def split(total: int, parts: int) -> list[tuple[int, int]]:
     base, extra = divmod(total, parts)
     shares, start = [], 0

@@ -7,9 +7,7 @@ throughput criterion itself runs in the soak tier (tests/soak/test_overload.py).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,8 @@ import psycopg
 import pytest
 
 from jobqueue import bench
-from jobqueue.bench_overload import OverloadConfig
+from jobqueue.bench.overload import OverloadConfig
+from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.timeout(280)
 
@@ -25,9 +24,7 @@ PHASES = {"capacity", "overload", "recovery", "reference", "backlog"}
 
 
 def _bench(db_url: str, tmp_path: Path, *args: str, timeout: float = 260) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JOBQUEUE_DATABASE_URL")}
-    command = [sys.executable, "-m", "jobqueue", "--database-url", db_url, "bench", "--no-progress", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=timeout, check=False)
+    return run_cli("bench", "--no-progress", *args, database_url=db_url, cwd=tmp_path, timeout=timeout)
 
 
 def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -> None:

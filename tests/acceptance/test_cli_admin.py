@@ -24,6 +24,7 @@ import pytest
 
 from jobqueue.db import REQUIRED_SCHEMA_VERSION
 from tests.conftest import ROOT
+from tests.support.cli import cli_env, run_cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -34,18 +35,8 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 def jq(db_url: str) -> Run:
     """``jq("jobs", "list", input=None, env=None)``: the CLI on the test's database."""
 
-    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60):
-        base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_") or k == "JOBQUEUE_HOME"}
-        return subprocess.run(
-            [sys.executable, "-m", "jobqueue", "--database-url", db_url, *args],
-            capture_output=True,
-            text=True,
-            input=input if input is not None else "",
-            env={**base, **(env or {})},
-            cwd=ROOT,
-            timeout=timeout,
-            check=False,
-        )
+    def run(*args: str, input: str = "", env: dict[str, str] | None = None, timeout: float = 60):
+        return run_cli(*args, database_url=db_url, input=input, env=env, timeout=timeout)
 
     return run
 
@@ -124,6 +115,7 @@ def worker(db_url: str, tmp_path: Path) -> Iterator[Callable[[str], subprocess.P
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobqueue", "--database-url", db_url, *command],
             cwd=ROOT,
+            env=cli_env(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -445,13 +437,7 @@ def test_unreachable_database_and_missing_schema_exit_codes(jq: Run, server: Any
     sock.close()
     url = f"postgresql://nobody:secret@127.0.0.1:{port}/db"
     for verb in (["reconcile"], ["stats", "--json"], ["enqueue", "t"], ["dlq", "list"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "jobqueue", "--database-url", url, *verb],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        proc = run_cli(*verb, database_url=url, timeout=60)
         line = one_line_error(proc, 69, "could not connect", f"127.0.0.1:{port}")
         assert "secret" not in line
     name = f"jq_cli_admin_{os.getpid()}"

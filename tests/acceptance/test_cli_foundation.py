@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.support.cli import run_cli as run
+
 pytestmark = pytest.mark.timeout(180)
-
-
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The CLI with no database configured unless `env` says so, and XDG_RUNTIME_DIR unset (as in CI)."""
-    unset = ("DATABASE_URL", "JOBQUEUE_DATABASE_URL", "XDG_RUNTIME_DIR")
-    base = {k: v for k, v in os.environ.items() if k not in unset}
-    return subprocess.run(
-        [sys.executable, "-m", "jobqueue", *args],
-        capture_output=True,
-        text=True,
-        env={**base, **(env or {})},
-        cwd=cwd,
-        timeout=150,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -4,25 +4,19 @@ bad input naming the field (exit 65) and changing nothing."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def run(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_") or k == "JOBQUEUE_HOME"}
-    return subprocess.run(
-        [sys.executable, "-m", "jobqueue", "--database-url", url, *args],
-        capture_output=True, text=True, input="", env={**base, **env}, cwd=ROOT, timeout=60, check=False,
-    )
+    return run_cli(*args, database_url=url, env=env, timeout=60)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:

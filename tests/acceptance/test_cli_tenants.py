@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
 from tests.integration.test_sql_tenancy import Cluster, TenantDb, cluster, tdb  # noqa: F401
+from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -20,11 +18,7 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def run_as(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_") or k == "JOBQUEUE_HOME"}
-    return subprocess.run(
-        [sys.executable, "-m", "jobqueue", "--database-url", url, *args],
-        capture_output=True, text=True, input="", env=env, cwd=ROOT, timeout=60, check=False,
-    )
+    return run_cli(*args, database_url=url, timeout=60)
 
 
 def error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:

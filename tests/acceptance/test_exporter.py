@@ -7,7 +7,6 @@ a scrape answers ``jobqueue_up 0`` within the scrape timeout instead of hanging.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from jobqueue.exporter import SCRAPE_DB_TIMEOUT_S
 from tests.chaos.harness import wait_for
 from tests.conftest import ROOT
+from tests.support.cli import cli_env, run_cli
 from tests.support.proxy import proxied
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,11 +55,10 @@ def exporter(tmp_path: Path) -> Iterator[Callable[[str], int]]:
 
     def start(url: str) -> int:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_") or k == "JOBQUEUE_HOME"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobqueue", "--database-url", url, "exporter", "--port", str(port)],
             cwd=ROOT,
-            env=env,
+            env=cli_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -153,18 +152,8 @@ def test_scrape_with_the_database_gone_answers_down_quickly(db_url: str, exporte
 
 
 def test_exporter_bad_port_and_once(db_url: str) -> None:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_") or k == "JOBQUEUE_HOME"}
-
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "jobqueue", "--database-url", db_url, "exporter", *args],
-            cwd=ROOT,
-            env=base,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli("exporter", *args, database_url=db_url, timeout=60)
 
     bad = run("--port", "70000")
     assert bad.returncode == 2 and "--port" in bad.stderr

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -30,10 +28,9 @@ LIMIT_S = 1.0
 
 
 @pytest.fixture
-def workers(db_url: str, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(db_url, tmp_path, app=APP)
-    yield pool
-    pool.kill_all()
+def workers_app() -> str:
+    """The soak app for tests/support/workers.py's `workers`."""
+    return APP
 
 
 def finished(db: psycopg.Connection[Any], ids: list[int]) -> bool:

@@ -27,7 +27,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 from jobqueue import JobQueue
 from tests.chaos.harness import (
-    LEDGER_DDL,
     Workers,
     check_invariants,
     log_records,
@@ -52,14 +51,6 @@ def bouncer(db_url: str) -> Iterator[PgBouncer]:
         pytest.skip(f"no PgBouncer to test through: {exc}")
     yield pgbouncer
     pgbouncer.close()
-
-
-@pytest.fixture
-def workers(db: psycopg.Connection[Any], db_url: str, tmp_path: Path) -> Iterator[Workers]:
-    db.execute(LEDGER_DDL)
-    pool = Workers(db_url, tmp_path)  # the handlers write their ledger directly, not through PgBouncer
-    yield pool
-    pool.kill_all()
 
 
 def dbname(url: str) -> str:

@@ -8,7 +8,6 @@ a job fail with a database error that is neither an outage nor a fenced answer (
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import psycopg
 import pytest
 
 from jobqueue import JobQueue
-from tests.chaos.harness import LEDGER_DDL, NO_BACKOFF, Workers, log_records, scalar, wait_for
+from tests.chaos.harness import NO_BACKOFF, Workers, log_records, scalar, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -37,14 +36,6 @@ CREATE TRIGGER refuse_complete BEFORE INSERT ON jobqueue.job_history
 CREATE TRIGGER refuse_fail BEFORE UPDATE ON jobqueue.job
     FOR EACH ROW WHEN (OLD.state = 'processing' AND NEW.state <> 'processing') EXECUTE FUNCTION refuse_ack();
 """
-
-
-@pytest.fixture
-def workers(db: psycopg.Connection[Any], db_url: str, tmp_path: Path) -> Iterator[Workers]:
-    db.execute(LEDGER_DDL)
-    pool = Workers(db_url, tmp_path)
-    yield pool
-    pool.kill_all()
 
 
 def refuse_acks(db: psycopg.Connection[Any], times: int) -> None:

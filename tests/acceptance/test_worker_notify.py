@@ -11,28 +11,18 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from jobqueue import JobQueue
-from tests.chaos.harness import LEDGER_DDL, Workers, log_of, scalar, wait_for
+from tests.chaos.harness import Workers, log_of, scalar, wait_for
 from tests.support.proxy import proxied
 
 pytestmark = pytest.mark.timeout(300)
 
 NEVER_POLL = ("--poll-interval", "600", "--reconcile-interval", "0")
-
-
-@pytest.fixture
-def workers(db: psycopg.Connection[Any], db_url: str, tmp_path: Path) -> Iterator[Workers]:
-    db.execute(LEDGER_DDL)
-    pool = Workers(db_url, tmp_path)
-    yield pool
-    pool.kill_all()
 
 
 def listener_ready(db: psycopg.Connection[Any], name: str) -> bool:

@@ -25,7 +25,7 @@ import pytest
 from jobqueue import migrations
 from jobqueue.config import DatabaseTarget
 from jobqueue.embedded import EmbeddedServer
-from tests.chaos.harness import SCALE, Workers, install_ledgers
+from tests.chaos.harness import SCALE, install_ledgers
 
 FIGURES: dict[str, dict[str, Any]] = {}
 COLUMNS = (
@@ -116,19 +116,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             )
         )
         terminalreporter.write_line(f"figures written to {target}")
-
-
-@pytest.fixture
-def ledger_db(db: psycopg.Connection[Any], db_url: str) -> str:
-    install_ledgers(db_url)
-    return db_url
-
-
-@pytest.fixture
-def workers(ledger_db: str, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(ledger_db, tmp_path)
-    yield pool
-    pool.kill_all()
 
 
 @pytest.fixture(scope="session")

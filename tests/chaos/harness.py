@@ -38,6 +38,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from jobqueue import JobQueue
+from tests.support.sql_api import events_by_job
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.chaos.chaos_app:jq"
@@ -473,15 +474,10 @@ def check_invariants(
         foreign = [j for j in accepts if j in final and final[j]["state"] != "completed"]
         assert not foreign, f"workers were told jobs completed that are not: {foreign[:5]}"
 
-        events: dict[int, list[tuple[str | None, str | None, int | None]]] = {i: [] for i in acked}
-        for row in conn.execute(
-            "SELECT job_id, from_state::text AS f, to_state::text AS t, token FROM jobqueue.job_event "
-            "WHERE job_id = ANY(%s) ORDER BY id",
-            (acked,),
-        ):
-            events[row["job_id"]].append((row["f"], row["t"], row["token"]))
+        trails = events_by_job(conn, list(acked))
         for job_id in acked:
-            check_path(job_id, events[job_id], final[job_id])
+            path = [(e["from_state"], e["to_state"], e["token"]) for e in trails.get(job_id, [])]
+            check_path(job_id, path, final[job_id])
 
         executions = int(scalar(conn, "SELECT count(*) FROM exec_ledger WHERE job_id = ANY(%s)", (acked,)))
     duplicates = executions - len(acked)

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from tests.integration.sql_helpers import claim, claim_one, enqueue, job, one
+from tests.support.sql_api import claim, claim_one, enqueue, job, one
 
 Conn = psycopg.Connection[Any]
 

@@ -8,41 +8,38 @@ worker started with a skewed clock, CHAOS-06) belongs to the chaos suite.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import psycopg
 
 from jobqueue.sql import queries
-
-#: The SQL API functions a worker calls, and the named statements it runs them through.
-LEASE_FUNCTIONS = (
-    "claim", "heartbeat", "complete", "complete_many", "fail", "snooze", "release", "add_log", "set_progress",
-    "reconcile", "next_due", "register_worker", "worker_heartbeat", "unregister_worker",
-)  # fmt: skip
-WORKER_QUERIES = (
-    "claim", "heartbeat_many", "complete", "complete_many", "fail", "snooze", "release", "add_log", "set_progress",
-    "next_due", "register_worker", "worker_heartbeat", "unregister_worker", "reconcile",
-)  # fmt: skip
-TIME_TYPES = re.compile(r"::\s*(timestamptz|timestamp|date|time)\b", re.IGNORECASE)
+from tests.support.lease_path import (
+    FUNCTIONS_TAKING_TIME,
+    LEASE_FUNCTIONS,
+    LEASE_QUERIES,
+    TIME_ARG_TYPES,
+    TIME_CAST,
+    clock_readers,
+)
 
 
 def test_no_client_time_in_lease_sql(db: psycopg.Connection[Any]) -> None:
-    """SEC-09: lease-path functions have no timestamp parameter; the worker's statements bind none."""
-    rows = db.execute(
-        "SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args, "
-        "       EXISTS (SELECT 1 FROM unnest(p.proargtypes::oid[]) t(oid) "
-        "               WHERE t.oid IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype, "
-        "                               'time'::regtype, 'timetz'::regtype)) AS takes_time "
-        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-        "WHERE n.nspname = 'jobqueue' AND p.proname = ANY(%s)",
-        (list(LEASE_FUNCTIONS),),
-    ).fetchall()
-    assert {r["proname"] for r in rows} == set(LEASE_FUNCTIONS), "a lease-path function is missing"
-    assert [r for r in rows if r["takes_time"]] == []
+    """SEC-09: lease and retry SQL take durations, never the client's datetimes (the one copy).
+
+    The lists are tests/support/lease_path.py's: the union of the two copies that had drifted.
+    """
+    rows = db.execute(FUNCTIONS_TAKING_TIME, {"types": list(TIME_ARG_TYPES), "names": list(LEASE_FUNCTIONS)})
+    found = rows.fetchall()
+    assert {r["proname"] for r in found} == set(LEASE_FUNCTIONS), "a lease-path function is missing"
+    assert [r["signature"] for r in found if r["takes_time"]] == []
+    # the statements the worker runs bind no timestamp either
     named = queries()
-    assert set(WORKER_QUERIES) <= set(named)
-    binds_time = {name: TIME_TYPES.findall(named[name]) for name in WORKER_QUERIES if TIME_TYPES.search(named[name])}
+    assert set(LEASE_QUERIES) <= set(named)
+    binds_time = {name: TIME_CAST.findall(named[name]) for name in LEASE_QUERIES if TIME_CAST.search(named[name])}
     assert binds_time == {}
-    # the check itself sees a timestamp parameter where there is one (enqueue's run_at)
-    assert TIME_TYPES.search(named["enqueue"])
+    # and no Python function that runs one of them reads the client's clock
+    assert clock_readers() == []
+    # the checks see a timestamp where there is one: enqueue's run_at, enqueue's SQL function
+    assert TIME_CAST.search(named["enqueue"])
+    enqueue = db.execute(FUNCTIONS_TAKING_TIME, {"types": list(TIME_ARG_TYPES), "names": ["enqueue"]}).fetchall()
+    assert any(r["takes_time"] for r in enqueue)

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from jobqueue.client import JobQueue
 from jobqueue.errors import InvalidInput
-from tests.integration.sql_helpers import counts, one, snapshot, transitions
+from tests.support.sql_api import counts, one, snapshot, transitions
 
 Conn = psycopg.Connection[Any]
 

@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.integration.sql_helpers import one, rows, snapshot
+from tests.support.sql_api import one, rows, snapshot
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -18,6 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.plans import explained, nodes
+
 pytestmark = pytest.mark.timeout(300)
 
 Connect = Callable[..., psycopg.Connection[Any]]
@@ -193,22 +195,6 @@ def test_unique_key_race(db: psycopg.Connection[Any], connect: Connect) -> None:
     assert row is not None and row["n"] == 1
 
 
-def _plans(notices: list[str]) -> list[dict[str, Any]]:
-    plans = []
-    for text in notices:
-        start = text.find("{")
-        if start >= 0 and '"Plan"' in text:
-            plans.append(json.loads(text[start:]))
-    return plans
-
-
-def _walk(node: dict[str, Any]) -> list[dict[str, Any]]:
-    out = [node]
-    for child in node.get("Plans", []):
-        out.extend(_walk(child))
-    return out
-
-
 def test_claim_plan_uses_partial_index(db: psycopg.Connection[Any]) -> None:
     """PLAN-01: with 50k waiting and 200k finished jobs, claim is an ordered scan of its partial index."""
     enqueue_bulk(db, 50_000)
@@ -219,24 +205,14 @@ def test_claim_plan_uses_partial_index(db: psycopg.Connection[Any]) -> None:
     )
     db.execute("ANALYZE jobqueue.job")
     db.execute("ANALYZE jobqueue.job_history")
-    notices: list[str] = []
-    db.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
-    db.execute("LOAD 'auto_explain'")
-    for knob, value in [
-        ("auto_explain.log_min_duration", "0"),
-        ("auto_explain.log_nested_statements", "on"),
-        ("auto_explain.log_format", "json"),
-        ("auto_explain.log_level", "notice"),
-    ]:
-        db.execute(f"SET {knob} = '{value}'")
-    rows = db.execute("SELECT id FROM jobqueue.claim(ARRAY['default'], 'w', 10)").fetchall()
-    db.execute("SET auto_explain.log_min_duration = -1")
+    with explained(db) as plans:
+        rows = db.execute("SELECT id FROM jobqueue.claim(ARRAY['default'], 'w', 10)").fetchall()
     assert len(rows) == 10
-    nodes = [node for plan in _plans(notices) for node in _walk(plan["Plan"])]
-    on_job = [n for n in nodes if n.get("Relation Name") == "job"]
-    assert on_job, f"no plan touching jobqueue.job among {len(notices)} notices"
+    every = [node for plan in plans for node in nodes(plan["Plan"])]
+    on_job = [n for n in every if n.get("Relation Name") == "job"]
+    assert on_job, f"no plan touching jobqueue.job among {len(plans)} plans"
     assert any(
         n["Node Type"] in ("Index Scan", "Index Only Scan") and n.get("Index Name") == "job_claim_idx" for n in on_job
     ), [(n["Node Type"], n.get("Index Name")) for n in on_job]
     assert not any(n["Node Type"] == "Seq Scan" for n in on_job)
-    assert not any(n.get("Relation Name", "").startswith("job_history") for n in nodes)
+    assert not any(n.get("Relation Name", "").startswith("job_history") for n in every)

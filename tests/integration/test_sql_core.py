@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
-from tests.integration.sql_helpers import (
+from tests.support.plans import explained, nodes
+from tests.support.sql_api import (
     claim,
     claim_one,
     counts,
@@ -1302,34 +1303,24 @@ SELECT jobqueue.complete(:id2, :token3) AS done2 \gset
 
 def _nested_plans(db: Conn, statement: str) -> list[dict[str, Any]]:
     """The JSON plans of every statement run inside `statement` (auto_explain)."""
-    notices: list[str] = []
-    db.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
-    db.execute("LOAD 'auto_explain'")
-    for knob, value in [("auto_explain.log_min_duration", "0"), ("auto_explain.log_nested_statements", "on"),
-                        ("auto_explain.log_format", "json"), ("auto_explain.log_level", "notice")]:
-        db.execute(f"SET {knob} = '{value}'")
-    db.execute(statement)
-    db.execute("SET auto_explain.log_min_duration = -1")
-    return [json.loads(t[t.find("{"):]) for t in notices if '"Plan"' in t]
-
-
-def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node, *(n for child in node.get("Plans", []) for n in _nodes(child))]
+    with explained(db) as plans:
+        db.execute(statement)
+    return plans
 
 
 def test_claim_is_an_ordered_index_scan_without_sort(db: Conn) -> None:
     rows(db, "enqueue_many", Jsonb([{"type": "t", "priority": i % 11} for i in range(5000)]))
     db.execute("ANALYZE jobqueue.job")
     plans = _nested_plans(db, "SELECT * FROM jobqueue.claim(ARRAY['default'], 'w', 10)")
-    plans = [p for p in plans if any(n["Node Type"] == "LockRows" for n in _nodes(p["Plan"]))]
+    plans = [p for p in plans if any(n["Node Type"] == "LockRows" for n in nodes(p["Plan"]))]
     assert len(plans) == 1, "expected one locking statement"
-    locks = [n for p in plans for n in _nodes(p["Plan"]) if n["Node Type"] == "LockRows"]
-    below = [n for lock in locks for n in _nodes(lock)]
+    locks = [n for p in plans for n in nodes(p["Plan"]) if n["Node Type"] == "LockRows"]
+    below = [n for lock in locks for n in nodes(lock)]
     # the rows to lock come straight out of the claim index, in claim order: no sort of the table
     assert any(n.get("Index Name") == "job_claim_idx" for n in below)
     assert not any(n["Node Type"] in ("Sort", "Incremental Sort", "Seq Scan") for n in below), below
     # the only sort allowed orders the (at most `batch`) claimed rows handed back
-    sorts = [n for p in plans for n in _nodes(p["Plan"]) if n["Node Type"] == "Sort"]
+    sorts = [n for p in plans for n in nodes(p["Plan"]) if n["Node Type"] == "Sort"]
     inputs = [c for sort in sorts for c in sort["Plans"] if c.get("Parent Relationship") == "Outer"]
     assert all(c["Node Type"] == "CTE Scan" for c in inputs), inputs
 

@@ -23,7 +23,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from jobqueue import JobQueue, JobState, WorkerConfig
-from tests.integration.sql_helpers import claim, claim_one, enqueue, job, one, rows, snapshot, transitions
+from tests.support.cli import run_cli
+from tests.support.sql_api import claim, claim_one, enqueue, job, one, rows, snapshot, transitions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -190,8 +191,6 @@ def test_aging_counts_from_the_enqueue_time(db: Conn) -> None:
 
 
 def test_library_and_cli_past_run_at_mean_now(db: Conn, db_url: str) -> None:
-    import subprocess
-    import sys
 
     jq = JobQueue(db_url, pool_size=2)
     try:
@@ -199,9 +198,7 @@ def test_library_and_cli_past_run_at_mean_now(db: Conn, db_url: str) -> None:
         many = jq.enqueue_many([{"type": "t", "run_at": LONG_AGO}])[0]
     finally:
         jq.close()
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobqueue", "--database-url", db_url, "enqueue", "t", "--run-at",
-         "1900-01-01T00:00:00Z"], capture_output=True, text=True, check=False, timeout=60)
+    proc = run_cli("enqueue", "t", "--run-at", "1900-01-01T00:00:00Z", database_url=db_url, timeout=60)
     assert proc.returncode == 0, proc.stderr
     cli = int(proc.stdout.strip())
     for job_id in (lib, many, cli):

@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.integration.sql_helpers import api
+from tests.support.sql_api import api, events
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -465,10 +465,8 @@ def test_audit_append_only(db: psycopg.Connection[Any], connect: Connect, login_
     expected[j5] = [(None, "pending", P), ("pending", "processing", W), ("processing", "dead_letter", W),
                     ("dead_letter", "pending", A)]
     for job_id, trail in expected.items():
-        got = db.execute(
-            "SELECT from_state::text AS f, to_state::text AS t, actor FROM jobqueue.job_event "
-            "WHERE job_id = %s ORDER BY id", (job_id,)).fetchall()
-        assert [(r["f"], r["t"], r["actor"]) for r in got] == trail, job_id
+        got = events(db, job_id)
+        assert [(r["from_state"], r["to_state"], r["actor"]) for r in got] == trail, job_id
     owner = db.execute("SELECT current_user AS u").fetchone()["u"]  # type: ignore[index]
     assert db.execute("SELECT count(*) AS n FROM jobqueue.job_event WHERE actor = %s", (owner,)).fetchone() == {"n": 0}
 
@@ -492,64 +490,3 @@ def test_audit_append_only(db: psycopg.Connection[Any], connect: Connect, login_
         db.execute("UPDATE jobqueue.job_event SET actor = 'x'")
     db.execute("RESET jobqueue.pruning")
     assert db.execute("SELECT count(*) AS n, max(id) AS m FROM jobqueue.job_event").fetchone() == before
-
-
-# -- SEC-09 no client time in lease/retry SQL -------------------------------------------------
-
-#: Named statements (sql/queries.sql) that take or extend a lease or schedule a retry.
-LEASE_QUERIES = ("claim", "heartbeat_many", "complete", "complete_many", "fail", "snooze", "release",
-                 "add_log", "set_progress", "next_due", "reconcile")
-#: Calls that read the client's clock.
-CLIENT_CLOCK = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"), ("date", "today"),
-                ("time", "time"), ("time", "time_ns")}
-
-
-def _statements() -> dict[str, str]:
-    from jobqueue import migrations
-
-    text = (migrations.resource_dir("sql") / "queries.sql").read_text()
-    out: dict[str, str] = {}
-    for chunk in text.split("-- name: ")[1:]:
-        name, _, body = chunk.partition("\n")
-        out[name.strip()] = body
-    return out
-
-
-def test_no_client_time_in_lease_sql(db: psycopg.Connection[Any]) -> None:
-    """SEC-09: lease and retry SQL receive durations, never the client's datetimes."""
-    import ast
-    import re
-    from pathlib import Path
-
-    import jobqueue
-
-    statements = _statements()
-    assert set(LEASE_QUERIES) <= set(statements)
-    for name in LEASE_QUERIES:
-        casts = re.findall(r"%\(\w+\)s::([a-z ]+)", statements[name])
-        assert casts and not any("time" in c or "date" in c for c in casts), (name, casts)
-    # the SQL functions behind them take no timestamp argument at all
-    signatures = db.execute(
-        "SELECT p.oid::regprocedure::text AS f FROM pg_proc p WHERE p.pronamespace = 'jobqueue'::regnamespace "
-        "AND p.proname = ANY(%s) AND EXISTS (SELECT 1 FROM unnest(p.proargtypes) t "
-        "WHERE t IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype))",
-        (["claim", "heartbeat", "complete", "complete_many", "fail", "snooze", "release", "reconcile", "next_due",
-          "retry_delay", "add_log", "set_progress"],),
-    ).fetchall()
-    assert signatures == []
-    # no Python function that runs one of them reads the client's clock
-    offenders = []
-    for path in sorted(Path(jobqueue.__file__).parent.glob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
-        for fn in ast.walk(tree):
-            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            names = {n.value for n in ast.walk(fn) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-            if not names & set(LEASE_QUERIES):
-                continue
-            for call in ast.walk(fn):
-                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                        and isinstance(call.func.value, ast.Name)
-                        and (call.func.value.id, call.func.attr) in CLIENT_CLOCK):
-                    offenders.append(f"{path.name}:{call.lineno} {fn.name}")
-    assert offenders == []

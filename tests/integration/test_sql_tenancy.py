@@ -23,7 +23,8 @@ from psycopg.rows import dict_row
 
 from jobqueue import migrations
 from jobqueue.config import DatabaseTarget
-from tests.integration.sql_helpers import claim, claim_one, enqueue, one, rows
+from tests.support.plans import explained, nodes
+from tests.support.sql_api import claim, claim_one, enqueue, one, rows
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -544,22 +545,6 @@ def test_rate_limit_holds_under_concurrent_producers(tdb: TenantDb) -> None:
     assert su.execute("SELECT count(*) AS n FROM jobqueue.job WHERE tenant_id = 'A'").fetchone() == {"n": 20}
 
 
-def _plans(notices: list[str]) -> list[dict[str, Any]]:
-    out = []
-    for text in notices:
-        start = text.find("{")
-        if "Query Text" in text and start >= 0:
-            out.append(json.loads(text[start:]))
-    return out
-
-
-def _walk(node: dict[str, Any]) -> list[dict[str, Any]]:
-    found = [node]
-    for child in node.get("Plans", []):
-        found.extend(_walk(child))
-    return found
-
-
 @pytest.mark.parametrize("who", ["a_work", "ops_work"])
 def test_claim_plan_under_rls(tdb: TenantDb, who: str) -> None:
     """PLAN-01 with RLS in force: an ordered scan of job_claim_idx, the tenant an InitPlan (once per statement)."""
@@ -571,34 +556,24 @@ def test_claim_plan_under_rls(tdb: TenantDb, who: str) -> None:
         )
     su = tdb.conn()
     su.execute("ANALYZE jobqueue.job")
-    notices: list[str] = []
-    su.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
-    su.execute("LOAD 'auto_explain'")
-    for knob, value in [
-        ("auto_explain.log_min_duration", "0"),
-        ("auto_explain.log_nested_statements", "on"),
-        ("auto_explain.log_format", "json"),
-        ("auto_explain.log_level", "notice"),
-    ]:
-        su.execute(sql.SQL("SET {} = {}").format(sql.Identifier(*knob.split(".")), sql.Literal(value)))
-    # become the worker's login role: session_user changes, the loaded auto_explain stays
-    su.execute(sql.SQL("SET SESSION AUTHORIZATION {}").format(_ident(tdb.cluster.roles[who])))
-    got = su.execute("SELECT id FROM jobqueue.claim(ARRAY['default'], 'w', 10)").fetchall()
-    su.execute("RESET SESSION AUTHORIZATION")
-    su.execute("SET auto_explain.log_min_duration = -1")
+    with explained(su) as plans:
+        # become the worker's login role: session_user changes, the loaded auto_explain stays
+        su.execute(sql.SQL("SET SESSION AUTHORIZATION {}").format(_ident(tdb.cluster.roles[who])))
+        got = su.execute("SELECT id FROM jobqueue.claim(ARRAY['default'], 'w', 10)").fetchall()
+        su.execute("RESET SESSION AUTHORIZATION")
     assert len(got) == 10
     if who == "a_work":
         tenants = su.execute("SELECT DISTINCT tenant_id FROM jobqueue.job WHERE id = ANY(%s)",
                              ([r["id"] for r in got],)).fetchall()
         assert tenants == [{"tenant_id": "A"}]
-    claims = [p for p in _plans(notices) if "FOR UPDATE SKIP LOCKED" in p.get("Query Text", "")]
-    assert claims, f"no claim plan among {len(notices)} notices"
-    nodes = _walk(claims[-1]["Plan"])
-    on_job = [n for n in nodes if n.get("Relation Name") == "job"]
+    claims = [p for p in plans if "FOR UPDATE SKIP LOCKED" in p.get("Query Text", "")]
+    assert claims, f"no claim plan among {len(plans)} plans"
+    every = nodes(claims[-1]["Plan"])
+    on_job = [n for n in every if n.get("Relation Name") == "job"]
     assert any(n["Node Type"] == "Index Scan" and n.get("Index Name") == "job_claim_idx" for n in on_job), [
         (n["Node Type"], n.get("Index Name")) for n in on_job
     ]
-    assert not any(n["Node Type"] in ("Seq Scan", "Sort") for n in nodes if n.get("Relation Name") == "job")
+    assert not any(n["Node Type"] in ("Seq Scan", "Sort") for n in every if n.get("Relation Name") == "job")
     # the tenant lookups are InitPlans: run once per statement, not once per row
     lookups = _under_initplan(claims[-1]["Plan"], inside=False)
     assert lookups and all(lookups), lookups

@@ -1,6 +1,6 @@
 """OVERLOAD-01 (issue 13): throughput must not collapse while the backlog grows.
 
-`jobqueue bench --only overload` (jobqueue/bench_overload.py), shortened: a real worker
+`jobqueue bench --only overload` (jobqueue/bench/overload.py), shortened: a real worker
 process (-c 32) drains an empty queue to measure its capacity, then a paced producer offers
 1.3 x that for DURATION seconds (the backlog grows), then half of it until the backlog is
 gone. Fails when the completion rate (30 s moving average, after the ramp) falls under 90 %

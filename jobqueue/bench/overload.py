@@ -40,7 +40,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +48,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from jobqueue.bench import NOOP_TYPE, QUEUE, Bench, BenchError, Measured, Workers, _chunks, noop_jobs
+from jobqueue.bench.config import BenchError, Measured
+from jobqueue.bench.core import Bench, chunks, noop_jobs
+from jobqueue.bench.processes import Workers
+from jobqueue.bench.registry import scenario
+from jobqueue.bench.statements import NOOP_TYPE, QUEUE
 
 #: The overload window at full size, and with --quick.
 DURATION_S = 600.0
@@ -276,18 +279,18 @@ class Overload:
     # -- helpers ---------------------------------------------------------------------------
 
     def _spawn(self) -> Workers:
-        return self.bench._spawn_workers(self.config.workers, self.config.concurrency, burst=False)
+        return self.bench.spawn_workers(self.config.workers, self.config.concurrency, burst=False)
 
     def _load(self, n: int, label: str) -> None:
         from jobqueue.client import JobQueue
 
-        self.bench._start(label, n)
+        self.bench.begin(label, n)
         with JobQueue(self.scratch.url, pool_size=1, application_name="jobqueue-bench") as jq:
             done = 0
-            for start, size in _chunks(n, LOAD_CHUNK):
+            for start, size in chunks(n, LOAD_CHUNK):
                 jq.enqueue_many(noop_jobs(start, size))
                 done += size
-                self.bench._advance(done)
+                self.bench.advance(done)
 
     def _prepare(self) -> None:
         with self.scratch.connect() as conn:
@@ -396,7 +399,7 @@ class Overload:
             loadavg_1m=round(os.getloadavg()[0], 2),
         )
         self.state.windows.append(w)
-        self.bench._advance(len(self.state.windows))
+        self.bench.advance(len(self.state.windows))
 
     def _explain(self, conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
         try:
@@ -482,7 +485,7 @@ class Overload:
             self._load(cfg.capacity_jobs, f"overload: loading {cfg.capacity_jobs:,} jobs for the capacity drain")
             self.state.phase = "capacity"
             sampler.start()
-            self.bench._start("overload: capacity drain", None)
+            self.bench.begin("overload: capacity drain", None)
             workers = self._spawn()
             m = self._measure_drain(workers, cfg.capacity_jobs, 0, time.monotonic() + 600)
             if m.jobs == 0:
@@ -497,7 +500,7 @@ class Overload:
             producer.start()
             self.state.phase, self.state.offered = "overload", round(rate, 1)
             producer.set_rate(rate)
-            self.bench._start(
+            self.bench.begin(
                 f"overload: offering {rate:,.0f}/s (capacity {capacity:,.0f}/s) for {cfg.duration_s:g} s", None
             )
             self._sleep(cfg.duration_s, producer, errors)
@@ -506,7 +509,7 @@ class Overload:
             half = RECOVERY_FACTOR * capacity
             self.state.phase, self.state.offered = "recovery", round(half, 1)
             producer.set_rate(half)
-            self.bench._start(f"overload: recovery, offering {half:,.0f}/s", None)
+            self.bench.begin(f"overload: recovery, offering {half:,.0f}/s", None)
             # long enough to show the drain rate; the backlog need not be gone when it ends
             limit = cfg.recovery_max_s or max(cfg.duration_s * 0.5, 60.0)
             end = time.monotonic() + limit
@@ -546,12 +549,12 @@ class Overload:
         for phase, n in (("reference", reference), ("backlog", cfg.backlog_jobs)):
             producer.set_rate(0)
             self.state.phase, self.state.offered = f"{phase}-load", 0.0
-            self.bench._start(f"overload: waiting for the queue to drain before the {phase} load", None)
+            self.bench.begin(f"overload: waiting for the queue to drain before the {phase} load", None)
             self._wait_empty(workers, time.monotonic() + 900)
             workers.stop()
             self._load(n, f"overload: loading {n:,} jobs ({phase})")
             self.state.phase, self.state.offered = phase, round(half, 1)
-            self.bench._start(f"overload: {phase}: draining {n:,} while offering {half:,.0f}/s", None)
+            self.bench.begin(f"overload: {phase}: draining {n:,} while offering {half:,.0f}/s", None)
             workers = self.bench_workers = self._spawn()
             producer.set_rate(half)
             # the drain rate while the backlog lasts, over at most max(duration, 300 s)
@@ -724,6 +727,7 @@ def plot(document: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+@scenario("overload", on_demand=True)
 def run_scenario(bench: Bench, budget_s: float) -> None:
     """The ``overload`` scenario of ``jobqueue bench`` (the budget does not bound it: --duration does)."""
     cfg = OverloadConfig.from_bench(bench.config)
@@ -773,12 +777,8 @@ def run_scenario(bench: Bench, budget_s: float) -> None:
         False,
         extra={**summary, "json": str(json_path), "png": str(png) if png else None},
     )
-    row = bench._row("overload", "overload", "completions while the backlog grows", "jobqueue", cfg.workers, 0, m)
+    row = bench.record("overload", "overload", "completions while the backlog grows", "jobqueue", cfg.workers, 0, m)
     row.target = f"min >= {FLOOR:.0%} of peak"
     row.met = bool(summary.get("met_overload")) and bool(summary.get("met_recovery"))
     if "met_backlog" in summary:
         row.met = row.met and bool(summary["met_backlog"])
-
-
-#: Registered into jobqueue.bench by name (see jobqueue.bench.EXTRA_SCENARIOS).
-SCENARIO: tuple[str, Callable[[Bench, float], None]] = ("overload", run_scenario)

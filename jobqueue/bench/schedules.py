@@ -10,7 +10,7 @@
 * **reconcile cost**: `reconcile()` with 10,000 schedules (1,000 with --quick) of which 100
   are due: time per call (and with none due, for comparison).
 
-Registered in jobqueue/bench.py by a minimal hook; the rows are ordinary bench rows.
+Registered with ``@scenario("schedules", on_demand=True)``; the rows are ordinary bench rows.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-if TYPE_CHECKING:
-    from jobqueue.bench import Bench
+from jobqueue.bench.config import START_TIMEOUT_S, Measured
+from jobqueue.bench.core import Bench
+from jobqueue.bench.latency import percentiles, wait_listening
+from jobqueue.bench.registry import scenario, table
 
 SCENARIO = "schedules"
 LAG_TICKS = 110
@@ -42,9 +44,10 @@ COST_DUE = 100
 COST_CALLS = 30
 QUICK_COST_CALLS = 5
 
-LAG_TYPE = "bench.latency"  # records its start time in bench.latency (jobqueue.bench_app)
+LAG_TYPE = "bench.latency"  # records its start time in bench.latency (jobqueue.bench.app)
 
 
+@scenario(SCENARIO, on_demand=True)
 def run_scenario(bench: Bench, budget_s: float) -> None:
     quick = bench.config.quick
     fire_lag(bench, QUICK_LAG_TICKS if quick else LAG_TICKS)
@@ -52,21 +55,18 @@ def run_scenario(bench: Bench, budget_s: float) -> None:
     reconcile_cost(bench, QUICK_COST_SCHEDULES if quick else COST_SCHEDULES, QUICK_COST_CALLS if quick else COST_CALLS)
 
 
-def _measured(jobs: int, seconds: float, partial: bool, extra: dict[str, Any]) -> Any:
-    from jobqueue.bench import Measured
-
+def _measured(jobs: int, seconds: float, partial: bool, extra: dict[str, Any]) -> Measured:
     return Measured(jobs, seconds, partial, extra=extra)
 
 
 def fire_lag(bench: Bench, ticks: int) -> None:
-    from jobqueue.bench import START_TIMEOUT_S, _percentiles
     from jobqueue.worker import CONCURRENCY
 
     bench.scratch.reset()
-    bench._start(f"schedules: fire lag over {ticks} per-second ticks (1 worker)", ticks)
-    workers = bench._spawn_workers(1, CONCURRENCY, burst=False)
+    bench.begin(f"schedules: fire lag over {ticks} per-second ticks (1 worker)", ticks)
+    workers = bench.spawn_workers(1, CONCURRENCY, burst=False)
     try:
-        bench._wait_listening(workers)
+        wait_listening(bench, workers)
         with bench.scratch.connect() as conn:
             conn.execute(
                 "SELECT jobqueue.set_schedule(name => 'bench-lag', cron => '* * * * * *', job => %s)",
@@ -83,7 +83,7 @@ def fire_lag(bench: Bench, ticks: int) -> None:
                     (began,),
                 ).fetchone()
                 done = int(row[0]) if row else 0
-                bench._advance(done)
+                bench.advance(done)
                 if done >= ticks:
                     break
                 time.sleep(0.5)
@@ -101,14 +101,14 @@ def fire_lag(bench: Bench, ticks: int) -> None:
     finally:
         workers.stop()
     lags = sorted(float(r[0]) for r in rows)
-    extra = _percentiles(lags)
+    extra = percentiles(lags)
     extra.update(
         ticks=len(lags),
         early=sum(1 for v in lags if v < 0),
         lookahead_s=summary[1] if summary else None,
         worker="1 worker, default settings (reconcile every 5 s)",
     )
-    row = bench._row(
+    row = bench.record(
         SCENARIO,
         "schedules.fire_lag",
         "per-second schedule: tick -> handler start",
@@ -135,8 +135,8 @@ def exactly_once(bench: Bench, real_s: float, rounds: int) -> None:
             )
         # near real time first: every loop fires what is due within 2 s, so they collide
         conn.execute("UPDATE jobqueue.setting SET value = '2' WHERE key = 'schedule_lookahead_s'")
-    bench._start(f"schedules: exactly once, {RACE_LOOPS} reconcile loops + {RACE_WORKERS} workers", rounds)
-    workers = bench._spawn_workers(RACE_WORKERS, CONCURRENCY, burst=False)
+    bench.begin(f"schedules: exactly once, {RACE_LOOPS} reconcile loops + {RACE_WORKERS} workers", rounds)
+    workers = bench.spawn_workers(RACE_WORKERS, CONCURRENCY, burst=False)
     errors: list[str] = []
     calls = [0]
     lookahead = [2]
@@ -152,7 +152,7 @@ def exactly_once(bench: Bench, real_s: float, rounds: int) -> None:
             c.execute(
                 "UPDATE jobqueue.setting SET value = %s WHERE key = 'schedule_lookahead_s'", (Jsonb(lookahead[0]),)
             )
-        bench._advance(round_no[0])
+        bench.advance(round_no[0])
 
     barrier = threading.Barrier(RACE_LOOPS, action=widen)
 
@@ -208,7 +208,7 @@ def exactly_once(bench: Bench, real_s: float, rounds: int) -> None:
         "jobs_completed_by_workers": int(ran[0]) if ran else 0,
         "errors": errors[:3],
     }
-    row = bench._row(
+    row = bench.record(
         SCENARIO,
         "schedules.exactly_once",
         f"{RACE_LOOPS} reconcile loops + {RACE_WORKERS} workers: ticks fired",
@@ -223,7 +223,7 @@ def exactly_once(bench: Bench, real_s: float, rounds: int) -> None:
 
 def reconcile_cost(bench: Bench, schedules: int, calls: int) -> None:
     bench.scratch.reset()
-    bench._start(f"schedules: reconcile with {schedules:,} schedules, {COST_DUE} due", calls * 2)
+    bench.begin(f"schedules: reconcile with {schedules:,} schedules, {COST_DUE} due", calls * 2)
     with bench.scratch.connect() as conn:
         # as the owner, in bulk: the schedules that are not due fire once a year
         conn.execute(
@@ -253,11 +253,11 @@ def reconcile_cost(bench: Bench, schedules: int, calls: int) -> None:
             due_ms.append((time.perf_counter() - t0) * 1000)
             fired.append(int(summary[0]["schedule_jobs_enqueued"]) if summary else 0)
             conn.execute("DELETE FROM jobqueue.job")
-            bench._advance(2 * i + 1)
+            bench.advance(2 * i + 1)
             t0 = time.perf_counter()
             conn.execute("SELECT jobqueue.reconcile()")
             idle_ms.append((time.perf_counter() - t0) * 1000)
-            bench._advance(2 * i + 2)
+            bench.advance(2 * i + 2)
     for key, label, values, extra in (
         (
             "schedules.reconcile_due",
@@ -276,11 +276,12 @@ def reconcile_cost(bench: Bench, schedules: int, calls: int) -> None:
             max_ms=round(ordered[-1], 2),
             mean_ms=round(statistics.fmean(ordered), 2),
         )
-        bench._row(
+        bench.record(
             SCENARIO, key, label, "jobqueue", 1, len(values), _measured(len(values), sum(values) / 1000, False, extra)
         )
 
 
+@table
 def print_table(bench: Bench, console: Any) -> None:
     from rich.table import Table
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 #: Every jobqueue table (job_history includes its partitions).
@@ -78,10 +79,28 @@ def hot_row(db: psycopg.Connection[Any], job_id: int) -> dict[str, Any] | None:
     return db.execute("SELECT * FROM jobqueue.job WHERE id = %s", [job_id]).fetchone()
 
 
+#: A job's audit trail in the order it happened. ORDER BY id, not at: the schema says "id
+#: orders events" (one sequence; a job's transitions are serialized by its row lock, so its
+#: events take ids in order), while ``at`` is clock_timestamp(): it can tie, and it steps back
+#: when the server's clock does (NTP), which would reorder a trail that did not change.
+EVENTS = (
+    "SELECT job_id, token, from_state::text, to_state::text, actor, detail FROM jobqueue.job_event "
+    "WHERE job_id = ANY(%s) ORDER BY id"
+)
+
+
 def events(db: psycopg.Connection[Any], job_id: int) -> list[dict[str, Any]]:
-    return db.execute(
-        "SELECT token, from_state::text, to_state::text, actor, detail FROM jobqueue.job_event "
-        "WHERE job_id = %s ORDER BY at", [job_id]).fetchall()
+    """The job's events (job_id, token, from_state, to_state, actor, detail), in order."""
+    return events_by_job(db, [job_id]).get(job_id, [])
+
+
+def events_by_job(conn: psycopg.Connection[Any], ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each job's events, in order (any row factory: rows are read as dicts)."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for row in cur.execute(EVENTS, [ids]):
+            out.setdefault(row["job_id"], []).append(row)
+    return out
 
 
 def transitions(db: psycopg.Connection[Any], job_id: int) -> list[tuple[str | None, str | None]]:

@@ -1,6 +1,6 @@
 """The tasks `jobqueue bench` runs on real workers: a no-op, and one that records its start.
 
-The bench starts ``python -m jobqueue worker --app jobqueue.bench_app:jq`` against its
+The bench starts ``python -m jobqueue worker --app jobqueue.bench.app:jq`` against its
 scratch database. ``bench.noop`` measures the queue's own cost per job. ``bench.latency``
 reads ``time.time()`` first thing and then stores it in the UNLOGGED table
 ``bench.latency`` (created by the bench), so that the bench can subtract the time the
