@@ -49,14 +49,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.mirror",
         "jobqueue.exporter",
     ),
-    # interfaces over the library: the package facade, the CLI (and its demo), the bench
+    # interfaces over the library: the package facade, the CLI (cli/, its demo included), the bench
     (
         "jobqueue",
         "jobqueue.__main__",
         "jobqueue.tables",
         "jobqueue.cli",
-        "jobqueue.cli_schedules",
-        "jobqueue.demo",
         "jobqueue.examples",
         "jobqueue.bench",
     ),
@@ -67,12 +65,9 @@ LAZY_UPWARD = {
     ("jobqueue.client", "jobqueue.worker"): "JobQueue.run_worker, the convenience the library keeps",
 }
 
-#: Pairs allowed to import each other. TEMPORARY: cli.py imports demo inside `jobqueue demo`
-#: and demo.py imports cli at module level; the cli/ package split (branch i15cli, issue 15
-#: item 1) removes this circle. Delete this entry when that lands.
-#: The same for cli.py, which imports cli_schedules at its end to register `jobqueue schedules`,
-#: and cli_schedules.py, which imports the shared options from cli at module level.
-ALLOWED_PAIRS = {frozenset({"jobqueue.cli", "jobqueue.demo"}), frozenset({"jobqueue.cli", "jobqueue.cli_schedules"})}
+#: Pairs allowed to import each other: none since the cli/ package split (issue 15 item 1)
+#: removed cli.py <-> demo.py and cli.py <-> cli_schedules.py. Add one only with a reason.
+ALLOWED_PAIRS: set[frozenset[str]] = set()
 
 
 def package_edges() -> list[Edge]:
