@@ -42,7 +42,10 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
     png = Path(row["extra"]["png"])
     assert png == tmp_path / "run.overload.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     windows = detail["windows"]
-    assert {w["phase"] for w in windows} >= PHASES
+    # Only the overload lasts a fixed time (--duration 10: two 5 s windows); the drains may
+    # end within one window on a fast machine, so their windows are not required.
+    phases = {w["phase"] for w in windows}
+    assert "overload" in phases and phases <= PHASES | {"reference-load", "backlog-load", "recovered", "idle", "done"}
     for w in windows:
         assert w["enqueue_rate"] >= 0 and w["completion_rate"] >= 0 and w["backlog"] >= 0
         assert "n_dead_tup" in w["table"] and "autovacuum_count" in w["table"]
