@@ -40,8 +40,8 @@ def set_setting(db: Conn, key: str, value: float) -> None:
 def fired(db: Conn, name: str) -> list[dict[str, Any]]:
     """Every job a schedule enqueued (any state), oldest tick first."""
     return db.execute(
-        "SELECT id, state::text, run_at, (metadata->>'tick')::timestamptz AS tick, payload, queue, priority, reason "
-        "FROM jobqueue.jobs WHERE metadata->>'schedule' = %s ORDER BY run_at, id",
+        "SELECT id, state::text, run_at, created_at, (metadata->>'tick')::timestamptz AS tick, payload, queue, "
+        "priority, reason FROM jobqueue.jobs WHERE metadata->>'schedule' = %s ORDER BY tick, id",
         [name],
     ).fetchall()
 
@@ -62,7 +62,10 @@ def test_reconcile_enqueues_ticks_ahead_with_run_at_the_tick(db: Conn) -> None:
     assert summary["schedules_due"] == 1 and summary["schedules_failed"] == 0
     jobs = fired(db, "every-second")
     assert summary["schedule_jobs_enqueued"] == len(jobs) >= 55  # lookahead 60 s of per-second ticks
-    assert [j["run_at"] for j in jobs] == [j["tick"] for j in jobs]
+    # each job runs at its tick; a tick already past when reconcile fired it (the current
+    # second, by a few ms) runs at once: a past run_at means now (issue 12)
+    assert [j["run_at"] for j in jobs] == [max(j["tick"], j["created_at"]) for j in jobs]
+    assert sum(j["run_at"] == j["tick"] for j in jobs) >= len(jobs) - 1
     ticks = [j["tick"] for j in jobs]
     assert ticks == [ticks[0] + timedelta(seconds=i) for i in range(len(ticks))]
     now = db.execute("SELECT now() AS t").fetchone()["t"]  # type: ignore[index]
