@@ -1645,9 +1645,14 @@ BEGIN
                 lease_expires_at = now() + coalesce(vt, j.visibility_timeout,
                     (SELECT q.visibility_timeout FROM jobqueue.queue q WHERE q.name = j.queue), default_vt)
             FROM c
-            -- the ANY(ARRAY) makes even a generic plan fetch the locked rows by primary key
+            -- The rows are fetched by primary key: the ANY(ARRAY) gives even a generic plan an
+            -- index condition on id, and nothing here names the claim index's predicate. (A
+            -- re-check of state and waiting_on would: a generic plan made while the table was
+            -- small then fetched the rows through job_claim_idx, by its last column, reading
+            -- the whole index on every claim, as long as the backlog; issue 13.) None is needed:
+            -- c locked each row after checking those columns on its newest version, and the
+            -- lock holds to the end of this transaction.
             WHERE j.id = ANY (ARRAY(SELECT c2.id FROM c c2)) AND j.id = c.id
-              AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
             RETURNING j.id, j.token, j.queue, j.type, j.payload, j.priority::integer AS priority, j.attempt,
                       j.max_attempts, j.timeout, j.lease_expires_at, j.metadata, j.run_at, c.state AS from_state,
                       j.lease_expires_at - j.claimed_at AS lease
@@ -1689,9 +1694,14 @@ BEGIN
                 lease_expires_at = now() + coalesce(vt, j.visibility_timeout,
                     (SELECT q.visibility_timeout FROM jobqueue.queue q WHERE q.name = j.queue), default_vt)
             FROM c
-            -- the ANY(ARRAY) makes even a generic plan fetch the locked rows by primary key
+            -- The rows are fetched by primary key: the ANY(ARRAY) gives even a generic plan an
+            -- index condition on id, and nothing here names the claim index's predicate. (A
+            -- re-check of state and waiting_on would: a generic plan made while the table was
+            -- small then fetched the rows through job_claim_idx, by its last column, reading
+            -- the whole index on every claim, as long as the backlog; issue 13.) None is needed:
+            -- c locked each row after checking those columns on its newest version, and the
+            -- lock holds to the end of this transaction.
             WHERE j.id = ANY (ARRAY(SELECT c2.id FROM c c2)) AND j.id = c.id
-              AND j.state IN ('pending', 'retrying') AND j.waiting_on = 0
             RETURNING j.id, j.token, j.queue, j.type, j.payload, j.priority::integer AS priority, j.attempt,
                       j.max_attempts, j.timeout, j.lease_expires_at, j.metadata, j.run_at, c.state AS from_state,
                       j.lease_expires_at - j.claimed_at AS lease

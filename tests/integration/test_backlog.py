@@ -100,3 +100,46 @@ def test_aging_respects_the_batch_and_a_blocked_job_ages_once_unblocked(db: Conn
     one(db, "complete", parent, claim_one(db, ["parents"])["token"])
     assert one(db, "reconcile")["aged"] == 1
     assert job(db, blocked)["priority"] == 3  # the whole wait since run_at counts
+
+
+CLAIM_INDEX_PAGES = """
+SELECT coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0) AS n
+FROM pg_statio_user_indexes WHERE indexrelid = 'jobqueue.job_claim_idx'::regclass
+"""
+
+
+def _claim_index_pages(db: Conn) -> int:
+    """Pages of job_claim_idx read so far (this backend's counts flushed first)."""
+    db.execute("SELECT pg_stat_force_next_flush()")
+    db.execute("SELECT 1")  # the flush happens at the end of a transaction
+    db.execute("SELECT pg_stat_clear_snapshot()")
+    row = db.execute(CLAIM_INDEX_PAGES).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def test_a_claim_planned_on_an_empty_queue_reads_only_its_batch_once_the_backlog_grows(db: Conn) -> None:
+    """The collapse of issue 13: claim's generic plan is made once per connection, at its first
+    call. Made while jobqueue.job was empty (a fresh install, a worker started before the
+    producers), the statement's UPDATE fetched the locked rows through job_claim_idx with
+    `id = ANY(...)` on its last column — a walk of the whole index, as long as the backlog, on
+    every claim, until an autoanalyze invalidated the plan. Counted, not timed: the pages of
+    job_claim_idx a claim reads (pg_statio_user_indexes).
+
+    Checked to fail on revision 0008: a claim of 32 read 400+ pages of a 100,000-entry index.
+    """
+    db.execute("SET stats_fetch_consistency = none")
+    db.execute("ALTER TABLE jobqueue.job SET (autovacuum_enabled = off)")
+    assert claim(db, batch=32) == []  # the plan is made now, on an empty table
+    db.execute(
+        "SELECT count(*) FROM jobqueue.enqueue_batch(array_fill('bulk'::text, ARRAY[%s]), "
+        "array_fill('{}'::jsonb, ARRAY[%s]), array_fill('default'::text, ARRAY[%s]))",
+        [BACKLOG, BACKLOG, BACKLOG],
+    )
+    # each job its own run_at, as jobs enqueued over time have (one statement gave them one)
+    db.execute("UPDATE jobqueue.job SET run_at = run_at - (%s - id) * interval '1 millisecond'", [BACKLOG])
+    for _ in range(3):
+        before = _claim_index_pages(db)
+        assert len(claim(db, batch=32)) == 32
+        pages = _claim_index_pages(db) - before
+        assert pages < 20, f"a claim of 32 read {pages} pages of job_claim_idx with a backlog of {BACKLOG}"
