@@ -777,10 +777,10 @@ BEGIN
         SELECT x.id FROM jobqueue.alert_incident x
         WHERE x.state = 'resolved' AND x.resolved_at < now() - make_interval(secs => jobqueue._conf('alert_retention_s'))
         LIMIT 1000));
+    -- work done only (a worker logs a reconcile that did something); check_alerts adds the open count
     RETURN jsonb_build_object(
         'alerts_opened', coalesce(cardinality(opened), 0),
         'alerts_resolved', coalesce(cardinality(resolved), 0),
-        'alerts_open', (SELECT count(*) FROM jobqueue.alert_incident i WHERE i.state <> 'resolved'),
         'alert_notifications', sent);
 END
 $$;
@@ -817,7 +817,9 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueu
 AS $$
 BEGIN
     PERFORM jobqueue._require_unmapped('check_alerts');
-    RETURN jobqueue._detect_alerts(coalesce(dry_run, false));
+    RETURN jobqueue._detect_alerts(coalesce(dry_run, false))
+        || jsonb_build_object('alerts_open', (SELECT count(*) FROM jobqueue.alert_incident i
+                                              WHERE i.state <> 'resolved'));
 END
 $$;
 COMMENT ON FUNCTION jobqueue.check_alerts(boolean) IS
