@@ -4416,8 +4416,12 @@ $$;
 -- job is one probe per priority, rates sum alert_tally, running jobs are read through
 -- job_lease_idx. reconcile_gap: seconds between this and the previous reconcile.
 CREATE FUNCTION jobqueue._alert_observe(reconcile_gap double precision) RETURNS SETOF jobqueue._alert_obs
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
+BEGIN
+    -- plpgsql, not a plain SQL body: its plan is cached for the session (planning this query
+    -- cost more than running it on every reconcile of a worker's loop)
+    RETURN QUERY
     -- the effective rule per queue: the queue's own row, else the default (disabled included)
     WITH per_queue AS (
         SELECT e.* FROM (
@@ -4553,7 +4557,8 @@ AS $$
     SELECT concat_ws('|', o.kind, coalesce(o.queue, '*'), coalesce(o.type, '*'), coalesce(o.subject, '*')),
            o.name, o.kind, o.severity, o.queue, o.type, o.subject, o.value, o.threshold, o.clear_threshold,
            o.resolve_after_s, o.summary
-    FROM obs o
+    FROM obs o;
+END
 $$;
 
 -- Reconcile's step: alert detection. Only one detection runs at a time (a transaction-scoped
