@@ -307,6 +307,13 @@ BEGIN
                 PERFORM jobqueue._raise('config.headers', format('header %s must be a token name with a one-line '
                                                                  'string value', to_jsonb(k)));
             END IF;
+            -- a credential in a header would be a secret stored in the database
+            SELECT min(h.key) INTO k FROM jsonb_object_keys(config->'headers') AS h(key)
+            WHERE lower(h.key) IN ('authorization', 'proxy-authorization', 'cookie', 'x-api-key', 'api-key');
+            IF k IS NOT NULL THEN
+                PERFORM jobqueue._raise('config.headers', format('header %s would store a credential; the request '
+                                                                 'is signed with secret_env/secret_file', to_jsonb(k)));
+            END IF;
         END IF;
     END IF;
     RETURN config;
