@@ -202,6 +202,9 @@ class WorkerConfig:
     #: Seconds between the worker's reports (an INFO summary of the jobs done, failed and
     #: retried, and a WARNING per pending job type nobody handles); 0: never (jobqueue.reports).
     report_interval_s: float = REPORT_INTERVAL_S
+    #: Also claim alert notifications (queue ``jobqueue.alerts``, type ``jobqueue.notify``)
+    #: besides ``queues``; False: this worker leaves them to others (``--no-alerts``).
+    alerts: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.queues, str):

@@ -110,6 +110,14 @@ def load_app(spec: str) -> JobQueue:
     help="Do not LISTEN for notifications (poll only; for PgBouncer transaction pooling).",
 )
 @click.option(
+    "--no-alerts",
+    is_flag=True,
+    envvar="JOBQUEUE_NO_ALERTS",
+    show_envvar=True,
+    help="Do not run alert notifications (queue jobqueue.alerts, type jobqueue.notify), which every worker "
+    "claims besides QUEUES by default.",
+)
+@click.option(
     "--listen-url",
     metavar="URL",
     default=None,
@@ -172,6 +180,7 @@ def worker(
     shutdown_timeout: float,
     poll_interval: float,
     no_listen: bool,
+    no_alerts: bool,
     listen_url: str | None,
     visibility_timeout: float | None,
     reconcile_interval: float,
@@ -179,7 +188,8 @@ def worker(
     log_level: str,
     log_format: str,
 ) -> None:
-    """Run jobs: claim from QUEUES, run their handlers, acknowledge. SIGTERM stops gracefully."""
+    """Run jobs: claim from QUEUES (and jobqueue.alerts, the alert notifications, unless --no-alerts), run
+    their handlers, acknowledge. SIGTERM stops gracefully."""
     from jobqueue import logs
     from jobqueue.worker import WorkerConfig
 
@@ -202,6 +212,7 @@ def worker(
         reconcile_interval_s=reconcile_interval,
         listen_url=listen_url,
         report_interval_s=report_interval,
+        alerts=not no_alerts,
     )
     try:
         code = jq.run_worker(config)
