@@ -21,13 +21,7 @@ from jobqueue import JobQueue, JobState, WorkerConfig
 from jobqueue.alerts.notify import ALERTS_QUEUE, NOTIFY_TYPE
 from jobqueue.models import TERMINAL_STATES, Job
 from jobqueue.worker import Worker
-from tests.support.receivers import (  # noqa: F401 - fixtures
-    HttpReceiver,
-    SmtpReceiver,
-    http_receiver,
-    self_signed_cert,
-    smtp_receiver,
-)
+from tests.support.receivers import HttpReceiver, SmtpReceiver, self_signed_cert
 
 #: Retries at once, so a test waits for the receiver, not for a back-off.
 NO_BACKOFF = {"strategy": "fixed", "initial_delay": 0, "jitter": 0}
@@ -342,7 +336,7 @@ def test_bad_channel_config_is_dead_lettered_at_once_naming_the_field(
     ids = [notify(jq, "trigger", kind, config, retry_policy=NO_BACKOFF) for kind, config, _ in BAD_CONFIGS]
     bad_event = jq.enqueue(NOTIFY_TYPE, {"event": "explode", "channel": {}, "incident": {}}, queue=ALERTS_QUEUE)
     with running_worker(jq):
-        jobs = [finished(jq, i) for i in ids + [bad_event]]
+        jobs = [finished(jq, i) for i in [*ids, bad_event]]
     for job, field in zip(jobs, [f for _, _, f in BAD_CONFIGS] + ["event"], strict=True):
         assert job.state == JobState.DEAD_LETTER and job.reason == "permanent_error", (field, job.errors)
         assert job.attempt == 1 and job.errors[0]["error_class"] == "validation"

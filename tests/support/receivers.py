@@ -11,6 +11,7 @@ the test does not check the library against itself).
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 import hashlib
 import hmac
 import json
@@ -19,7 +20,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-import email.policy
 from email import message_from_bytes
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
