@@ -22,15 +22,26 @@ webhook's ``X-Jobqueue-Delivery``, all stable across retries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from jobqueue.alerts.channels import EVENTS, KINDS, ChannelConfigError, Notification, send
+from jobqueue.alerts.channels import EVENTS, KINDS, ChannelConfigError, Notification
+from jobqueue.alerts.pagerduty import send_pagerduty
+from jobqueue.alerts.slack import send_slack
+from jobqueue.alerts.smtp import send_email
+from jobqueue.alerts.webhook import send_webhook
 from jobqueue.tasks import JobContext, Task, TaskDecorator, TaskHost
 
 ALERTS_QUEUE = "jobqueue.alerts"
 NOTIFY_TYPE = "jobqueue.notify"
+#: Channel kind -> its sender (one module each).
+SENDERS: Mapping[str, Callable[[Notification], dict[str, Any]]] = {
+    "email": send_email,
+    "slack": send_slack,
+    "pagerduty": send_pagerduty,
+    "webhook": send_webhook,
+}
 #: Job types every JobQueue registers on its own (a worker with only these has no user tasks).
 BUILTIN_TYPES = frozenset({NOTIFY_TYPE})
 
@@ -67,7 +78,7 @@ def notify(
         incident=incident,
         delivery_id=str(ctx.id),
     )
-    return {"event": event, "channel": name, "kind": kind, **send(notification)}
+    return {"event": event, "channel": name, "kind": kind, **SENDERS[kind](notification)}
 
 
 def retry_after(attempt: int, exc: BaseException) -> timedelta | None:
