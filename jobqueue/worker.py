@@ -62,6 +62,7 @@ from jobqueue.config import CONCURRENCY as CONCURRENCY
 from jobqueue.config import POLL_INTERVAL_S as POLL_INTERVAL_S
 from jobqueue.config import RECONCILE_INTERVAL_S as RECONCILE_INTERVAL_S
 from jobqueue.config import SHUTDOWN_TIMEOUT_S as SHUTDOWN_TIMEOUT_S
+from jobqueue.config import WORKER_HEARTBEAT_S as WORKER_HEARTBEAT_S
 from jobqueue.config import WorkerConfig as WorkerConfig
 from jobqueue.config import split_options
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
@@ -89,7 +90,6 @@ if TYPE_CHECKING:
 
 #: Lease used when neither the worker, the job nor its queue sets one (as in the SQL API).
 DEFAULT_VISIBILITY_TIMEOUT_S = 30.0
-WORKER_HEARTBEAT_S = 10.0
 ACK_BATCH_WINDOW_S = 0.002
 #: complete_many takes at most 1000 jobs.
 ACK_BATCH_MAX = 1000
@@ -655,7 +655,8 @@ class Worker:
     # -- keeper: heartbeats, timeouts, worker row, reconcile ------------------------------------
 
     def _keeper(self) -> None:
-        next_worker_beat = time.monotonic() + WORKER_HEARTBEAT_S
+        beat_every = self.config.heartbeat_interval_s
+        next_worker_beat = time.monotonic() + beat_every
         interval = self.config.reconcile_interval_s
         next_reconcile = time.monotonic() + (interval * random.random() if interval else 0)
         backoff = Backoff("heartbeat")
@@ -678,7 +679,7 @@ class Worker:
             if self._stopping.is_set():
                 continue
             if now >= next_worker_beat:
-                next_worker_beat = now + WORKER_HEARTBEAT_S
+                next_worker_beat = now + beat_every
                 self._quietly("worker_heartbeat", {"worker_id": self.id, "jobs_done": self.jobs_done})
             if interval and now >= next_reconcile:
                 next_reconcile = now + interval

@@ -17,7 +17,7 @@ from jobqueue.cli._context import Context, pass_context
 from jobqueue.cli._output import print_rows
 from jobqueue.cli._params import json_option
 from jobqueue.reports import REPORT_INTERVAL_S
-from jobqueue.worker import CONCURRENCY, POLL_INTERVAL_S, RECONCILE_INTERVAL_S, SHUTDOWN_TIMEOUT_S
+from jobqueue.worker import CONCURRENCY, POLL_INTERVAL_S, RECONCILE_INTERVAL_S, SHUTDOWN_TIMEOUT_S, WORKER_HEARTBEAT_S
 
 if TYPE_CHECKING:
     from jobqueue.client import JobQueue
@@ -144,6 +144,15 @@ def load_app(spec: str) -> JobQueue:
     help="Seconds between reconcile runs by this worker (0: never; then run `jobqueue reconcile`).",
 )
 @click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(0.1, 3600),
+    default=WORKER_HEARTBEAT_S,
+    show_default=True,
+    envvar="JOBQUEUE_HEARTBEAT_INTERVAL",
+    show_envvar=True,
+    help="Seconds between heartbeats of this worker's row (the worker_down alert watches them).",
+)
+@click.option(
     "--report-interval",
     type=click.FloatRange(0, 86_400),
     default=REPORT_INTERVAL_S,
@@ -184,6 +193,7 @@ def worker(
     listen_url: str | None,
     visibility_timeout: float | None,
     reconcile_interval: float,
+    heartbeat_interval: float,
     report_interval: float,
     log_level: str,
     log_format: str,
@@ -213,6 +223,7 @@ def worker(
         listen_url=listen_url,
         report_interval_s=report_interval,
         alerts=not no_alerts,
+        heartbeat_interval_s=heartbeat_interval,
     )
     try:
         code = jq.run_worker(config)
