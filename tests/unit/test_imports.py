@@ -47,6 +47,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.alerts.pagerduty",
         "jobqueue.alerts.webhook",
         "jobqueue.alerts.notify",
+        "jobqueue.alerting",
         "jobqueue.client",
         "jobqueue.listener",
     ),
