@@ -85,13 +85,10 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> An
         time.sleep(0.1)
 
 
-def ack(db_url: str, db: psycopg.Connection[Any], alert_id: int) -> None:
-    """``jobqueue alerts ack ID`` (the CLI), or the SQL function behind it while the CLI is not there."""
-    if run_cli("alerts", "--help").returncode == 0:
-        result = run_cli("alerts", "ack", str(alert_id), database_url=db_url)
-        assert result.returncode == 0, result.stderr
-    else:  # pragma: no cover - until `jobqueue alerts` lands (branch i17alerts)
-        db.execute("SELECT jobqueue.ack_alert(%s, 'e2e-test')", (alert_id,))
+def ack(db_url: str, alert_id: int) -> None:
+    """``jobqueue alerts ack ID``, the CLI an operator runs."""
+    result = run_cli("alerts", "ack", str(alert_id), "--by", "e2e-operator", database_url=db_url)
+    assert result.returncode == 0, result.stderr
 
 
 def test_worker_down_pages_is_acknowledged_and_resolves(
@@ -125,9 +122,11 @@ def test_worker_down_pages_is_acknowledged_and_resolves(
     assert trigger["routing_key"] == "e2e-routing-key" and trigger["payload"]["severity"] == "critical"
     assert str(mail.message["Subject"]).strip().startswith("[critical] FIRING: worker victim")
 
-    ack(db_url, db, alert["id"])
+    ack(db_url, alert["id"])
     acknowledge = http_receiver.wait_for(2, timeout=60)[1].json
     assert acknowledge["event_action"] == "acknowledge" and acknowledge["dedup_key"] == alert["dedupe_key"]
+    acked = db.execute("SELECT state, acknowledged_by FROM jobqueue.alerts WHERE id = %s", (alert["id"],)).fetchone()
+    assert acked == {"state": "acknowledged", "acknowledged_by": "e2e-operator"}
 
     victim.send_signal(signal.SIGCONT)
     resolve = http_receiver.wait_for(3, timeout=60)[2].json

@@ -7,6 +7,7 @@ in for Slack, PagerDuty and a signed webhook. 429/5xx are retried (Retry-After h
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -342,6 +343,25 @@ def test_bad_channel_config_is_dead_lettered_at_once_naming_the_field(
         assert job.attempt == 1 and job.errors[0]["error_class"] == "validation"
         assert job.last_error.startswith(f"ChannelConfigError: {field}: "), job.last_error
     assert http_receiver.requests == []
+
+
+def test_a_channel_test_from_the_database_reaches_the_receiver(
+    jq: JobQueue, http_receiver: HttpReceiver, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``jobqueue alerts channels test``'s SQL function: its payload (with an extra "test" key)
+    is delivered by an ordinary worker, signed."""
+    monkeypatch.setenv("JQ_TEST_HOOK_SECRET", "hook-secret")
+    http_receiver.secret = "hook-secret"
+    config = {"url": http_receiver.url("/hook"), "secret_env": "JQ_TEST_HOOK_SECRET"}
+    db.execute("SELECT jobqueue.add_alert_channel('hook', 'webhook', %s)", (json.dumps(config),))
+    row = db.execute("SELECT jobqueue.test_alert_channel('hook') AS id").fetchone()
+    assert row is not None
+    with running_worker(jq):
+        request = http_receiver.wait_for(1)[0]
+        job = finished(jq, row["id"])
+    assert job.state == JobState.COMPLETED, job.errors
+    assert request.signature_error is None and request.json["incident"]["rule"] == "test"
+    assert request.headers["X-Jobqueue-Delivery"] == str(row["id"])
 
 
 # -- which workers run notifications --------------------------------------------------------
