@@ -29,7 +29,8 @@ from jobqueue.alerts.channels import (
 def send_email(n: Notification) -> dict[str, Any]:
     """SMTP: plain (``starttls`` false), STARTTLS (``starttls`` true) or implicit TLS
     (``ssl`` true, usually port 465); login when ``username`` is given, with the password
-    from ``password_env`` / ``password_file``. ``ca_file`` trusts a private CA."""
+    from ``password_env`` / ``password_file``. The server's certificate is checked against the system's CAs
+    (``SSL_CERT_FILE`` in the worker's environment adds a private one), or ``ca_file``'s."""
     host = config_string(n, "host")
     assert host is not None
     port = n.config.get("port", 25)
