@@ -17,6 +17,7 @@ import click
 from jobqueue.cli._context import Context, pass_context
 from jobqueue.cli._output import echo_json
 from jobqueue.cli._params import json_option, option
+from jobqueue.errors import PermissionDenied
 
 
 @click.command()
@@ -28,14 +29,18 @@ def reconcile(ctx: Context, dry_run: bool, batch: int, as_json: bool) -> None:
     """Expire leases, dead-letter exhausted and expired jobs, archive and prune by retention.
 
     Safe to run from many hosts at once; meant for cron. Ends with alert detection; the
-    JOBQUEUE_ALERT_* variables set the built-in alert rules first (needs jobqueue_admin when
-    one is set and differs). Exit codes: 0 done; 69 database unreachable; 75 schema out of
+    JOBQUEUE_ALERT_* variables set the built-in alert rules first (a role that may not change
+    them gets a warning on stderr, and the pass runs). Exit codes: 0 done; 69 database unreachable; 75 schema out of
     date; 77 not allowed; 78 bad configuration.
     """
     jq = ctx.queue()
     if not dry_run:
-        for rule in jq.apply_alert_env(os.environ):
-            click.echo(f"alert rule {rule['name']}: set from JOBQUEUE_ALERT_{rule['name'].upper()}", err=True)
+        try:
+            for rule in jq.apply_alert_env(os.environ):
+                click.echo(f"alert rule {rule['name']}: set from JOBQUEUE_ALERT_{rule['name'].upper()}", err=True)
+        except PermissionDenied as exc:
+            # maintenance must still run: a role that may not change shared settings says so and goes on
+            click.echo(f"reconcile: JOBQUEUE_ALERT_* not applied ({exc}); run reconcile as jobqueue_admin", err=True)
     summary = jq.reconcile(batch=batch, dry_run=dry_run)
     if as_json:
         echo_json(summary)

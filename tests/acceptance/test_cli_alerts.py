@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from tests.support.cli import run_cli
 
@@ -140,6 +142,17 @@ def test_alert_verbs_end_to_end(db_url: str, db: psycopg.Connection[Any]) -> Non
     assert run(db_url, "alerts", "channels", "remove", "ops").returncode == 1
     checked = json.loads(ok(run(db_url, "alerts", "check", "--dry-run", "--json")))
     assert "alerts_open" in checked
+
+
+def test_a_worker_role_reconciles_with_a_warning_when_it_may_not_apply_alert_variables(
+    db_url: str, db: psycopg.Connection[Any], login_role: Callable[[str], str]
+) -> None:
+    worker_url = make_conninfo(db_url, user=login_role("jobqueue_worker"))
+    before = alert_tables(db)
+    proc = run(worker_url, "reconcile", "--json", JOBQUEUE_ALERT_QUEUE_DEPTH="250")
+    assert "alerts_opened" in json.loads(ok(proc))  # the pass ran, detection included
+    assert "JOBQUEUE_ALERT_* not applied" in proc.stderr, proc.stderr
+    assert alert_tables(db) == before
 
 
 def test_reconcile_applies_alert_variables_and_refuses_unknown_ones(db_url: str, db: psycopg.Connection[Any]) -> None:
