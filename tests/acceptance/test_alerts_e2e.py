@@ -112,6 +112,9 @@ def test_worker_down_pages_is_acknowledged_and_resolves(
         lambda: db.execute("SELECT count(*) AS n FROM jobqueue.worker WHERE stopped_at IS NULL").fetchone()["n"] == 2,
     )
 
+    queues = {r["worker_id"]: r["queues"] for r in db.execute("SELECT worker_id, queues FROM jobqueue.worker")}
+    assert queues == {"victim": ["default"], "notifier": ["jobqueue.alerts"]}  # --no-alerts: not claimed
+
     victim.send_signal(signal.SIGSTOP)
     mail = smtp_receiver.wait_for(1, timeout=60)[0]
     trigger = http_receiver.wait_for(1, timeout=60)[0].json

@@ -373,8 +373,10 @@ def test_a_channel_test_from_the_database_reaches_the_receiver(
 def test_a_worker_with_no_alerts_leaves_notifications_to_others(jq: JobQueue, http_receiver: HttpReceiver) -> None:
     job_id = notify(jq, "trigger", "slack", {"url": http_receiver.url("/slack")})
     user_job = jq.enqueue("user.noop", {})
-    with running_worker(jq, alerts=False):
+    with running_worker(jq, alerts=False) as worker:
         assert finished(jq, user_job).state == JobState.COMPLETED
+        assert worker.queues == ("default",)
     assert jq.get(job_id).state == JobState.PENDING and http_receiver.requests == []
-    with running_worker(jq):
+    with running_worker(jq) as worker:
         assert finished(jq, job_id).state == JobState.COMPLETED
+        assert worker.queues == ("default", "jobqueue.alerts")
