@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
 from jobqueue.alerting import AlertMethods
+from jobqueue.alerts.notify import register as register_notify
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, WorkerConfig, resolve_database
 from jobqueue.db import check_schema, connect, translate
 from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobQueueError, SchemaOutOfDate
@@ -150,6 +151,9 @@ class JobQueue(ScheduleMethods, AlertMethods):
         self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] | None = None
         self.pool_size = pool_size
         self.registry = Registry()
+        # The built-in task that delivers alert notifications (jobqueue.alerts.notify): every
+        # app's workers can run it, so notifications need no deployment of their own.
+        register_notify(self)
         #: Exception type -> error class, consulted before the defaults (see retry.classify).
         self.error_classes: dict[type[BaseException], ErrorClass | str] = dict(error_classes or {})
 

@@ -175,6 +175,8 @@ POLL_INTERVAL_S = 2.0
 CONCURRENCY = 10
 SHUTDOWN_TIMEOUT_S = 30.0
 RECONCILE_INTERVAL_S = 5.0
+#: Seconds between a worker's heartbeats of its own row (what the worker_down alert watches).
+WORKER_HEARTBEAT_S = 10.0
 #: Seconds between a worker's reports (jobqueue.reports); 0: never.
 REPORT_INTERVAL_S = 60.0
 
@@ -202,6 +204,12 @@ class WorkerConfig:
     #: Seconds between the worker's reports (an INFO summary of the jobs done, failed and
     #: retried, and a WARNING per pending job type nobody handles); 0: never (jobqueue.reports).
     report_interval_s: float = REPORT_INTERVAL_S
+    #: Also claim alert notifications (queue ``jobqueue.alerts``, type ``jobqueue.notify``)
+    #: besides ``queues``; False: this worker leaves them to others (``--no-alerts``).
+    alerts: bool = True
+    #: Seconds between heartbeats of the worker's row (``jobqueue workers list``'s last seen;
+    #: the worker_down alert fires when one is missed for its threshold, 60 s by default).
+    heartbeat_interval_s: float = WORKER_HEARTBEAT_S
 
     def __post_init__(self) -> None:
         if isinstance(self.queues, str):
@@ -222,6 +230,8 @@ class WorkerConfig:
             raise ConfigurationError("reconcile_interval: must be between 0 (off) and 86400 seconds")
         if self.listen_url is not None:
             validate_url(split_options(self.listen_url, "listen_url")[0], "listen_url")
+        if not 0.1 <= self.heartbeat_interval_s <= 3600:
+            raise ConfigurationError("heartbeat_interval: must be between 0.1 and 3600 seconds")
         if not 0 <= self.report_interval_s <= 86_400:
             raise ConfigurationError("report_interval: must be between 0 (off) and 86400 seconds")
         return self

@@ -54,12 +54,15 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import tuple_row
 
+from jobqueue.alerts.notify import ALERTS_QUEUE, BUILTIN_TYPES, NOTIFY_TYPE
+
 # The worker's configuration lives with the others (a type the client names without importing
 # the worker); re-exported here, where the CLI and older code import it from.
 from jobqueue.config import CONCURRENCY as CONCURRENCY
 from jobqueue.config import POLL_INTERVAL_S as POLL_INTERVAL_S
 from jobqueue.config import RECONCILE_INTERVAL_S as RECONCILE_INTERVAL_S
 from jobqueue.config import SHUTDOWN_TIMEOUT_S as SHUTDOWN_TIMEOUT_S
+from jobqueue.config import WORKER_HEARTBEAT_S as WORKER_HEARTBEAT_S
 from jobqueue.config import WorkerConfig as WorkerConfig
 from jobqueue.config import split_options
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
@@ -87,7 +90,6 @@ if TYPE_CHECKING:
 
 #: Lease used when neither the worker, the job nor its queue sets one (as in the SQL API).
 DEFAULT_VISIBILITY_TIMEOUT_S = 30.0
-WORKER_HEARTBEAT_S = 10.0
 ACK_BATCH_WINDOW_S = 0.002
 #: complete_many takes at most 1000 jobs.
 ACK_BATCH_MAX = 1000
@@ -107,6 +109,14 @@ class Worker:
         self.config = config.validate()
         self.id = config.name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.types = list(config.types) if config.types is not None else jq.registry.names()
+        #: The queues claimed from: the configured ones, and the alert notifications' unless
+        #: config.alerts is off (see jobqueue.alerts.notify).
+        self.queues = tuple(config.queues)
+        if config.alerts and jq.registry.get(NOTIFY_TYPE) is not None:
+            if ALERTS_QUEUE not in self.queues:
+                self.queues += (ALERTS_QUEUE,)
+            if NOTIFY_TYPE not in self.types:
+                self.types.append(NOTIFY_TYPE)
         self._running: dict[int, Running] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -128,12 +138,12 @@ class Worker:
         self._releases = 0
         #: Job id -> the acknowledgement this worker gave up delivering (see the module doc).
         self.undelivered: dict[int, str] = {}
-        self.reporter = Reporter(jq, self.id, self.config.queues, self.types, self.config.report_interval_s)
+        self.reporter = Reporter(jq, self.id, self.queues, self.types, self.config.report_interval_s)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        if not self.types:
+        if not set(self.types) - BUILTIN_TYPES and ALERTS_QUEUE not in self.config.queues:
             raise ConfigurationError("no tasks registered: nothing for this worker to run (see --app)")
         if self.config.install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -151,7 +161,7 @@ class Worker:
                 "worker_id": self.id,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
-                "queues": list(self.config.queues),
+                "queues": list(self.queues),
                 "concurrency": self.config.concurrency,
                 "metadata": json.dumps({"types": self.types}),
             },
@@ -162,7 +172,7 @@ class Worker:
             extra={
                 "action": "worker_started",
                 "worker_id": self.id,
-                "queues": ",".join(self.config.queues),
+                "queues": ",".join(self.queues),
                 "concurrency": self.config.concurrency,
             },
         )
@@ -178,7 +188,7 @@ class Worker:
                 listen_url, _ = split_options(self.config.listen_url, "listen_url")
             self.listener = Listener(
                 listen_url,
-                self.config.queues,
+                self.queues,
                 self._wake.set,
                 application_name=f"jobqueue-listen:{self.id}"[:63],
                 connect_kwargs=self.jq.target.connect_kwargs(),
@@ -305,7 +315,7 @@ class Worker:
                     claim_cur.execute(
                         query("claim"),
                         {
-                            "queues": list(self.config.queues),
+                            "queues": list(self.queues),
                             "worker_id": self.id,
                             "batch": batch,
                             "visibility_timeout": timedelta(seconds=vt) if vt else None,
@@ -397,7 +407,7 @@ class Worker:
     def _time_to_next_due(self) -> float | None:
         try:
             with self.jq.pool.connection() as conn:
-                row = conn.execute(query("next_due"), {"queues": list(self.config.queues)}).fetchone()
+                row = conn.execute(query("next_due"), {"queues": list(self.queues)}).fetchone()
         except RETRYABLE:
             return None
         seconds = None if row is None else row["seconds"]
@@ -645,7 +655,8 @@ class Worker:
     # -- keeper: heartbeats, timeouts, worker row, reconcile ------------------------------------
 
     def _keeper(self) -> None:
-        next_worker_beat = time.monotonic() + WORKER_HEARTBEAT_S
+        beat_every = self.config.heartbeat_interval_s
+        next_worker_beat = time.monotonic() + beat_every
         interval = self.config.reconcile_interval_s
         next_reconcile = time.monotonic() + (interval * random.random() if interval else 0)
         backoff = Backoff("heartbeat")
@@ -668,7 +679,7 @@ class Worker:
             if self._stopping.is_set():
                 continue
             if now >= next_worker_beat:
-                next_worker_beat = now + WORKER_HEARTBEAT_S
+                next_worker_beat = now + beat_every
                 self._quietly("worker_heartbeat", {"worker_id": self.id, "jobs_done": self.jobs_done})
             if interval and now >= next_reconcile:
                 next_reconcile = now + interval

@@ -32,6 +32,7 @@ from psycopg.rows import dict_row
 from pytest_postgresql import factories
 
 from jobqueue.config import DatabaseTarget
+from tests.support.receivers import http_receiver, smtp_receiver  # noqa: F401 - fixtures for every tier
 from tests.support.workers import ledger_db, workers, workers_app  # noqa: F401 - fixtures for every tier
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,7 +36,8 @@ throughput   the baseline, enqueue and drain scenarios
 latency      the latency scenario;  history, cost: theirs
 overload     throughput while the backlog grows, and the drain after (only with --only)
 schedules    periodic schedules: fire lag, exactly once, reconcile cost (only with --only)
-alerts       what alert detection adds to each reconcile, 50 rules over 10 queues (only with --only)
+alerts       alert detection's cost in reconcile (50 rules over 10 queues), and the time from an
+             alert's condition to its notification received (only with --only)
 peers        Procrastinate and PgQueuer through ``bench/peers/``
 report       the tables printed and the JSON written
 runner       one run: run()

@@ -17,7 +17,7 @@ from jobqueue.cli._context import Context, pass_context
 from jobqueue.cli._output import print_rows
 from jobqueue.cli._params import json_option
 from jobqueue.reports import REPORT_INTERVAL_S
-from jobqueue.worker import CONCURRENCY, POLL_INTERVAL_S, RECONCILE_INTERVAL_S, SHUTDOWN_TIMEOUT_S
+from jobqueue.worker import CONCURRENCY, POLL_INTERVAL_S, RECONCILE_INTERVAL_S, SHUTDOWN_TIMEOUT_S, WORKER_HEARTBEAT_S
 
 if TYPE_CHECKING:
     from jobqueue.client import JobQueue
@@ -110,6 +110,14 @@ def load_app(spec: str) -> JobQueue:
     help="Do not LISTEN for notifications (poll only; for PgBouncer transaction pooling).",
 )
 @click.option(
+    "--no-alerts",
+    is_flag=True,
+    envvar="JOBQUEUE_NO_ALERTS",
+    show_envvar=True,
+    help="Do not run alert notifications (queue jobqueue.alerts, type jobqueue.notify), which every worker "
+    "claims besides QUEUES by default.",
+)
+@click.option(
     "--listen-url",
     metavar="URL",
     default=None,
@@ -134,6 +142,15 @@ def load_app(spec: str) -> JobQueue:
     envvar="JOBQUEUE_RECONCILE_INTERVAL",
     show_envvar=True,
     help="Seconds between reconcile runs by this worker (0: never; then run `jobqueue reconcile`).",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(0.1, 3600),
+    default=WORKER_HEARTBEAT_S,
+    show_default=True,
+    envvar="JOBQUEUE_HEARTBEAT_INTERVAL",
+    show_envvar=True,
+    help="Seconds between heartbeats of this worker's row (the worker_down alert watches them).",
 )
 @click.option(
     "--report-interval",
@@ -172,14 +189,17 @@ def worker(
     shutdown_timeout: float,
     poll_interval: float,
     no_listen: bool,
+    no_alerts: bool,
     listen_url: str | None,
     visibility_timeout: float | None,
     reconcile_interval: float,
+    heartbeat_interval: float,
     report_interval: float,
     log_level: str,
     log_format: str,
 ) -> None:
-    """Run jobs: claim from QUEUES, run their handlers, acknowledge. SIGTERM stops gracefully."""
+    """Run jobs: claim from QUEUES (and jobqueue.alerts, the alert notifications, unless --no-alerts), run
+    their handlers, acknowledge. SIGTERM stops gracefully."""
     from jobqueue import logs
     from jobqueue.worker import WorkerConfig
 
@@ -202,6 +222,8 @@ def worker(
         reconcile_interval_s=reconcile_interval,
         listen_url=listen_url,
         report_interval_s=report_interval,
+        alerts=not no_alerts,
+        heartbeat_interval_s=heartbeat_interval,
     )
     try:
         code = jq.run_worker(config)

@@ -37,7 +37,20 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.db",
     ),
     # the library: tasks, periodic schedules, then the client that enqueues them, the LISTEN loop
-    ("jobqueue.tasks", "jobqueue.schedules", "jobqueue.alerting", "jobqueue.client", "jobqueue.listener"),
+    # (the built-in notify task and its channels come before the client, which registers it)
+    (
+        "jobqueue.tasks",
+        "jobqueue.schedules",
+        "jobqueue.alerts.channels",
+        "jobqueue.alerts.smtp",
+        "jobqueue.alerts.slack",
+        "jobqueue.alerts.pagerduty",
+        "jobqueue.alerts.webhook",
+        "jobqueue.alerts.notify",
+        "jobqueue.alerting",
+        "jobqueue.client",
+        "jobqueue.listener",
+    ),
     # what runs beside a database: workers (riding out outages, keeping leases, turning
     # outcomes into acknowledgements, reporting), the Redis mirror, the Prometheus exporter
     (
