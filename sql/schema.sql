@@ -4516,7 +4516,10 @@ BEGIN
                            SELECT j.run_at FROM jobqueue.job j
                            WHERE j.queue = e.q AND j.priority = p.p AND j.state IN ('pending', 'retrying')
                              AND j.waiting_on = 0
-                           ORDER BY j.run_at LIMIT 1) AS m), 0) END AS value) AS v
+                           ORDER BY j.run_at LIMIT 1) AS m), 0) END AS value
+            -- OFFSET 0 keeps this a subquery run once per rule: pulled up, its count was
+            -- copied into each of the three uses of v.value below and run three times
+            OFFSET 0) AS v
         UNION ALL
         SELECT r.name, r.kind, r.severity, r.q, r.type, NULL,
                CASE WHEN r.kind = 'dead_letters' THEN r.d::float8
