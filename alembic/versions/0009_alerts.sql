@@ -447,8 +447,9 @@ BEGIN
     IF n_ids IS NULL THEN
         RETURN 0;
     END IF;
+    -- priority 10: claimed before the backlog of every queue a worker serves beside this one
     SELECT jsonb_agg(jsonb_build_object(
-               'queue', 'jobqueue.alerts', 'type', 'jobqueue.notify',
+               'queue', 'jobqueue.alerts', 'type', 'jobqueue.notify', 'priority', 10,
                'payload', jobqueue._alert_payload(_alert_notify.event, c, i),
                'metadata', jsonb_build_object('alert_id', i.id, 'channel', c.name, 'event', _alert_notify.event))
            ORDER BY u.o)
@@ -1285,7 +1286,7 @@ BEGIN
     i.count := 1;
     i.summary := format('jobqueue test notification for channel %s (sent by %s)', c.name, session_user);
     RETURN (SELECT e.id FROM jobqueue._enqueue(jsonb_build_array(jsonb_build_object(
-        'queue', 'jobqueue.alerts', 'type', 'jobqueue.notify',
+        'queue', 'jobqueue.alerts', 'type', 'jobqueue.notify', 'priority', 10,
         'payload', jobqueue._alert_payload('trigger', c, i) || '{"test": true}',
         'metadata', jsonb_build_object('alert_id', 0, 'channel', c.name, 'event', 'test'))), false) AS e(id));
 END

@@ -436,6 +436,7 @@ def test_notification_payload_follows_the_contract(db: Conn) -> None:
     reconcile(db)
     job = db.execute("SELECT * FROM jobqueue.jobs WHERE queue = 'jobqueue.alerts'").fetchone()
     assert job is not None and job["type"] == "jobqueue.notify" and job["state"] == "pending"
+    assert job["priority"] == 10  # ahead of any backlog a worker serves beside jobqueue.alerts
     payload = job["payload"]
     assert set(payload) == {"event", "channel", "incident"} and payload["event"] == "trigger"
     assert payload["channel"] == {
