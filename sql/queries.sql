@@ -234,3 +234,15 @@ SELECT at FROM jobqueue.cron_next(%(expr)s::text, %(after)s::timestamptz, %(tz)s
 
 -- name: sync_schedules
 SELECT jobqueue.sync_schedules(%(app)s::text, %(schedules)s::jsonb) AS result;
+
+-- name: create_token
+SELECT * FROM jobqueue.create_token(%(role)s::text, %(tenant_id)s::text, %(expires_in)s::interval, %(name)s::text);
+
+-- name: list_tokens
+SELECT * FROM jobqueue.api_tokens ORDER BY id;
+
+-- name: revoke_token
+SELECT jobqueue.revoke_token(%(id)s::bigint) AS revoked;
+
+-- name: act_as_token
+SELECT * FROM jobqueue.act_as_token(%(token)s::text);
