@@ -463,12 +463,13 @@ class JobQueue(ScheduleMethods):
     ) -> dict[str, Any]:
         """Create an API token for ``role`` (viewer, producer, operator, admin), confined to
         ``tenant_id`` when given. Returns ``id``, ``token`` (the only time it is shown: only
-        its sha256 is stored), ``role``, ``tenant_id``, ``expires_at``. Needs jobqueue_admin."""
+        its sha256 is stored), ``role``, ``tenant_id``, ``name``, ``expires_at``. Needs
+        jobqueue_admin mapped to no tenant."""
         rows = self._fetch(
             "create_token",
             {"role": role, "tenant_id": tenant_id, "expires_in": as_timedelta(expires_in), "name": name},
         )
-        return dict(rows[0])
+        return {**rows[0], "role": role, "tenant_id": tenant_id, "name": name}
 
     def tokens(self) -> Rows:
         """Every API token's id, name, role, tenant, creation, expiry, last use and revocation
