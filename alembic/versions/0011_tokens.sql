@@ -418,6 +418,40 @@ CREATE VIEW jobqueue.api_tokens AS
     WHERE t.tenant_id IS NOT DISTINCT FROM coalesce((SELECT jobqueue._tenant()), t.tenant_id);
 COMMENT ON VIEW jobqueue.api_tokens IS 'API tokens of jobqueue serve (never the token or its hash)';
 
+-- Delete one finished (completed, cancelled) or dead (dead_letter, archived) job with its
+-- events and log lines; returns the state it had. A live job raises 55000 (cancel it first);
+-- an id the caller cannot see (another tenant's, or none) raises P0002. jobqueue_admin.
+CREATE FUNCTION jobqueue.delete_job(id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    gone text;
+BEGIN
+    IF delete_job.id IS NULL THEN
+        PERFORM jobqueue._raise('id', 'must not be null');
+    END IF;
+    SELECT x.state::text INTO gone FROM jobqueue.job x WHERE x.id = delete_job.id;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '55000', COLUMN = 'id',
+            MESSAGE = format('id: job %s is %s; only finished or dead jobs are deleted (cancel it first)',
+                             delete_job.id, gone);
+    END IF;
+    DELETE FROM jobqueue.job_history x WHERE x.id = delete_job.id RETURNING x.state::text INTO gone;
+    IF NOT FOUND THEN
+        DELETE FROM jobqueue.dead_letter x WHERE x.id = delete_job.id RETURNING x.state::text INTO gone;
+    END IF;
+    IF gone IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0002', COLUMN = 'id', MESSAGE = format('id: no job %s', delete_job.id);
+    END IF;
+    DELETE FROM jobqueue.job_event e WHERE e.job_id = delete_job.id;
+    DELETE FROM jobqueue.job_log g WHERE g.job_id = delete_job.id;
+    RETURN gone;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.delete_job(bigint) IS
+    'Delete a finished or dead job with its events and logs; returns the state it had';
+
 CREATE OR REPLACE FUNCTION jobqueue.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$ SELECT 5 $$;
@@ -441,6 +475,7 @@ GRANT SELECT ON jobqueue.jobs, jobqueue.queues, jobqueue.workers, jobqueue.dead_
 TO jobqueue_viewer;
 GRANT EXECUTE ON FUNCTION
     jobqueue.create_token(text, text, interval, text),
-    jobqueue.revoke_token(bigint)
+    jobqueue.revoke_token(bigint),
+    jobqueue.delete_job(bigint)
 TO jobqueue_admin;
 GRANT SELECT ON jobqueue.api_tokens TO jobqueue_admin;

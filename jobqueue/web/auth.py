@@ -145,6 +145,8 @@ class WebDatabase:
                 "connect_timeout": CONNECT_TIMEOUT_S,
                 "application_name": "jobqueue-web",
                 **target.connect_kwargs(),
+                # unprepared: each list filter gets a plan for its own values (index scans)
+                "prepare_threshold": None,
             },
             timeout=POOL_GET_TIMEOUT_S,
             name="jobqueue-web",
