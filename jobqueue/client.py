@@ -366,8 +366,8 @@ class JobQueue(ScheduleMethods):
         return min(n, cap), n > cap
 
     def delete(self, id: int) -> str:
-        """Delete a finished (completed, cancelled) or dead (dead_letter, archived) job with its
-        events and log lines; returns the state it had. A live job raises ConfigurationError
+        """Delete a finished (completed, cancelled) or dead (dead_letter, archived) job; returns
+        the state it had (its events and log lines age out with reconcile's pruning). A live job raises ConfigurationError
         (cancel it first); an unknown id JobNotFound. Needs jobqueue_admin."""
         return str(self._fetch("delete_job", {"id": id})[0]["state"])
 

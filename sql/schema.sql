@@ -4829,8 +4829,8 @@ CREATE VIEW jobqueue.api_tokens AS
     WHERE t.tenant_id IS NOT DISTINCT FROM coalesce((SELECT jobqueue._tenant()), t.tenant_id);
 COMMENT ON VIEW jobqueue.api_tokens IS 'API tokens of jobqueue serve (never the token or its hash)';
 
--- Delete one finished (completed, cancelled) or dead (dead_letter, archived) job with its
--- events and log lines; returns the state it had. A live job raises 55000 (cancel it first);
+-- Delete one finished (completed, cancelled) or dead (dead_letter, archived) job; returns the
+-- state it had. Its audit events and log lines stay until reconcile prunes them by age. A live job raises 55000 (cancel it first);
 -- an id the caller cannot see (another tenant's, or none) raises P0002. jobqueue_admin.
 CREATE FUNCTION jobqueue.delete_job(id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
@@ -4855,13 +4855,11 @@ BEGIN
     IF gone IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'P0002', COLUMN = 'id', MESSAGE = format('id: no job %s', delete_job.id);
     END IF;
-    DELETE FROM jobqueue.job_event e WHERE e.job_id = delete_job.id;
-    DELETE FROM jobqueue.job_log g WHERE g.job_id = delete_job.id;
     RETURN gone;
 END
 $$;
 COMMENT ON FUNCTION jobqueue.delete_job(bigint) IS
-    'Delete a finished or dead job with its events and logs; returns the state it had';
+    'Delete a finished or dead job (its events and logs age out); returns the state it had';
 
 -- Row-level security. ENABLE + FORCE: without FORCE the tables' owner -- the role every
 -- definer function and view runs as -- would bypass every policy. The tenant is looked up

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -27,7 +28,9 @@ from jobqueue.web.problems import Problem
 health_router = APIRouter(tags=["health"])
 router = APIRouter()
 
-DbSession = Annotated[Session, Depends(db_session)]
+#: The request's database session. scope="function": the transaction commits before the response
+#: is sent, so a client that got 200 reads its own write on the next request.
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
 
 #: Jobs per page: default and most.
 PAGE_SIZE = 50
@@ -200,7 +203,18 @@ def decode_cursor(cursor: str) -> int:
 
 
 def _job(row: Any) -> dict[str, Any]:
-    return dict(row.as_dict() if hasattr(row, "as_dict") else row)
+    return plain(dict(row.as_dict() if hasattr(row, "as_dict") else row))
+
+
+def plain(value: Any) -> Any:
+    """JSON numbers for NUMERIC columns (progress), which pydantic would write as strings."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
 
 
 @router.post("/jobs", status_code=201, tags=["jobs"])
@@ -249,42 +263,6 @@ def list_jobs(
     return page
 
 
-@router.get("/jobs/{job_id}", tags=["jobs"])
-def get_job(job_id: int, session: DbSession) -> dict[str, Any]:
-    return _job(session.queue.get(job_id))
-
-
-@router.post("/jobs/{job_id}/cancel", tags=["jobs"])
-def cancel_job(job_id: int, session: DbSession, body: CancelBody | None = None) -> dict[str, Any]:
-    """Cancel a waiting job, or ask a running one to stop: ``cancelled``,
-    ``cancel_requested`` or ``already_finished``."""
-    return {"id": job_id, "status": session.queue.cancel(job_id, body.reason if body else None)}
-
-
-@router.post("/jobs/{job_id}/retry", tags=["jobs"])
-def retry_job(job_id: int, session: DbSession) -> dict[str, Any]:
-    """Put a dead letter back as pending (same id)."""
-    return {"id": session.queue.retry(job_id), "state": "pending"}
-
-
-@router.delete("/jobs/{job_id}", tags=["jobs"])
-def delete_job(job_id: int, session: DbSession) -> dict[str, Any]:
-    """Delete a finished or dead job (409 for a live one: cancel it first)."""
-    return {"id": job_id, "deleted": True, "state": session.queue.delete(job_id)}
-
-
-@router.get("/jobs/{job_id}/logs", tags=["jobs"])
-def job_logs(job_id: int, session: DbSession) -> dict[str, Any]:
-    session.queue.get(job_id)  # 404 for a job the caller cannot see, rather than an empty list
-    return {"id": job_id, "items": session.queue.logs(job_id)}
-
-
-@router.get("/jobs/{job_id}/progress", tags=["jobs"])
-def job_progress(job_id: int, session: DbSession) -> dict[str, Any]:
-    job = session.queue.get(job_id)
-    return {"id": job_id, "state": job.state.value, "progress": job.row.get("progress")}
-
-
 # -- bulk actions ------------------------------------------------------------------------------
 
 
@@ -323,6 +301,45 @@ def bulk_retry(body: BulkAction, session: DbSession) -> dict[str, Any]:
 def bulk_redrive(body: DeadLetterAction, session: DbSession) -> dict[str, Any]:
     """The SQL API's redrive by dead-letter filter (same as POST /dead-letters/redrive)."""
     return _redrive(body, session)
+
+
+# -- one job (after the bulk routes: /jobs/bulk/... is not a job id) --------------------------
+
+
+@router.get("/jobs/{job_id}", tags=["jobs"])
+def get_job(job_id: int, session: DbSession) -> dict[str, Any]:
+    return _job(session.queue.get(job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", tags=["jobs"])
+def cancel_job(job_id: int, session: DbSession, body: CancelBody | None = None) -> dict[str, Any]:
+    """Cancel a waiting job, or ask a running one to stop: ``cancelled``,
+    ``cancel_requested`` or ``already_finished``."""
+    return {"id": job_id, "status": session.queue.cancel(job_id, body.reason if body else None)}
+
+
+@router.post("/jobs/{job_id}/retry", tags=["jobs"])
+def retry_job(job_id: int, session: DbSession) -> dict[str, Any]:
+    """Put a dead letter back as pending (same id)."""
+    return {"id": session.queue.retry(job_id), "state": "pending"}
+
+
+@router.delete("/jobs/{job_id}", tags=["jobs"])
+def delete_job(job_id: int, session: DbSession) -> dict[str, Any]:
+    """Delete a finished or dead job (409 for a live one: cancel it first)."""
+    return {"id": job_id, "deleted": True, "state": session.queue.delete(job_id)}
+
+
+@router.get("/jobs/{job_id}/logs", tags=["jobs"])
+def job_logs(job_id: int, session: DbSession) -> dict[str, Any]:
+    session.queue.get(job_id)  # 404 for a job the caller cannot see, rather than an empty list
+    return {"id": job_id, "items": session.queue.logs(job_id)}
+
+
+@router.get("/jobs/{job_id}/progress", tags=["jobs"])
+def job_progress(job_id: int, session: DbSession) -> dict[str, Any]:
+    job = session.queue.get(job_id)
+    return {"id": job_id, "state": job.state.value, "progress": plain(job.row.get("progress"))}
 
 
 # -- dead letters ------------------------------------------------------------------------------
@@ -376,12 +393,12 @@ def purge_dead_letters(body: DeadLetterAction, session: DbSession) -> dict[str, 
 @router.get("/queues", tags=["queues"])
 def list_queues(session: DbSession) -> dict[str, Any]:
     """Every queue's settings, and its depth by state (the caller's jobs only, as ever)."""
-    return {"items": session.queue.queues(), "stats": session.queue.stats()}
+    return {"items": plain(session.queue.queues()), "stats": plain(session.queue.stats())}
 
 
 @router.get("/queues/stats", tags=["queues"])
 def queue_stats(session: DbSession) -> dict[str, Any]:
-    return {"items": session.queue.stats()}
+    return {"items": plain(session.queue.stats())}
 
 
 @router.post("/queues/{name}/pause", tags=["queues"])
@@ -434,4 +451,4 @@ def metrics(
     window: Annotated[float, Query(gt=0, le=30 * 86400, description="seconds")] = 3600,
 ) -> dict[str, Any]:
     """Throughput, failures and latency per queue and type over the last ``window`` seconds."""
-    return {"window": window, "items": session.queue.metrics(window)}
+    return {"window": window, "items": plain(session.queue.metrics(window))}
