@@ -367,8 +367,9 @@ class JobQueue(ScheduleMethods):
 
     def delete(self, id: int) -> str:
         """Delete a finished (completed, cancelled) or dead (dead_letter, archived) job; returns
-        the state it had (its events and log lines age out with reconcile's pruning). A live job raises ConfigurationError
-        (cancel it first); an unknown id JobNotFound. Needs jobqueue_admin."""
+        the state it had (its events and log lines age out with reconcile's pruning). A live
+        job raises ConfigurationError (cancel it first); an unknown id JobNotFound. Needs
+        jobqueue_admin."""
         return str(self._fetch("delete_job", {"id": id})[0]["state"])
 
     def logs(self, id: int) -> Rows:

@@ -203,7 +203,7 @@ def decode_cursor(cursor: str) -> int:
 
 
 def _job(row: Any) -> dict[str, Any]:
-    return plain(dict(row.as_dict() if hasattr(row, "as_dict") else row))
+    return {k: plain(v) for k, v in (row.as_dict() if hasattr(row, "as_dict") else row).items()}
 
 
 def plain(value: Any) -> Any:
