@@ -247,4 +247,8 @@ SELECT * FROM jobqueue.api_tokens ORDER BY id;
 SELECT jobqueue.revoke_token(%(id)s::bigint) AS revoked;
 
 -- name: act_as_token
-SELECT * FROM jobqueue.act_as_token(%(token)s::text);
+-- The web server's first statement per request: verify the token and, in the same round trip,
+-- SET LOCAL ROLE (set_config('role', ..., true)) to the database role its role maps to
+-- (%(roles)s: jobqueue.web.auth.ROLE_OF_TOKEN, constants, never input).
+SELECT t.*, set_config('role', %(roles)s::jsonb->>t.role, true) AS acting_as
+FROM jobqueue.act_as_token(%(token)s::text) AS t;
