@@ -14,6 +14,8 @@ The dashboard (another module) adds its routes to the app this returns (with
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +30,12 @@ from jobqueue.web.auth import WebDatabase
 
 #: Largest request body accepted (bytes); larger ones get 413 before any parsing.
 MAX_BODY_BYTES = 1_048_576 + 65_536  # a job's payload may be 1 MiB (the SQL API's hard cap), plus the envelope
+
+#: ``jobqueue serve --workers N`` (N > 1): each uvicorn process calls this factory, which
+#: reads the database URL and CORS origins the parent put in the environment.
+APP_FACTORY = "jobqueue.web.app:create_app_from_env"
+ENV_DATABASE_URL = "JOBQUEUE_WEB_DATABASE_URL"
+ENV_CORS_ORIGINS = "JOBQUEUE_WEB_CORS_ORIGINS"
 
 API_PREFIX = "/api/v1"
 API_VERSION = "1"
@@ -108,6 +116,12 @@ class ServerTiming:
             await send(message)
 
         await self.app(scope, receive, timed)
+
+
+def create_app_from_env() -> FastAPI:
+    """:func:`create_app` from ``JOBQUEUE_WEB_DATABASE_URL`` and ``JOBQUEUE_WEB_CORS_ORIGINS``."""
+    origins = json.loads(os.environ.get(ENV_CORS_ORIGINS) or "[]")
+    return create_app(os.environ[ENV_DATABASE_URL], cors_origins=[str(o) for o in origins])
 
 
 class BodySizeLimit:

@@ -40,7 +40,7 @@ from psycopg_pool import ConnectionPool
 from jobqueue.client import JobQueue
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget
 from jobqueue.db import translate
-from jobqueue.errors import DatabaseUnavailable, JobQueueError
+from jobqueue.errors import DatabaseUnavailable
 from jobqueue.sql import query
 from jobqueue.web.problems import Problem
 
@@ -264,7 +264,6 @@ __all__ = [
     "WEB_ROLE",
     "BoundQueue",
     "FailedAuthLimiter",
-    "JobQueueError",
     "Principal",
     "Session",
     "WebDatabase",
