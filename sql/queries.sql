@@ -93,14 +93,13 @@ SELECT jobqueue.reconcile(batch => %(batch)s::int, dry_run => %(dry_run)s::boole
 SELECT * FROM jobqueue.jobs WHERE id = %(id)s::bigint;
 
 -- name: list_jobs
-SELECT * FROM jobqueue.jobs
-WHERE (%(states)s::text[] IS NULL OR state::text = ANY(%(states)s::text[]))
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
-  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
-ORDER BY id DESC
-LIMIT %(limit)s::int;
+-- jobqueue.list_jobs: newest first, keyset-paged by id (before_id); the HTTP API counts a
+-- filter by wrapping this statement with a capped limit (JobQueue.count).
+SELECT * FROM jobqueue.list_jobs(
+    %(states)s::text[], %(queue)s::text, %(type)s::text, %(tenant_id)s::text, %(tag)s::text, %(created_by)s::text,
+    %(created_after)s::timestamptz, %(created_before)s::timestamptz,
+    %(finished_after)s::timestamptz, %(finished_before)s::timestamptz,
+    %(before_id)s::bigint, %(limit)s::int);
 
 -- name: job_logs
 SELECT * FROM jobqueue.job_logs(%(id)s::bigint);
@@ -113,6 +112,9 @@ WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
 ORDER BY id DESC
 LIMIT %(limit)s::int;
+
+-- name: delete_job
+SELECT jobqueue.delete_job(%(id)s::bigint) AS state;
 
 -- name: cancel
 SELECT jobqueue.cancel(%(id)s::bigint, %(reason)s::text) AS status;
@@ -234,6 +236,22 @@ SELECT at FROM jobqueue.cron_next(%(expr)s::text, %(after)s::timestamptz, %(tz)s
 
 -- name: sync_schedules
 SELECT jobqueue.sync_schedules(%(app)s::text, %(schedules)s::jsonb) AS result;
+
+-- name: create_token
+SELECT * FROM jobqueue.create_token(%(role)s::text, %(tenant_id)s::text, %(expires_in)s::interval, %(name)s::text);
+
+-- name: list_tokens
+SELECT * FROM jobqueue.api_tokens ORDER BY id;
+
+-- name: revoke_token
+SELECT jobqueue.revoke_token(%(id)s::bigint) AS revoked;
+
+-- name: act_as_token
+-- The web server's first statement per request: verify the token and, in the same round trip,
+-- SET LOCAL ROLE (set_config('role', ..., true)) to the database role its role maps to
+-- (%(roles)s: jobqueue.web.auth.ROLE_OF_TOKEN, constants, never input).
+SELECT t.*, set_config('role', %(roles)s::jsonb->>t.role, true) AS acting_as
+FROM jobqueue.act_as_token(%(token)s::text) AS t;
 
 -- name: list_alerts
 SELECT * FROM jobqueue.list_alerts(%(state)s::text, %(limit)s::int);

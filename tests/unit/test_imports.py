@@ -70,6 +70,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.cli",
         "jobqueue.examples",
         "jobqueue.bench",
+        "jobqueue.web",
     ),
 )
 
