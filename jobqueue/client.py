@@ -6,6 +6,7 @@ SQL functions other services call; nothing here re-implements queue logic.
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import os
@@ -376,6 +377,24 @@ class JobQueue(ScheduleMethods):
 
     def metrics(self, window: float | timedelta = 3600) -> Rows:
         return self._fetch("metrics", {"window": as_timedelta(window)})
+
+    def counters(self) -> Rows:
+        """``jobqueue.counters()``: per queue and job type, monotonic counts of jobs enqueued,
+        completed, failed (attempts), retried, dead-lettered and cancelled, ``running`` now, and
+        the queue-time and run-time histograms of completed jobs (per-bucket counts over
+        :meth:`histogram_buckets`, then one bucket above them, and the sums in seconds)."""
+        return self._fetch("counters", {})
+
+    def histogram_buckets(self) -> builtins.list[float]:
+        """Upper bounds (seconds) of the histogram buckets of :meth:`counters`."""
+        return [float(b) for b in self._fetch("histogram_buckets", {})[0]["bounds"]]
+
+    def open_alerts(self) -> Rows:
+        """Open alert incidents (not resolved) counted by ``rule`` and ``severity`` (column ``n``);
+        empty when the schema has no ``jobqueue.alerts`` view."""
+        if not self._fetch("open_alerts", {})[0]["present"]:
+            return []
+        return self._fetch("open_alerts_by_rule", {})
 
     def health(
         self,

@@ -179,7 +179,7 @@ def test_concurrent_completions_and_reconciles_count_exactly(connect: Callable[.
             start.wait()
             while got := claim(conn, batch=5):
                 rows(conn, "complete_many", [j["id"] for j in got], [j["token"] for j in got])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     def compact() -> None:
@@ -199,8 +199,9 @@ def test_concurrent_completions_and_reconciles_count_exactly(connect: Callable[.
     assert c["completed"] == c["enqueued"] == n_workers * per
 
 
-def test_tenant_mapped_role_may_not_read_counters(db: Conn, login_role: Callable[[str], str],
-                                                  connect: Callable[..., Conn]) -> None:
+def test_tenant_mapped_role_may_not_read_counters(
+    db: Conn, login_role: Callable[[str], str], connect: Callable[..., Conn]
+) -> None:
     role = login_role("jobqueue_admin")
     # mapped directly (set_tenant_role refuses while a superuser owns the schema, as here)
     db.execute("INSERT INTO jobqueue.tenant_role (role_name, tenant_id) VALUES (%s, 'acme')", [role])
