@@ -7,6 +7,8 @@ a scrape answers ``jobqueue_up 0`` within the scrape timeout instead of hanging.
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import sys
@@ -19,12 +21,14 @@ from typing import Any
 import psycopg
 import psycopg.rows
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue.exporter import COUNTERS, SCRAPE_DB_TIMEOUT_S
 from tests.chaos.harness import wait_for
 from tests.conftest import ROOT
 from tests.support.cli import cli_env, run_cli
+from tests.support.promtool import PromtoolUnavailable, promtool_binary
 from tests.support.proxy import proxied
 
 pytestmark = pytest.mark.timeout(120)
@@ -284,3 +288,64 @@ def test_counters_stay_monotonic_across_a_postgres_crash_restart(restartable_ser
     _, later = scrape(port)
     for name in COUNTER_NAMES:
         assert later[q(name, queue="mail", type="t")] > after[q(name, queue="mail", type="t")], name
+
+
+# -- the shipped Grafana dashboard and Prometheus rules name real metrics ----------------------
+
+DASHBOARD = ROOT / "docs" / "grafana" / "jobqueue.json"
+RULES = ROOT / "docs" / "prometheus" / "alerts.yml"
+METRIC_NAME = re.compile(r"\bjobqueue_[a-z_]+\b")
+
+
+def dashboard_exprs() -> list[str]:
+    dash = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in dash["templating"]["list"]]
+    assert len(exprs) > 20
+    return exprs
+
+
+def rule_exprs() -> list[str]:
+    rules = yaml.safe_load(RULES.read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    assert len(exprs) >= 8
+    return exprs
+
+
+def test_dashboard_and_rules_name_only_metrics_a_real_scrape_has(
+    db: psycopg.Connection[Any], db_url: str, exporter: Any
+) -> None:
+    churn(db)  # counters and histograms have rows
+    db.execute("SELECT jobqueue.register_worker('w1', concurrency => 2)")  # utilization has slots
+    db.execute(  # stand-in for the alerting revision's view (columns the exporter reads)
+        "CREATE VIEW jobqueue.alerts AS SELECT * FROM (VALUES (1, 'worker_down', 'critical', 'firing')) "
+        "AS a(id, rule, severity, state)"
+    )
+    text, m = scrape(exporter(db_url))
+    # sample names and family names (jobqueue_jobs_enqueued_total, jobqueue_job_run_time_seconds)
+    scraped = {name for name, _ in m} | {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    used = {name for expr in dashboard_exprs() + rule_exprs() for name in METRIC_NAME.findall(expr)}
+    assert used - scraped == set()
+    assert {"jobqueue_jobs_completed_total", "jobqueue_job_queue_time_seconds_bucket"} <= used
+
+
+def test_rules_and_dashboard_queries_parse_with_promtool(tmp_path: Path) -> None:
+    try:
+        promtool = promtool_binary()
+    except PromtoolUnavailable as exc:
+        pytest.skip(str(exc))
+    checked = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # the dashboard's PromQL as recording rules (Grafana's variables given plain values)
+    records = [
+        {
+            "record": f"jobqueue:panel_{i}",
+            "expr": e.replace("$__rate_interval", "5m").replace("$queue", ".*").replace("$type", ".*"),
+        }
+        for i, e in enumerate(dashboard_exprs())
+        if not e.startswith("label_values(")
+    ]
+    panels = tmp_path / "panels.yml"
+    panels.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": records}]}))
+    checked = subprocess.run([promtool, "check", "rules", str(panels)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
