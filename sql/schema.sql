@@ -4188,13 +4188,17 @@ COMMENT ON FUNCTION jobqueue.histogram_buckets() IS
 CREATE FUNCTION jobqueue._bucket_counts(vals double precision[]) RETURNS bigint[]
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
+    -- width_bucket over the negated bounds in reverse counts the bounds >= v (a binary search):
+    -- the bucket of v is then 1 + the number of bounds < v
     SELECT CASE WHEN cardinality(vals) > 0 THEN ARRAY(
-        SELECT count(v.k)
-        FROM generate_series(1, cardinality(b.bounds) + 1) AS g(i)
-        LEFT JOIN (SELECT 1 + (SELECT count(*) FROM unnest(b.bounds) AS x(bound) WHERE x.bound < u.v) AS k
-                   FROM unnest(vals) AS u(v)) AS v ON v.k = g.i
-        GROUP BY g.i ORDER BY g.i) END
-    FROM (SELECT jobqueue.histogram_buckets() AS bounds) AS b
+        SELECT coalesce(c.n, 0)
+        FROM generate_series(1, b.nb + 1) AS g(i)
+        LEFT JOIN (SELECT b.nb + 1 - width_bucket(-u.v, b.neg) AS k, count(*) AS n
+                   FROM unnest(vals) AS u(v) GROUP BY 1) AS c ON c.k = g.i
+        ORDER BY g.i) END
+    FROM (SELECT ARRAY(SELECT -x.bound FROM unnest(jobqueue.histogram_buckets()) WITH ORDINALITY AS x(bound, o)
+                       ORDER BY x.o DESC) AS neg,
+                 cardinality(jobqueue.histogram_buckets()) AS nb) AS b
 $$;
 
 -- Element-wise sum of two bucket arrays (STRICT: an aggregate over it skips NULLs).

@@ -210,3 +210,12 @@ def test_tenant_mapped_role_may_not_read_counters(
     # an unmapped admin may
     other = login_role("jobqueue_admin")
     assert rows(connect(user=other), "counters") == []
+
+
+def test_histogram_buckets_are_upper_bound_inclusive(db: Conn) -> None:
+    bounds = one(db, "histogram_buckets")
+    assert bounds == sorted(bounds) and len(bounds) == 16
+    for value, bucket in [(0.0, 0), (0.005, 0), (0.0050001, 1), (1.0, 7), (1.0000001, 8), (3600.0, 15), (3600.5, 16)]:
+        got = db.execute("SELECT jobqueue._bucket_counts(ARRAY[%s::float8]) AS b", [value]).fetchone()["b"]  # type: ignore[index]
+        assert got == [1 if i == bucket else 0 for i in range(17)], value
+    assert db.execute("SELECT jobqueue._bucket_counts('{}') AS b").fetchone()["b"] is None  # type: ignore[index]
