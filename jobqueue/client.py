@@ -23,6 +23,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
+from jobqueue import tracing
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, WorkerConfig, resolve_database
 from jobqueue.db import check_schema, connect, translate
 from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobQueueError, SchemaOutOfDate
@@ -263,8 +264,10 @@ class JobQueue(ScheduleMethods):
         Pass ``connection`` (a psycopg Connection, SQLAlchemy Connection or Session) to
         enqueue inside your transaction: the job exists if and only if it commits.
         """
-        params = enqueue_params(type, payload, options)
-        rows = self._run(connection, "enqueue", params)
+        with tracing.enqueue_span([options.get("queue") or "default"], 1) as span:
+            params = enqueue_params(type, payload, span.inject(options))
+            rows = self._run(connection, "enqueue", params)
+            span.done([int(rows[0][0])])
         return int(rows[0][0])
 
     def enqueue_many(self, jobs: Iterable[Mapping[str, Any]], *, connection: Any = None) -> Ids:
@@ -275,6 +278,12 @@ class JobQueue(ScheduleMethods):
         ``jobqueue.enqueue_many`` in the same transaction.
         """
         jobs = list(jobs)
+        with tracing.enqueue_span([str(j.get("queue") or "default") for j in jobs], len(jobs)) as span:
+            ids = self._enqueue_many([span.inject(j) for j in jobs], connection)
+            span.done(ids)
+        return ids
+
+    def _enqueue_many(self, jobs: list[Mapping[str, Any]], connection: Any) -> Ids:
         if connection is None and len(jobs) >= COPY_THRESHOLD:
             plain = plain_rows(jobs)
             if plain is not None:

@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.migrations",
         "jobqueue.sql",
         "jobqueue.db",
+        "jobqueue.tracing",  # OpenTelemetry spans (optional extra); imports nothing of jobqueue
     ),
     # the library: tasks, periodic schedules, then the client that enqueues them, the LISTEN loop
     ("jobqueue.tasks", "jobqueue.schedules", "jobqueue.client", "jobqueue.listener"),
