@@ -100,3 +100,7 @@ COUNTER_TRIGGERS_OFF = (
     "ALTER TABLE jobqueue.dead_letter DISABLE TRIGGER count_dead_lettered",
 )
 COUNTER_DELTA_ROWS = "SELECT count(*) FROM jobqueue.counter_delta"
+COUNTER_TRIGGERS_ON = tuple(s.replace("DISABLE", "ENABLE") for s in COUNTER_TRIGGERS_OFF)
+#: The statement measured with the triggers off and on: one complete_many of a claimed batch.
+CLAIM_BATCH = "SELECT id, token FROM jobqueue.claim(ARRAY['default'], 'bench', %s)"
+COMPLETE_BATCH = "SELECT count(*) FROM jobqueue.complete_many(%s, %s)"

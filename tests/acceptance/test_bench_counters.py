@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobqueue.bench.counters import ROUNDS
+from jobqueue.bench.counters import ROUNDS, STATEMENT_ROUNDS
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -35,7 +35,10 @@ def test_quick_counters_bench(db_url: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {r["key"]: r for r in json.loads(out.read_text())["scenarios"]["counters"]["rows"]}
     suffixes = ["", *(f".r{r}" for r in range(2, ROUNDS + 1))]
-    assert set(rows) == {f"counters.{state}{s}" for state in ("off", "on") for s in suffixes}
+    statement = {"counters.statement.off", "counters.statement.on"}
+    assert set(rows) == {f"counters.{state}{s}" for state in ("off", "on") for s in suffixes} | statement
+    for key in statement:
+        assert rows[key]["extra"]["calls"] == STATEMENT_ROUNDS and rows[key]["extra"]["median_ms"] > 0
     for s in suffixes:
         off, on = rows[f"counters.off{s}"], rows[f"counters.on{s}"]
         assert off["jobs"] == on["jobs"] == 2000 and not off["partial"] and not on["partial"]
