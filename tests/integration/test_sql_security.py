@@ -64,6 +64,8 @@ ADMIN_ONLY = {
     "resume_schedule(text)",
     "remove_schedule(text)",
     "schedule_next(text,integer)",
+    "counters()",
+    "histogram_buckets()",
 }
 
 
