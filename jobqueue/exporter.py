@@ -78,10 +78,6 @@ class QueueCollector:
 
     def __init__(self, jq: JobQueue) -> None:
         self.jq = jq
-        self._counter_rows: list[dict[str, Any]] = []
-        self._bounds: list[float] = []
-        self._worker_rows: list[dict[str, Any]] = []
-        self._alert_rows: list[dict[str, Any]] = []
 
     def describe(self) -> list[Metric]:
         return []  # nothing to read at registration: the metric set follows the database
@@ -94,10 +90,11 @@ class QueueCollector:
         try:
             stats = self.jq.stats()
             health = self.jq.health()
-            self._counter_rows = self.jq.counters()
-            self._bounds = self.jq.histogram_buckets()
-            self._worker_rows = self.jq.workers()
-            self._alert_rows = self.jq.open_alerts()
+            # read into locals: the HTTP server may run two scrapes of this collector at once
+            counter_rows = self.jq.counters()
+            bounds = self.jq.histogram_buckets()
+            worker_rows = self.jq.workers()
+            alert_rows = self.jq.open_alerts()
         except JobQueueError as exc:
             log.warning("scrape failed", extra={"action": "scrape_failed", "error": str(exc).splitlines()[0]})
             up.add_metric([], 0)
@@ -134,70 +131,73 @@ class QueueCollector:
                 threshold.add_metric([check], float(row["threshold"]))
             alert.add_metric([check], 1.0 if row["alert"] else 0.0)
         yield from (value, threshold, alert)
-        yield from self._counters()
-        yield from self._workers()
-        yield from self._alerts()
+        yield from _counters(counter_rows, bounds)
+        yield from _workers(worker_rows)
+        yield from _alerts(alert_rows)
 
         duration = GaugeMetricFamily("jobqueue_scrape_duration_seconds", "Time this scrape spent in the database")
         duration.add_metric([], time.monotonic() - started)
         yield duration
 
-    def _counters(self) -> Iterator[Metric]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-        labels = ["queue", "type"]
-        families = {
-            name: CounterMetricFamily(f"jobqueue_jobs_{name}", text, labels=labels) for name, text in COUNTERS.items()
-        }
-        running = GaugeMetricFamily("jobqueue_jobs_running", "Jobs processing now", labels=labels)
-        queue_time = HistogramMetricFamily(
-            "jobqueue_job_queue_time_seconds",
-            "Time a completed job waited, once due, for a worker (claimed_at - run_at)",
-            labels=labels,
-        )
-        run_time = HistogramMetricFamily(
-            "jobqueue_job_run_time_seconds", "Run time of completed jobs (finished_at - claimed_at)", labels=labels
-        )
-        for row in self._counter_rows:
-            key = [str(row["queue"]), str(row["type"])]
-            for name, family in families.items():
-                family.add_metric(key, float(row[name]))
-            running.add_metric(key, float(row["running"]))
-            queue_time.add_metric(key, *_histogram(self._bounds, row["queue_time_buckets"], row["queue_time_sum"]))
-            run_time.add_metric(key, *_histogram(self._bounds, row["run_time_buckets"], row["run_time_sum"]))
-        yield from families.values()
-        yield from (running, queue_time, run_time)
+def _counters(rows: list[dict[str, Any]], bounds: list[float]) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-    def _workers(self) -> Iterator[Metric]:
-        from prometheus_client.core import GaugeMetricFamily
+    labels = ["queue", "type"]
+    families = {
+        name: CounterMetricFamily(f"jobqueue_jobs_{name}", text, labels=labels) for name, text in COUNTERS.items()
+    }
+    running = GaugeMetricFamily("jobqueue_jobs_running", "Jobs processing now", labels=labels)
+    queue_time = HistogramMetricFamily(
+        "jobqueue_job_queue_time_seconds",
+        "Time a completed job waited, once due, for a worker (claimed_at - run_at)",
+        labels=labels,
+    )
+    run_time = HistogramMetricFamily(
+        "jobqueue_job_run_time_seconds", "Run time of completed jobs (finished_at - claimed_at)", labels=labels
+    )
+    for row in rows:
+        key = [str(row["queue"]), str(row["type"])]
+        for name, family in families.items():
+            family.add_metric(key, float(row[name]))
+        running.add_metric(key, float(row["running"]))
+        queue_time.add_metric(key, *_histogram(bounds, row["queue_time_buckets"], row["queue_time_sum"]))
+        run_time.add_metric(key, *_histogram(bounds, row["run_time_buckets"], row["run_time_sum"]))
+    yield from families.values()
+    yield from (running, queue_time, run_time)
 
-        workers = GaugeMetricFamily("jobqueue_workers", "Registered workers not stopped, by status", labels=["status"])
-        live = [w for w in self._worker_rows if w["stopped_at"] is None]
-        for status in WORKER_STATUSES:
-            workers.add_metric([status], float(sum(1 for w in live if w["status"] == status)))
-        slots = sum(int(w["concurrency"] or 0) for w in live)
-        busy = sum(int(w["running"] or 0) for w in live)
-        slots_family = GaugeMetricFamily("jobqueue_worker_slots", "Job slots of live workers (their concurrency)")
-        slots_family.add_metric([], float(slots))
-        busy_family = GaugeMetricFamily("jobqueue_worker_busy_slots", "Jobs live workers are running now")
-        busy_family.add_metric([], float(busy))
-        yield from (workers, slots_family, busy_family)
-        if slots:
-            ratio = GaugeMetricFamily("jobqueue_worker_utilization_ratio", "Busy slots / slots of live workers")
-            ratio.add_metric([], busy / slots)
-            yield ratio
 
-    def _alerts(self) -> Iterator[Metric]:
-        from prometheus_client.core import GaugeMetricFamily
+def _workers(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
 
-        if not self._alert_rows:
-            return
-        family = GaugeMetricFamily(
-            "jobqueue_alerts_open", "Open alert incidents (firing or acknowledged)", labels=["rule", "severity"]
-        )
-        for row in self._alert_rows:
-            family.add_metric([str(row["rule"]), str(row["severity"])], float(row["n"]))
-        yield family
+    workers = GaugeMetricFamily("jobqueue_workers", "Registered workers not stopped, by status", labels=["status"])
+    live = [w for w in rows if w["stopped_at"] is None]
+    for status in WORKER_STATUSES:
+        workers.add_metric([status], float(sum(1 for w in live if w["status"] == status)))
+    slots = sum(int(w["concurrency"] or 0) for w in live)
+    busy = sum(int(w["running"] or 0) for w in live)
+    slots_family = GaugeMetricFamily("jobqueue_worker_slots", "Job slots of live workers (their concurrency)")
+    slots_family.add_metric([], float(slots))
+    busy_family = GaugeMetricFamily("jobqueue_worker_busy_slots", "Jobs live workers are running now")
+    busy_family.add_metric([], float(busy))
+    yield from (workers, slots_family, busy_family)
+    if slots:
+        ratio = GaugeMetricFamily("jobqueue_worker_utilization_ratio", "Busy slots / slots of live workers")
+        ratio.add_metric([], busy / slots)
+        yield ratio
+
+
+def _alerts(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    if not rows:
+        return
+    family = GaugeMetricFamily(
+        "jobqueue_alerts_open", "Open alert incidents (firing or acknowledged)", labels=["rule", "severity"]
+    )
+    for row in rows:
+        family.add_metric([str(row["rule"]), str(row["severity"])], float(row["n"]))
+    yield family
 
 
 def _histogram(bounds: list[float], per_bucket: list[int], total: float) -> tuple[list[tuple[str, float]], float]:
