@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
 from jobqueue import tracing
+from jobqueue.alerting import AlertMethods
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, WorkerConfig, resolve_database
 from jobqueue.db import check_schema, connect, translate
 from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobQueueError, SchemaOutOfDate
@@ -121,7 +122,7 @@ def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
         ConnectionPool.check_connection(conn)
 
 
-class JobQueue(ScheduleMethods):
+class JobQueue(ScheduleMethods, AlertMethods):
     """A handle on one jobqueue database.
 
     ``JobQueue()`` resolves the database like the CLI (``JOBQUEUE_DATABASE_URL``,

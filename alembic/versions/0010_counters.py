@@ -2,7 +2,7 @@
 queue-time and run-time histograms per queue and job type (issue 17).
 
 Revision ID: 0010
-Revises: 0008 (re-chained after 0009 when merged)
+Revises: 0009 (the alerts revision, merged from branch i17alerts; written on 0008)
 Create Date: 2026-12-06
 
 Runs its own frozen SQL (0010_counters.sql beside this file), never sql/schema.sql.
@@ -15,7 +15,7 @@ from pathlib import Path
 from jobqueue.migrations import execute_frozen_sql
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -230,7 +230,6 @@ COMMENT ON FUNCTION jobqueue.counters() IS
     'Per queue and job type: monotonic counts of jobs enqueued, completed, failed (attempts), retried, '
     'dead-lettered, cancelled; running now; queue-time and run-time histograms of completed jobs';
 
-
 CREATE OR REPLACE FUNCTION jobqueue.fail(
     id bigint,
     token bigint,
@@ -566,18 +565,20 @@ BEGIN
         'logs_pruned', logs_pruned,
         'workers_pruned', workers_pruned,
         'aged', aged) || parts || jobqueue._fire_schedules(batch, dry)
+        || jobqueue._detect_alerts(dry)
         || jobqueue._compact_counters(batch, dry);
 END
 $$;
 COMMENT ON FUNCTION jobqueue.reconcile(integer, boolean) IS
     'Maintenance (expire leases, expire TTL''d jobs, archive, prune, age priorities, partitions, fire schedules, '
-    'fold counters); JSON summary';
+    'detect alerts, fold counters); JSON summary';
 
 CREATE OR REPLACE FUNCTION jobqueue.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$ SELECT 5 $$;
 COMMENT ON FUNCTION jobqueue.schema_version() IS
-    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: counters); clients check it at startup';
+    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts, '
+    'counters); clients check it at startup';
 
 REVOKE EXECUTE ON FUNCTION jobqueue.histogram_buckets(), jobqueue._bucket_counts(double precision[]),
     jobqueue._add_buckets(bigint[], bigint[]), jobqueue._sum_buckets(bigint[]), jobqueue._count_enqueued(),

@@ -1,4 +1,4 @@
--- Revision 0010 down: no counters; fail, reconcile and schema_version as revision 0008 left them.
+-- Revision 0010 down: no counters; fail, reconcile and schema_version as revision 0009 left them.
 -- The counts are lost (an upgrade again seeds them from the rows then present).
 
 DROP TRIGGER count_enqueued ON jobqueue.job;
@@ -344,14 +344,17 @@ BEGIN
         'events_pruned', events_pruned,
         'logs_pruned', logs_pruned,
         'workers_pruned', workers_pruned,
-        'aged', aged) || parts || jobqueue._fire_schedules(batch, dry);
+        'aged', aged) || parts || jobqueue._fire_schedules(batch, dry)
+        || jobqueue._detect_alerts(dry);
 END
 $$;
 COMMENT ON FUNCTION jobqueue.reconcile(integer, boolean) IS
-    'Maintenance (expire leases, expire TTL''d jobs, archive, prune, age priorities, partitions, fire schedules); JSON summary';
+    'Maintenance (expire leases, expire TTL''d jobs, archive, prune, age priorities, partitions, fire schedules, '
+    'detect alerts); JSON summary';
 
 CREATE OR REPLACE FUNCTION jobqueue.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT 4 $$;
+AS $$ SELECT 5 $$;
 COMMENT ON FUNCTION jobqueue.schema_version() IS
-    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules); clients check it at startup';
+    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts); '
+    'clients check it at startup';

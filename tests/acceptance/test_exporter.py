@@ -223,7 +223,7 @@ def test_counters_histograms_and_workers_over_http(db: psycopg.Connection[Any], 
     assert m[q("jobqueue_worker_slots")] == 4
     assert m[q("jobqueue_worker_busy_slots")] == 2
     assert m[q("jobqueue_worker_utilization_ratio")] == 0.5
-    assert not any(k[0] == "jobqueue_alerts_open" for k in m)  # no jobqueue.alerts view in this schema
+    assert not any(k[0] == "jobqueue_alerts_open" for k in m)  # no incident open
 
     # history pruned, counters folded by reconcile: the counters do not move
     db.execute("UPDATE jobqueue.setting SET value = '1' WHERE key = 'history_retention_s'")
@@ -235,20 +235,34 @@ def test_counters_histograms_and_workers_over_http(db: psycopg.Connection[Any], 
     assert after[q("jobqueue_job_run_time_seconds_count", queue="mail", type="t")] == 3
 
 
-def test_open_alerts_by_rule_and_severity_when_the_view_exists(
+def worker_down(conn: psycopg.Connection[Any], worker: str) -> None:
+    """A real incident: a registered worker missed its heartbeats, and reconcile detects it."""
+    conn.execute("SELECT jobqueue.register_worker(%s, concurrency => 2)", (worker,))
+    conn.execute(
+        "UPDATE jobqueue.worker SET last_seen_at = now() - interval '5 minutes' WHERE worker_id = %s", (worker,)
+    )
+    conn.execute("SELECT jobqueue.reconcile()")
+
+
+def test_open_alerts_by_rule_and_severity(db: psycopg.Connection[Any], db_url: str, exporter: Any) -> None:
+    for worker in ("w1", "w2", "w3"):
+        worker_down(db, worker)
+    db.execute("SELECT jobqueue.ack_alert(id, 'me') FROM jobqueue.alerts WHERE subject = 'w2'")  # still open
+    db.execute("SELECT jobqueue.resolve_alert(id, 'me') FROM jobqueue.alerts WHERE subject = 'w3'")  # not open
+    port = exporter(db_url)
+    _, m = scrape(port)
+    assert m[q("jobqueue_alerts_open", rule="worker_down", severity="critical")] == 2
+    db.execute("SELECT jobqueue.resolve_alert(id, 'me') FROM jobqueue.alerts WHERE state <> 'resolved'")
+    _, after = scrape(port)
+    assert not any(k[0] == "jobqueue_alerts_open" for k in after)
+
+
+def test_open_alerts_are_absent_on_a_schema_without_the_alerts_view(
     db: psycopg.Connection[Any], db_url: str, exporter: Any
 ) -> None:
-    # The alerting revision (issue 17, another branch) provides jobqueue.alerts; this stand-in
-    # view has the columns the exporter reads.
-    db.execute(
-        "CREATE VIEW jobqueue.alerts AS SELECT * FROM (VALUES "
-        "(1, 'worker_down', 'critical', 'firing'), (2, 'worker_down', 'critical', 'acknowledged'), "
-        "(3, 'queue_depth', 'warning', 'firing'), (4, 'queue_depth', 'warning', 'resolved')) "
-        "AS a(id, rule, severity, state)"
-    )
+    db.execute("DROP VIEW jobqueue.alerts CASCADE")  # a schema before the alerting revision has none
     _, m = scrape(exporter(db_url))
-    assert m[q("jobqueue_alerts_open", rule="worker_down", severity="critical")] == 2
-    assert m[q("jobqueue_alerts_open", rule="queue_depth", severity="warning")] == 1
+    assert m[q("jobqueue_up")] == 1 and not any(k[0] == "jobqueue_alerts_open" for k in m)
 
 
 @pytest.fixture(scope="module")
@@ -317,10 +331,7 @@ def test_dashboard_and_rules_name_only_metrics_a_real_scrape_has(
 ) -> None:
     churn(db)  # counters and histograms have rows
     db.execute("SELECT jobqueue.register_worker('w1', concurrency => 2)")  # utilization has slots
-    db.execute(  # stand-in for the alerting revision's view (columns the exporter reads)
-        "CREATE VIEW jobqueue.alerts AS SELECT * FROM (VALUES (1, 'worker_down', 'critical', 'firing')) "
-        "AS a(id, rule, severity, state)"
-    )
+    worker_down(db, "w2")  # an open incident
     text, m = scrape(exporter(db_url))
     # sample names and family names (jobqueue_jobs_enqueued_total, jobqueue_job_run_time_seconds)
     scraped = {name for name, _ in m} | {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}

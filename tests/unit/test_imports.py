@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.tracing",  # OpenTelemetry spans (optional extra); imports nothing of jobqueue
     ),
     # the library: tasks, periodic schedules, then the client that enqueues them, the LISTEN loop
-    ("jobqueue.tasks", "jobqueue.schedules", "jobqueue.client", "jobqueue.listener"),
+    ("jobqueue.tasks", "jobqueue.schedules", "jobqueue.alerting", "jobqueue.client", "jobqueue.listener"),
     # what runs beside a database: workers (riding out outages, keeping leases, turning
     # outcomes into acknowledgements, reporting), the Redis mirror, the Prometheus exporter
     (
