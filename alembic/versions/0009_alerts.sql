@@ -307,6 +307,13 @@ BEGIN
                 PERFORM jobqueue._raise('config.headers', format('header %s must be a token name with a one-line '
                                                                  'string value', to_jsonb(k)));
             END IF;
+            -- a credential in a header would be a secret stored in the database
+            SELECT min(h.key) INTO k FROM jsonb_object_keys(config->'headers') AS h(key)
+            WHERE lower(h.key) IN ('authorization', 'proxy-authorization', 'cookie', 'x-api-key', 'api-key');
+            IF k IS NOT NULL THEN
+                PERFORM jobqueue._raise('config.headers', format('header %s would store a credential; the request '
+                                                                 'is signed with secret_env/secret_file', to_jsonb(k)));
+            END IF;
         END IF;
     END IF;
     RETURN config;
@@ -524,8 +531,12 @@ $$;
 -- job is one probe per priority, rates sum alert_tally, running jobs are read through
 -- job_lease_idx. reconcile_gap: seconds between this and the previous reconcile.
 CREATE FUNCTION jobqueue._alert_observe(reconcile_gap double precision) RETURNS SETOF jobqueue._alert_obs
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
+BEGIN
+    -- plpgsql, not a plain SQL body: its plan is cached for the session (planning this query
+    -- cost more than running it on every reconcile of a worker's loop)
+    RETURN QUERY
     -- the effective rule per queue: the queue's own row, else the default (disabled included)
     WITH per_queue AS (
         SELECT e.* FROM (
@@ -545,31 +556,34 @@ AS $$
             WHERE r.kind IN ('error_rate', 'dead_letters')
             ORDER BY r.name, p.queue, p.type, r.queue IS NULL, r.type IS NULL) AS e
         WHERE e.enabled
-    ), rates AS (
-        SELECT e.name, e.kind, e.severity, e.q, e.type, e.threshold, e.clear_threshold, e.resolve_after_s,
-               e.min_events, e.window_s,
-               sum(t.completed) AS c, sum(t.failed) AS f, sum(t.dead) AS d
+    ), sums AS (
+        -- grouped by rule id and queue only: sorting on every text column of the rule cost more
+        -- than the sums
+        SELECT e.id, e.q, sum(t.completed) AS c, sum(t.failed) AS f, sum(t.dead) AS d
         FROM per_pair e
         JOIN jobqueue.alert_tally t ON t.queue = e.q AND t.type = e.ty
                                    AND t.bucket >= now() - make_interval(secs => e.window_s)
-        GROUP BY e.name, e.kind, e.severity, e.q, e.type, e.threshold, e.clear_threshold, e.resolve_after_s,
-                 e.min_events, e.window_s
+        GROUP BY e.id, e.q
+    ), rates AS (
+        SELECT r.name, r.kind, r.severity, x.q, r.type, r.threshold, r.clear_threshold, r.resolve_after_s,
+               r.min_events, r.window_s, x.c, x.f, x.d
+        FROM sums x JOIN jobqueue.alert_rule r ON r.id = x.id
     ), running AS (
         SELECT j.queue, j.type, max(extract(epoch FROM now() - j.claimed_at))::float8 AS age, count(*) AS n
         FROM jobqueue.job j
         WHERE j.state = 'processing' AND j.lease_expires_at > '-infinity'  -- job_lease_idx
         GROUP BY 1, 2
     ), stuck AS (
-        SELECT e.name, e.kind, e.severity, e.q, e.type, e.threshold, e.clear_threshold, e.resolve_after_s,
-               max(e.age) AS age, sum(e.n) AS n
-        FROM (
+        SELECT r.name, r.kind, r.severity, x.q, r.type, r.threshold, r.clear_threshold, r.resolve_after_s, x.age, x.n
+        FROM (SELECT e.id, e.q, max(e.age) AS age, sum(e.n) AS n FROM (
             SELECT DISTINCT ON (r.name, p.queue, p.type) r.*, p.queue AS q, p.age, p.n
             FROM running p
             JOIN jobqueue.alert_rule r ON (r.queue IS NULL OR r.queue = p.queue) AND (r.type IS NULL OR r.type = p.type)
             WHERE r.kind = 'job_stuck'
             ORDER BY r.name, p.queue, p.type, r.queue IS NULL, r.type IS NULL) AS e
-        WHERE e.enabled
-        GROUP BY e.name, e.kind, e.severity, e.q, e.type, e.threshold, e.clear_threshold, e.resolve_after_s
+              WHERE e.enabled
+              GROUP BY e.id, e.q) AS x
+        JOIN jobqueue.alert_rule r ON r.id = x.id
     ), whole AS (
         SELECT r.* FROM jobqueue.alert_rule r
         WHERE r.enabled AND r.queue IS NULL AND r.type IS NULL
@@ -661,7 +675,8 @@ AS $$
     SELECT concat_ws('|', o.kind, coalesce(o.queue, '*'), coalesce(o.type, '*'), coalesce(o.subject, '*')),
            o.name, o.kind, o.severity, o.queue, o.type, o.subject, o.value, o.threshold, o.clear_threshold,
            o.resolve_after_s, o.summary
-    FROM obs o
+    FROM obs o;
+END
 $$;
 
 -- Reconcile's step: alert detection. Only one detection runs at a time (a transaction-scoped

@@ -527,6 +527,11 @@ BAD_CHANNELS = [
     ("config.routing_key_env", "pagerduty", {}),
     ("config.password_env", "email", {**EMAIL, "username": "u", "password_env": "not a name"}),
     ("kind", "sms", {"to": "+100"}),
+    (
+        "config.headers",
+        "webhook",
+        {"url": "https://x.example.com", "secret_env": "S", "headers": {"Authorization": "x"}},
+    ),
 ]
 
 
