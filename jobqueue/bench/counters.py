@@ -23,7 +23,7 @@ from jobqueue.bench.registry import scenario
 from jobqueue.bench.statements import (
     CLAIM_BATCH,
     COMPLETE_BATCH,
-    COUNTER_DELTA_ROWS,
+    COUNTER_TALLY,
     COUNTER_TRIGGERS_OFF,
     COUNTER_TRIGGERS_ON,
 )
@@ -43,21 +43,22 @@ def counters(bench: Bench, budget_s: float) -> None:
             for statement in COUNTER_TRIGGERS_OFF:
                 conn.execute(statement)
 
-    def delta_rows() -> int:
-        """Counter rows the drain left (0 with the triggers off; with them on, one per statement)."""
+    def tally(m: Measured) -> None:
+        """What the counters saw: completions counted (N with the triggers on, 0 off) and the
+        delta rows not yet folded by the worker's reconcile (one per statement, not per job)."""
         with bench.scratch.connect() as conn:
-            row = conn.execute(COUNTER_DELTA_ROWS).fetchone()
-        return int(row[0]) if row else 0
+            row = conn.execute(COUNTER_TALLY).fetchone()
+        m.extra["completed_counted"], m.extra["counter_rows"] = (int(row[0]), int(row[1])) if row else (0, 0)
 
     for r in range(1, ROUNDS + 1):
         suffix = "" if r == 1 else f".r{r}"
         label = f"counters: drain {n:,}, counter triggers off (round {r})"
         m = bench.drain_burst(1, concurrency, n, budget.phase(), label, setup=triggers_off)
-        m.extra["counter_rows"] = delta_rows()
+        tally(m)
         bench.record("counters", f"counters.off{suffix}", f"drain, counters off (round {r})", "jobqueue", 1, n, m)
         label = f"counters: drain {n:,}, counter triggers on (round {r})"
         m = bench.drain_burst(1, concurrency, n, budget.phase(), label)
-        m.extra["counter_rows"] = delta_rows()
+        tally(m)
         row = bench.record("counters", f"counters.on{suffix}", f"drain, counters on (round {r})", "jobqueue", 1, n, m)
         bench.compare(row, f"counters.off{suffix}")
     statement_cost(bench, budget.phase())

@@ -99,7 +99,10 @@ COUNTER_TRIGGERS_OFF = (
     "ALTER TABLE jobqueue.job_history DISABLE TRIGGER count_finished",
     "ALTER TABLE jobqueue.dead_letter DISABLE TRIGGER count_dead_lettered",
 )
-COUNTER_DELTA_ROWS = "SELECT count(*) FROM jobqueue.counter_delta"
+COUNTER_TALLY = (
+    "SELECT (SELECT coalesce(sum(completed), 0) FROM jobqueue.counters()),"
+    " (SELECT count(*) FROM jobqueue.counter_delta)"
+)
 COUNTER_TRIGGERS_ON = tuple(s.replace("DISABLE", "ENABLE") for s in COUNTER_TRIGGERS_OFF)
 #: The statement measured with the triggers off and on: one complete_many of a claimed batch.
 CLAIM_BATCH = "SELECT id, token FROM jobqueue.claim(ARRAY['default'], 'bench', %s)"
