@@ -4,8 +4,8 @@ Issue 17's counters are kept by statement-level triggers on the job tables (one 
 per statement and (queue, type), never one per job). This measures what they cost the
 drain: the same N no-op jobs drained by the same burst worker, first in a scratch database
 whose counter triggers are disabled (``ALTER TABLE ... DISABLE TRIGGER``), then in a fresh
-one where they are on, alternating ``ROUNDS`` times so that a machine whose load drifts
-shows it in both. Then the statement itself, less exposed to a busy machine: one
+one where they are on, ``ROUNDS`` pairs, the order swapped every other pair, so that a machine
+whose load drifts shows it in both. Then the statement itself, less exposed to a busy machine: one
 ``complete_many`` of ``STATEMENT_BATCH`` claimed jobs timed ``STATEMENT_ROUNDS`` times with
 the triggers off and as often on, alternating, on one connection (rows
 ``counters.statement.off`` / ``.on``: jobs/s over the summed time, the median call in
@@ -52,15 +52,17 @@ def counters(bench: Bench, budget_s: float) -> None:
 
     for r in range(1, ROUNDS + 1):
         suffix = "" if r == 1 else f".r{r}"
-        label = f"counters: drain {n:,}, counter triggers off (round {r})"
-        m = bench.drain_burst(1, concurrency, n, budget.phase(), label, setup=triggers_off)
-        tally(m)
-        bench.record("counters", f"counters.off{suffix}", f"drain, counters off (round {r})", "jobqueue", 1, n, m)
-        label = f"counters: drain {n:,}, counter triggers on (round {r})"
-        m = bench.drain_burst(1, concurrency, n, budget.phase(), label)
-        tally(m)
-        row = bench.record("counters", f"counters.on{suffix}", f"drain, counters on (round {r})", "jobqueue", 1, n, m)
-        bench.compare(row, f"counters.off{suffix}")
+        # off first in odd rounds, on first in even ones: whatever favours the first (or the
+        # second) drain of a pair does not favour one setting
+        rows = {}
+        for state in ("off", "on") if r % 2 else ("on", "off"):
+            label = f"counters: drain {n:,}, counter triggers {state} (round {r})"
+            setup = triggers_off if state == "off" else None
+            m = bench.drain_burst(1, concurrency, n, budget.phase(), label, setup=setup)
+            tally(m)
+            case = f"drain, counters {state} (round {r})"
+            rows[state] = bench.record("counters", f"counters.{state}{suffix}", case, "jobqueue", 1, n, m)
+        bench.compare(rows["on"], f"counters.off{suffix}")
     statement_cost(bench, budget.phase())
 
 
