@@ -5445,10 +5445,11 @@ COMMENT ON FUNCTION jobqueue.metrics(interval) IS
 -- Counters: transitions per (queue, type), kept by the database (tables in part 2)
 ------------------------------------------------------------------------------------------
 -- The upper bounds, in seconds, of the histogram buckets (queue time and run time), a last
--- bucket above them all. Fixed: the stored counts are per bucket of these bounds.
+-- bucket above them all. Fixed: the stored counts are per bucket of these bounds. (plpgsql,
+-- not sql: it returns the constant without planning a query at each call.)
 CREATE FUNCTION jobqueue.histogram_buckets() RETURNS double precision[]
-LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT '{0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,300,900,3600}'::double precision[] $$;
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$ BEGIN RETURN '{0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,300,900,3600}'::double precision[]; END $$;
 COMMENT ON FUNCTION jobqueue.histogram_buckets() IS
     'Upper bounds (seconds) of the queue-time and run-time histogram buckets of jobqueue.counters()';
 
@@ -5456,19 +5457,28 @@ COMMENT ON FUNCTION jobqueue.histogram_buckets() IS
 -- with bound[k-1] < v <= bound[k] (Prometheus' le), the last element those above every
 -- bound. NULL for no values.
 CREATE FUNCTION jobqueue._bucket_counts(vals double precision[]) RETURNS bigint[]
-LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
-    -- width_bucket over the negated bounds in reverse counts the bounds >= v (a binary search):
-    -- the bucket of v is then 1 + the number of bounds < v
-    SELECT CASE WHEN cardinality(vals) > 0 THEN ARRAY(
+DECLARE
+    bounds constant double precision[] := jobqueue.histogram_buckets();
+    nb constant integer := cardinality(bounds);
+BEGIN
+    IF vals IS NULL OR cardinality(vals) = 0 THEN
+        RETURN NULL;
+    END IF;
+    -- plpgsql, not sql: its query is planned once per session (a sql function's body was
+    -- planned again for every statement the counter trigger ran: 0.5 ms each). width_bucket
+    -- over the negated bounds in reverse counts the bounds >= v (a binary search): the bucket
+    -- of v is then 1 + the number of bounds < v.
+    RETURN ARRAY(
         SELECT coalesce(c.n, 0)
-        FROM generate_series(1, b.nb + 1) AS g(i)
-        LEFT JOIN (SELECT b.nb + 1 - width_bucket(-u.v, b.neg) AS k, count(*) AS n
+        FROM generate_series(1, nb + 1) AS g(i)
+        LEFT JOIN (SELECT nb + 1 - width_bucket(-u.v, ARRAY(SELECT -x.bound FROM unnest(bounds) WITH ORDINALITY
+                                                                   AS x(bound, o) ORDER BY x.o DESC)) AS k,
+                          count(*) AS n
                    FROM unnest(vals) AS u(v) GROUP BY 1) AS c ON c.k = g.i
-        ORDER BY g.i) END
-    FROM (SELECT ARRAY(SELECT -x.bound FROM unnest(jobqueue.histogram_buckets()) WITH ORDINALITY AS x(bound, o)
-                       ORDER BY x.o DESC) AS neg,
-                 cardinality(jobqueue.histogram_buckets()) AS nb) AS b
+        ORDER BY g.i);
+END
 $$;
 
 -- Element-wise sum of two bucket arrays (STRICT: an aggregate over it skips NULLs).
