@@ -4627,7 +4627,7 @@ $$;
 --     observation any more) is clear from then; clear for resolve_after_s -> resolved,
 --     'resolve' notifications; a value between the two thresholds keeps it open (hysteresis).
 -- Resolved incidents older than alert_retention_s are deleted (batch at a time).
-CREATE FUNCTION jobqueue._detect_alerts(dry_run boolean) RETURNS jsonb
+CREATE FUNCTION jobqueue._detect_alerts_now(dry_run boolean) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
 DECLARE
@@ -4734,6 +4734,23 @@ BEGIN
         'alerts_opened', coalesce(cardinality(opened), 0),
         'alerts_resolved', coalesce(cardinality(resolved), 0),
         'alert_notifications', sent);
+END
+$$;
+
+-- Reconcile's step (the one line reconcile calls): detection in a subtransaction, so that
+-- alerting can never stop maintenance. A failure (the alerts queue full, a bug) rolls back
+-- detection only, says why in "alerts_error" and raises a WARNING; the next reconcile tries again.
+CREATE FUNCTION jobqueue._detect_alerts(dry_run boolean) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    err text;
+BEGIN
+    RETURN jobqueue._detect_alerts_now(dry_run);
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
+    RAISE WARNING 'jobqueue alert detection failed (maintenance went on): %', err;
+    RETURN jsonb_build_object('alerts_error', left(err, 2000));
 END
 $$;
 

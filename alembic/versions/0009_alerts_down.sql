@@ -252,6 +252,7 @@ DROP VIEW jobqueue.alert_channels;
 DROP VIEW jobqueue.alert_rules;
 DROP VIEW jobqueue.alerts;
 DROP FUNCTION jobqueue._detect_alerts(boolean);
+DROP FUNCTION jobqueue._detect_alerts_now(boolean);
 DROP FUNCTION jobqueue._alert_observe(double precision);
 DROP FUNCTION jobqueue._alert_tally();
 DROP TYPE jobqueue._alert_obs;
