@@ -279,7 +279,8 @@ class JobQueue(ScheduleMethods, AlertMethods):
         ``jobqueue.enqueue_many`` in the same transaction.
         """
         jobs = list(jobs)
-        with tracing.enqueue_span([str(j.get("queue") or "default") for j in jobs], len(jobs)) as span:
+        queues = [str(j.get("queue") or "default") if isinstance(j, Mapping) else "default" for j in jobs]
+        with tracing.enqueue_span(queues, len(jobs)) as span:
             ids = self._enqueue_many([span.inject(j) for j in jobs], connection)
             span.done(ids)
         return ids

@@ -65,8 +65,8 @@ class EnqueueSpan:
     def inject(self, options: Mapping[str, Any]) -> Mapping[str, Any]:
         """The options with the trace context in ``metadata`` (a new mapping; the caller's is
         not changed); the options themselves when there is nothing to add."""
-        if not self._carrier:
-            return options
+        if not self._carrier or not isinstance(options, Mapping):
+            return options  # not a mapping: enqueue refuses it with its own message
         metadata = options.get("metadata")
         if metadata is not None and not isinstance(metadata, Mapping):
             return options  # enqueue refuses it with its own message, naming the field

@@ -129,6 +129,11 @@ def test_a_caller_traceparent_is_kept_and_bad_metadata_still_names_the_field(
 
     with pytest.raises(InvalidInput, match="metadata"):
         jq.enqueue("t", metadata=["not", "an", "object"])
+    with pytest.raises(InvalidInput, match=r"jobs\[1\]: must be a mapping"):
+        jq.enqueue_many([{"type": "t"}, "not a job"])  # type: ignore[list-item]
+    with pytest.raises(InvalidInput, match=r"jobs\[0\]: must be a mapping"):
+        jq.enqueue_many([None])  # type: ignore[list-item]
+    assert db.execute("SELECT count(*) AS n FROM jobqueue.job").fetchone()["n"] == 1  # type: ignore[index]
 
 
 def test_without_the_extra_the_library_works_and_writes_no_context(db_url: str) -> None:
