@@ -6,6 +6,7 @@ SQL functions other services call; nothing here re-implements queue logic.
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
+from jobqueue import tracing
 from jobqueue.alerting import AlertMethods
 from jobqueue.alerts.notify import register as register_notify
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, WorkerConfig, resolve_database
@@ -267,8 +269,10 @@ class JobQueue(ScheduleMethods, AlertMethods):
         Pass ``connection`` (a psycopg Connection, SQLAlchemy Connection or Session) to
         enqueue inside your transaction: the job exists if and only if it commits.
         """
-        params = enqueue_params(type, payload, options)
-        rows = self._run(connection, "enqueue", params)
+        with tracing.enqueue_span([options.get("queue") or "default"], 1) as span:
+            params = enqueue_params(type, payload, span.inject(options))
+            rows = self._run(connection, "enqueue", params)
+            span.done([int(rows[0][0])])
         return int(rows[0][0])
 
     def enqueue_many(self, jobs: Iterable[Mapping[str, Any]], *, connection: Any = None) -> Ids:
@@ -279,6 +283,13 @@ class JobQueue(ScheduleMethods, AlertMethods):
         ``jobqueue.enqueue_many`` in the same transaction.
         """
         jobs = list(jobs)
+        queues = [str(j.get("queue") or "default") if isinstance(j, Mapping) else "default" for j in jobs]
+        with tracing.enqueue_span(queues, len(jobs)) as span:
+            ids = self._enqueue_many([span.inject(j) for j in jobs], connection)
+            span.done(ids)
+        return ids
+
+    def _enqueue_many(self, jobs: list[Mapping[str, Any]], connection: Any) -> Ids:
         if connection is None and len(jobs) >= COPY_THRESHOLD:
             plain = plain_rows(jobs)
             if plain is not None:
@@ -399,6 +410,24 @@ class JobQueue(ScheduleMethods, AlertMethods):
 
     def metrics(self, window: float | timedelta = 3600) -> Rows:
         return self._fetch("metrics", {"window": as_timedelta(window)})
+
+    def counters(self) -> Rows:
+        """``jobqueue.counters()``: per queue and job type, monotonic counts of jobs enqueued,
+        completed, failed (attempts), retried, dead-lettered and cancelled, ``running`` now, and
+        the queue-time and run-time histograms of completed jobs (per-bucket counts over
+        :meth:`histogram_buckets`, then one bucket above them, and the sums in seconds)."""
+        return self._fetch("counters", {})
+
+    def histogram_buckets(self) -> builtins.list[float]:
+        """Upper bounds (seconds) of the histogram buckets of :meth:`counters`."""
+        return [float(b) for b in self._fetch("histogram_buckets", {})[0]["bounds"]]
+
+    def open_alerts(self) -> Rows:
+        """Open alert incidents (not resolved) counted by ``rule`` and ``severity`` (column ``n``);
+        empty when the schema has no ``jobqueue.alerts`` view."""
+        if not self._fetch("open_alerts", {})[0]["present"]:
+            return []
+        return self._fetch("open_alerts_by_rule", {})
 
     def health(
         self,

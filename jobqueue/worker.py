@@ -84,6 +84,7 @@ from jobqueue.reports import Reporter
 from jobqueue.retry import Cancel, Retry, Snooze, as_timedelta, classify
 from jobqueue.sql import query
 from jobqueue.tasks import JobContext, _current
+from jobqueue.tracing import run_span
 
 if TYPE_CHECKING:
     from jobqueue.client import JobQueue
@@ -101,6 +102,11 @@ ACK_RETRY_LEASES = 1.0
 EXIT_UNDELIVERED = 1
 
 log = logging.getLogger("jobqueue.worker")
+
+
+def _run_span(job: ClaimedJob) -> Any:
+    """The tracing span of one run (a no-op without the ``otel`` extra)."""
+    return run_span(job.id, job.queue, job.type, job.attempt, job.metadata)
 
 
 class Worker:
@@ -494,7 +500,8 @@ class Worker:
             args, kwargs = task.arguments_from(running.job.payload)
             if task.wants_context:
                 args = [running.ctx, *args]
-            return Success(task.fn(*args, **kwargs))
+            with _run_span(running.job):
+                return Success(task.fn(*args, **kwargs))
         except Exception as exc:
             return exc
         finally:
@@ -509,7 +516,8 @@ class Worker:
             args, kwargs = task.arguments_from(running.job.payload)
             if task.wants_context:
                 args = [running.ctx, *args]
-            outcome = Success(await task.fn(*args, **kwargs))
+            with _run_span(running.job):
+                outcome = Success(await task.fn(*args, **kwargs))
         except asyncio.CancelledError:
             return  # timed out or shutting down: the keeper or shutdown acknowledged it
         except Exception as exc:

@@ -152,6 +152,22 @@ SELECT * FROM jobqueue.queue_stats() ORDER BY queue;
 -- name: metrics
 SELECT * FROM jobqueue.metrics(%(window)s::interval) ORDER BY queue;
 
+-- name: counters
+SELECT * FROM jobqueue.counters();
+
+-- name: histogram_buckets
+SELECT jobqueue.histogram_buckets() AS bounds;
+
+-- name: open_alerts
+-- Open incidents by rule and severity, or nothing when this schema has no jobqueue.alerts view
+-- (the alerting revision): the view is named through to_regclass, so no error either way.
+SELECT to_regclass('jobqueue.alerts') IS NOT NULL AS present;
+
+-- name: open_alerts_by_rule
+SELECT a.rule::text AS rule, a.severity::text AS severity, count(*) AS n
+FROM jobqueue.alerts a WHERE a.state::text <> 'resolved'
+GROUP BY 1, 2 ORDER BY 1, 2;
+
 -- name: list_workers
 SELECT * FROM jobqueue.workers ORDER BY started_at DESC;
 

@@ -11,7 +11,8 @@ CREATE SCHEMA IF NOT EXISTS jobqueue;
 --    0. Setup               roles, default privileges
 --    1. Types               job_state; sequences (job ids, lease tokens)
 --    2. Tables              setting, queue, retry_policy; job, job_history, dead_letter; job_event,
---                           job_log, worker; tenant_role, tenant_limit, maintenance; their indexes
+--                           job_log, worker; tenant_role, tenant_limit, maintenance; counter_delta,
+--                           counter_total; their indexes
 --    3. Internal helpers    argument checks and parsing; priority, schema_version, retry_delay; the
 --                           audit-trail guard; the tenant checks every call makes (_tenant, _admit)
 --    4. Enqueue             enqueue, enqueue_many, enqueue_batch (one set-based path: _enqueue);
@@ -27,7 +28,8 @@ CREATE SCHEMA IF NOT EXISTS jobqueue;
 --                           detects and enqueues notification jobs); queue settings and retry
 --                           policies (pause_queue,
 --                           configure_queue, set_retry_policy)
---    9. Observability       queue_stats, metrics, health; workers (register_worker, ...); the views
+--    9. Observability       queue_stats, metrics, counters (and their triggers), health; workers
+--                           (register_worker, ...); the views
 --   10. Tenancy             tenant mapping, rate limits, row-level security
 --   11. Grants              the first history partitions; privileges per role
 -- Order matters where a LANGUAGE sql body names another function (parsed at creation): a
@@ -423,6 +425,42 @@ CREATE TABLE jobqueue.maintenance (
 COMMENT ON TABLE jobqueue.maintenance IS 'When each maintenance step last ran; private: reconcile stamps it, health() reads it';
 INSERT INTO jobqueue.maintenance (step) VALUES ('reconcile');
 
+------------------------------------------------------------------------------------------
+-- Counters the database keeps (read through jobqueue.counters(); docs/sql-api.md "Counters")
+------------------------------------------------------------------------------------------
+-- Transitions counted per (queue, type) since the counters began: monotonic, whatever
+-- retention prunes. Each statement that moves jobs appends ONE row per (queue, type) it
+-- touched to counter_delta (statement-level triggers on job, job_history and dead_letter;
+-- fail and reconcile for retries), so writers never wait on each other's counter rows and
+-- a batch of 1,000 completions costs one row, not 1,000. Reconcile folds the deltas into
+-- counter_total (jobqueue._compact_counters). Histograms: per-bucket counts (not
+-- cumulative) over the bounds of jobqueue.histogram_buckets(), then one bucket above them.
+-- No index on counter_delta: it is only appended to and read whole.
+CREATE TABLE jobqueue.counter_delta (
+    queue          text NOT NULL,
+    type           text NOT NULL,
+    enqueued       bigint NOT NULL DEFAULT 0,
+    completed      bigint NOT NULL DEFAULT 0,
+    failed         bigint NOT NULL DEFAULT 0,
+    retried        bigint NOT NULL DEFAULT 0,
+    dead_lettered  bigint NOT NULL DEFAULT 0,
+    cancelled      bigint NOT NULL DEFAULT 0,
+    queue_time     bigint[],                          -- NULL: nothing observed
+    queue_time_sum double precision NOT NULL DEFAULT 0,
+    run_time       bigint[],
+    run_time_sum   double precision NOT NULL DEFAULT 0
+) WITH (
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_vacuum_insert_scale_factor = 0.05
+);
+COMMENT ON TABLE jobqueue.counter_delta IS
+    'Counter increments, one row per statement and (queue, type); private: reconcile folds them into counter_total';
+
+CREATE TABLE jobqueue.counter_total (LIKE jobqueue.counter_delta INCLUDING DEFAULTS);
+ALTER TABLE jobqueue.counter_total ADD PRIMARY KEY (queue, type);
+COMMENT ON TABLE jobqueue.counter_total IS
+    'Counter totals per (queue, type) up to the last compaction; private: read jobqueue.counters()';
+
 -- Queues with a backlog cap: enqueue probes this (empty when no queue is capped) instead of
 -- the whole queue table.
 CREATE INDEX queue_capped_idx ON jobqueue.queue (name) WHERE max_size IS NOT NULL;
@@ -700,8 +738,8 @@ CREATE FUNCTION jobqueue.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$ SELECT 5 $$;
 COMMENT ON FUNCTION jobqueue.schema_version() IS
-    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts, API tokens, '
-    'jobqueue_viewer, jobqueue_web); clients check it at startup';
+    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts, '
+    'counters, API tokens, jobqueue_viewer, jobqueue_web); clients check it at startup';
 
 CREATE FUNCTION jobqueue.priority(name text) RETURNS integer
 LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
@@ -2101,6 +2139,8 @@ BEGIN
         SET state = 'retrying', run_at = now() + delay, errors = jobqueue._append_error(x.errors, entry),
             worker_id = NULL, lease_expires_at = NULL
         WHERE x.id = j.id AND x.state = 'processing' AND x.token = j.token;
+        -- a retry changes no table, so no counter trigger sees it: count it here
+        INSERT INTO jobqueue.counter_delta (queue, type, failed, retried) VALUES (j.queue, j.type, 1, 1);
         INSERT INTO jobqueue.job_event (job_id, token, queue, from_state, to_state, detail)
         VALUES (j.id, j.token, j.queue, 'processing', 'retrying',
                 jsonb_build_object('error_class', error_class, 'attempt', j.attempt, 'retry_in_s',
@@ -2769,7 +2809,11 @@ BEGIN
             FROM o
             WHERE j.id = o.id AND o.outcome = 'retrying'
               AND j.state = 'processing' AND j.token = o.token AND j.lease_expires_at < now()
-            RETURNING j.id, j.token, j.queue, j.attempt, j.run_at
+            RETURNING j.id, j.token, j.queue, j.type, j.attempt, j.run_at
+        ), counted AS (
+            -- retries change no table, so no counter trigger sees them: one delta per (queue, type)
+            INSERT INTO jobqueue.counter_delta (queue, type, failed, retried)
+            SELECT u.queue, u.type, count(*), count(*) FROM u GROUP BY u.queue, u.type
         ), d AS (
             DELETE FROM jobqueue.job j USING o
             WHERE j.id = o.id AND o.outcome <> 'retrying'
@@ -2927,12 +2971,13 @@ BEGIN
         'logs_pruned', logs_pruned,
         'workers_pruned', workers_pruned,
         'aged', aged) || parts || jobqueue._fire_schedules(batch, dry)
-        || jobqueue._detect_alerts(dry);
+        || jobqueue._detect_alerts(dry)
+        || jobqueue._compact_counters(batch, dry);
 END
 $$;
 COMMENT ON FUNCTION jobqueue.reconcile(integer, boolean) IS
     'Maintenance (expire leases, expire TTL''d jobs, archive, prune, age priorities, partitions, fire schedules, '
-    'detect alerts); JSON summary';
+    'detect alerts, fold counters); JSON summary';
 
 ------------------------------------------------------------------------------------------
 -- Cron expressions, evaluated in SQL (reference semantics: the Python library cronsim; see
@@ -5529,6 +5574,205 @@ COMMENT ON FUNCTION jobqueue.metrics(interval) IS
     'error_rate = failed attempts/(completed + failed attempts)';
 
 ------------------------------------------------------------------------------------------
+-- Counters: transitions per (queue, type), kept by the database (tables in part 2)
+------------------------------------------------------------------------------------------
+-- The upper bounds, in seconds, of the histogram buckets (queue time and run time), a last
+-- bucket above them all. Fixed: the stored counts are per bucket of these bounds. (plpgsql,
+-- not sql: it returns the constant without planning a query at each call.)
+CREATE FUNCTION jobqueue.histogram_buckets() RETURNS double precision[]
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$ BEGIN RETURN '{0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,300,900,3600}'::double precision[]; END $$;
+COMMENT ON FUNCTION jobqueue.histogram_buckets() IS
+    'Upper bounds (seconds) of the queue-time and run-time histogram buckets of jobqueue.counters()';
+
+-- Per-bucket counts (not cumulative) of durations in seconds: element k counts the values v
+-- with bound[k-1] < v <= bound[k] (Prometheus' le), the last element those above every
+-- bound. NULL for no values.
+CREATE FUNCTION jobqueue._bucket_counts(vals double precision[]) RETURNS bigint[]
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    bounds constant double precision[] := jobqueue.histogram_buckets();
+    nb constant integer := cardinality(bounds);
+BEGIN
+    IF vals IS NULL OR cardinality(vals) = 0 THEN
+        RETURN NULL;
+    END IF;
+    -- plpgsql, not sql: its query is planned once per session (a sql function's body was
+    -- planned again for every statement the counter trigger ran: 0.5 ms each). width_bucket
+    -- over the negated bounds in reverse counts the bounds >= v (a binary search): the bucket
+    -- of v is then 1 + the number of bounds < v.
+    RETURN ARRAY(
+        SELECT coalesce(c.n, 0)
+        FROM generate_series(1, nb + 1) AS g(i)
+        LEFT JOIN (SELECT nb + 1 - width_bucket(-u.v, ARRAY(SELECT -x.bound FROM unnest(bounds) WITH ORDINALITY
+                                                                   AS x(bound, o) ORDER BY x.o DESC)) AS k,
+                          count(*) AS n
+                   FROM unnest(vals) AS u(v) GROUP BY 1) AS c ON c.k = g.i
+        ORDER BY g.i);
+END
+$$;
+
+-- Element-wise sum of two bucket arrays (STRICT: an aggregate over it skips NULLs).
+CREATE FUNCTION jobqueue._add_buckets(a bigint[], b bigint[]) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$ SELECT ARRAY(SELECT coalesce(x.a, 0) + coalesce(x.b, 0) FROM unnest(a, b) AS x(a, b)) $$;
+
+CREATE AGGREGATE jobqueue._sum_buckets(bigint[]) (SFUNC = jobqueue._add_buckets, STYPE = bigint[]);
+
+-- Statement-level triggers: each appends one counter_delta row per (queue, type) of the rows
+-- the statement wrote (none when it wrote none). They see only rows that were inserted, so
+-- an enqueue that loses a unique_key conflict or a rolled-back statement counts nothing.
+-- A job inserted into the hot table was enqueued (enqueue, enqueue_many, enqueue_batch,
+-- schedules) or put back from the dead letters (retry, redrive): either way it entered the
+-- queue, so enqueued - completed - cancelled - dead_lettered = live jobs.
+CREATE FUNCTION jobqueue._count_enqueued() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    INSERT INTO jobqueue.counter_delta (queue, type, enqueued)
+    SELECT n.queue, n.type, count(*) FROM new_rows n GROUP BY n.queue, n.type;
+    RETURN NULL;
+END
+$$;
+
+-- A job inserted into job_history finished: completed (complete, complete_many), or cancelled
+-- (cancel, fail with cancelled, reconcile, a failed dependency). Completed jobs also give
+-- their queue time (claimed_at - run_at: how long the successful attempt waited, once due,
+-- for a worker) and run time (finished_at - claimed_at).
+CREATE FUNCTION jobqueue._count_finished() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    INSERT INTO jobqueue.counter_delta (queue, type, completed, cancelled, queue_time, queue_time_sum,
+                                        run_time, run_time_sum)
+    SELECT n.queue, n.type, count(*) FILTER (WHERE n.state = 'completed'), count(*) FILTER (WHERE n.state = 'cancelled'),
+           jobqueue._bucket_counts(array_agg(t.queued) FILTER (WHERE t.queued IS NOT NULL)),
+           coalesce(sum(t.queued), 0),
+           jobqueue._bucket_counts(array_agg(t.ran) FILTER (WHERE t.ran IS NOT NULL)),
+           coalesce(sum(t.ran), 0)
+    FROM new_rows n
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN n.state = 'completed'
+                    THEN greatest(extract(epoch FROM n.claimed_at - n.run_at), 0)::float8 END AS queued,
+               CASE WHEN n.state = 'completed'
+                    THEN greatest(extract(epoch FROM n.finished_at - n.claimed_at), 0)::float8 END AS ran
+    ) AS t
+    GROUP BY n.queue, n.type;
+    RETURN NULL;
+END
+$$;
+
+-- A job inserted into dead_letter failed for good. Its last attempt failed (a failed attempt
+-- counts in failed) when the reason is one only a running job gets; 'expired' jobs were
+-- waiting. (Failed attempts that are retried are counted by fail and reconcile.)
+CREATE FUNCTION jobqueue._count_dead_lettered() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    INSERT INTO jobqueue.counter_delta (queue, type, dead_lettered, failed)
+    SELECT n.queue, n.type, count(*),
+           count(*) FILTER (WHERE n.reason IN ('permanent_error', 'max_retries_exceeded',
+                                               'visibility_timeout_exceeded', 'output_too_large'))
+    FROM new_rows n GROUP BY n.queue, n.type;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER count_enqueued AFTER INSERT ON jobqueue.job
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION jobqueue._count_enqueued();
+CREATE TRIGGER count_finished AFTER INSERT ON jobqueue.job_history
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION jobqueue._count_finished();
+CREATE TRIGGER count_dead_lettered AFTER INSERT ON jobqueue.dead_letter
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION jobqueue._count_dead_lettered();
+
+-- Reconcile's step: fold up to batch * 100 delta rows into counter_total, one upsert per
+-- (queue, type). Rows are taken with SKIP LOCKED, so concurrent reconciles split the work
+-- and never count a row twice; a reader summing totals and deltas in one statement sees a
+-- fold either wholly done or not at all.
+CREATE FUNCTION jobqueue._compact_counters(batch integer, dry_run boolean) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF dry_run THEN
+        SELECT count(*) INTO n FROM (SELECT 1 FROM jobqueue.counter_delta LIMIT batch * 100) AS s;
+        RETURN jsonb_build_object('counters_compacted', n);
+    END IF;
+    WITH d AS (
+        DELETE FROM jobqueue.counter_delta x
+        WHERE x.ctid = ANY (ARRAY(SELECT y.ctid FROM jobqueue.counter_delta y LIMIT batch * 100
+                                  FOR UPDATE SKIP LOCKED))
+        RETURNING x.*
+    ), g AS (
+        SELECT d.queue, d.type, sum(d.enqueued)::bigint AS enqueued, sum(d.completed)::bigint AS completed,
+               sum(d.failed)::bigint AS failed, sum(d.retried)::bigint AS retried,
+               sum(d.dead_lettered)::bigint AS dead_lettered, sum(d.cancelled)::bigint AS cancelled,
+               jobqueue._sum_buckets(d.queue_time) AS queue_time, sum(d.queue_time_sum) AS queue_time_sum,
+               jobqueue._sum_buckets(d.run_time) AS run_time, sum(d.run_time_sum) AS run_time_sum
+        FROM d GROUP BY d.queue, d.type
+    ), u AS (
+        INSERT INTO jobqueue.counter_total AS t
+        SELECT g.* FROM g ORDER BY g.queue, g.type  -- upserts in key order: no deadlock between reconciles
+        ON CONFLICT (queue, type) DO UPDATE
+        SET enqueued = t.enqueued + EXCLUDED.enqueued, completed = t.completed + EXCLUDED.completed,
+            failed = t.failed + EXCLUDED.failed, retried = t.retried + EXCLUDED.retried,
+            dead_lettered = t.dead_lettered + EXCLUDED.dead_lettered, cancelled = t.cancelled + EXCLUDED.cancelled,
+            queue_time = coalesce(jobqueue._add_buckets(t.queue_time, EXCLUDED.queue_time), t.queue_time,
+                                  EXCLUDED.queue_time),
+            queue_time_sum = t.queue_time_sum + EXCLUDED.queue_time_sum,
+            run_time = coalesce(jobqueue._add_buckets(t.run_time, EXCLUDED.run_time), t.run_time, EXCLUDED.run_time),
+            run_time_sum = t.run_time_sum + EXCLUDED.run_time_sum
+    )
+    SELECT count(*) INTO n FROM d;
+    RETURN jsonb_build_object('counters_compacted', n);
+END
+$$;
+
+-- The counters: totals plus the deltas not yet folded, in one snapshot; running is the
+-- current number of processing jobs (a gauge, not a counter). Bucket arrays are per bucket
+-- (not cumulative), one element per bound of histogram_buckets() and one above.
+CREATE FUNCTION jobqueue.counters()
+RETURNS TABLE (queue text, type text, enqueued bigint, completed bigint, failed bigint, retried bigint,
+               dead_lettered bigint, cancelled bigint, running bigint,
+               queue_time_buckets bigint[], queue_time_sum double precision,
+               run_time_buckets bigint[], run_time_sum double precision)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    zeros bigint[] := array_fill(0::bigint, ARRAY[cardinality(jobqueue.histogram_buckets()) + 1]);
+BEGIN
+    -- counters are per queue and type across tenants: a tenant-mapped role may not read them
+    PERFORM jobqueue._require_unmapped('counters');
+    RETURN QUERY
+    WITH c AS (
+        SELECT x.queue, x.type, sum(x.enqueued)::bigint AS enqueued, sum(x.completed)::bigint AS completed,
+               sum(x.failed)::bigint AS failed, sum(x.retried)::bigint AS retried,
+               sum(x.dead_lettered)::bigint AS dead_lettered, sum(x.cancelled)::bigint AS cancelled,
+               jobqueue._sum_buckets(x.queue_time) AS queue_time, sum(x.queue_time_sum) AS queue_time_sum,
+               jobqueue._sum_buckets(x.run_time) AS run_time, sum(x.run_time_sum) AS run_time_sum
+        FROM (SELECT * FROM jobqueue.counter_total UNION ALL SELECT * FROM jobqueue.counter_delta) AS x
+        GROUP BY x.queue, x.type
+    ), r AS (
+        SELECT j.queue, j.type, count(*) AS running
+        FROM jobqueue.job j WHERE j.state = 'processing'
+        GROUP BY j.queue, j.type
+    )
+    SELECT coalesce(c.queue, r.queue), coalesce(c.type, r.type), coalesce(c.enqueued, 0),
+           coalesce(c.completed, 0), coalesce(c.failed, 0), coalesce(c.retried, 0), coalesce(c.dead_lettered, 0),
+           coalesce(c.cancelled, 0), coalesce(r.running, 0), coalesce(c.queue_time, zeros),
+           coalesce(c.queue_time_sum, 0), coalesce(c.run_time, zeros), coalesce(c.run_time_sum, 0)
+    FROM c FULL JOIN r ON r.queue = c.queue AND r.type = c.type
+    ORDER BY 1, 2;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.counters() IS
+    'Per queue and job type: monotonic counts of jobs enqueued, completed, failed (attempts), retried, '
+    'dead-lettered, cancelled; running now; queue-time and run-time histograms of completed jobs';
+
+------------------------------------------------------------------------------------------
 -- Health: what an operator alerts on
 ------------------------------------------------------------------------------------------
 -- One row per check, in a fixed order: its value, the threshold it is held to (NULL: that
@@ -6356,7 +6600,9 @@ GRANT EXECUTE ON FUNCTION
     jobqueue.set_retry_policy(text, jsonb),
     jobqueue.queue_stats(),
     jobqueue.metrics(interval),
-    jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint, bigint)
+    jobqueue.health(interval, bigint, interval, interval, double precision, interval, bigint, bigint),
+    jobqueue.counters(),
+    jobqueue.histogram_buckets()
 TO jobqueue_admin;
 
 GRANT SELECT ON jobqueue.jobs, jobqueue.queues TO jobqueue_producer, jobqueue_worker, jobqueue_admin;

@@ -519,8 +519,8 @@ LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, 
 AS $$ SELECT 5 $$;
 
 COMMENT ON FUNCTION jobqueue.schema_version() IS
-    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts, API tokens, '
-    'jobqueue_viewer, jobqueue_web); clients check it at startup';
+    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts, '
+    'counters, API tokens, jobqueue_viewer, jobqueue_web); clients check it at startup';
 
 CREATE OR REPLACE VIEW jobqueue.alerts AS
     SELECT i.id, i.rule, i.kind, i.severity, i.state, i.queue, i.type, i.subject, i.dedupe_key, i.value, i.threshold,

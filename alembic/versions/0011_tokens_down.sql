@@ -202,8 +202,8 @@ LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, 
 AS $$ SELECT 5 $$;
 
 COMMENT ON FUNCTION jobqueue.schema_version() IS
-    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts); '
-    'clients check it at startup';
+    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts, '
+    'counters); clients check it at startup';
 
 DROP FUNCTION jobqueue.list_jobs(text[], text, text, text, text, text, timestamptz, timestamptz, timestamptz,
                                  timestamptz, bigint, integer);

@@ -17,6 +17,7 @@ drain     N no-op jobs drained by real `jobqueue worker --burst` processes, 1 an
 latency   an idle worker; jobs enqueued one by one at 50/s and 500/s; commit -> handler start
 history   drain with 1,000,000 finished jobs retained in jobqueue.job_history vs none
 cost      transactions, xids, WAL bytes and statements per job, single and batched paths
+counters  (only with --only) the drain with the counter triggers off, then on, alternating
 
 Every jobqueue row carries its ratio to the matching baseline row, measured in the same run
 on the same server. Processes, never threads, stand for "processes" (the GIL). ``--peers
@@ -39,6 +40,7 @@ schedules    periodic schedules: fire lag, exactly once, reconcile cost (only wi
 alerts       alert detection's cost in reconcile (50 rules over 10 queues), and the time from an
              alert's condition to its notification received (only with --only)
 web          the HTTP API: list latency on 1,000,000 jobs, POST /jobs throughput (only with --only)
+counters     the drain with the counter triggers off, then on (only with --only)
 peers        Procrastinate and PgQueuer through ``bench/peers/``
 report       the tables printed and the JSON written
 runner       one run: run()
@@ -56,7 +58,17 @@ from jobqueue.bench.runner import run
 from jobqueue.bench.scratch import database_url, scratch_name
 
 #: The scenario modules, in run order; importing one registers its scenarios.
-SCENARIO_MODULES = ("throughput", "latency", "history", "cost", "overload", "schedules", "alerts", "web")
+SCENARIO_MODULES = (
+    "throughput",
+    "latency",
+    "history",
+    "cost",
+    "overload",
+    "schedules",
+    "alerts",
+    "web",
+    "counters",
+)
 for _module in SCENARIO_MODULES:
     importlib.import_module(f"jobqueue.bench.{_module}")
 

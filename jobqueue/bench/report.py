@@ -90,7 +90,7 @@ def print_tables(bench: Bench, console: Any) -> None:
     from rich.table import Table
 
     rows = [r for r in bench.rows if r.system in ("baseline", "jobqueue")]
-    throughput = [r for r in rows if r.scenario in ("baseline", "enqueue", "drain", "history")]
+    throughput = [r for r in rows if r.scenario in ("baseline", "enqueue", "drain", "history", "counters")]
     if throughput:
         table = Table(title="Throughput (jobs/s; ratio = jobqueue / baseline row, same run)", title_justify="left")
         for heading in ("scenario", "case", "procs", "jobs", "seconds", "jobs/s", "vs", "ratio", "target"):

@@ -91,3 +91,19 @@ SELECT 'default', 'bench.retained', jsonb_build_object('i', g), 'completed', 1, 
 FROM generate_series(%s::bigint, %s::bigint) AS g,
      LATERAL (SELECT now() - (g %% 3000000) * interval '1 millisecond' AS t) AS f
 """
+
+# -- the counters scenario: the counter triggers of issue 17 switched off in a scratch database --
+
+COUNTER_TRIGGERS_OFF = (
+    "ALTER TABLE jobqueue.job DISABLE TRIGGER count_enqueued",
+    "ALTER TABLE jobqueue.job_history DISABLE TRIGGER count_finished",
+    "ALTER TABLE jobqueue.dead_letter DISABLE TRIGGER count_dead_lettered",
+)
+COUNTER_TALLY = (
+    "SELECT (SELECT coalesce(sum(completed), 0) FROM jobqueue.counters()),"
+    " (SELECT count(*) FROM jobqueue.counter_delta)"
+)
+COUNTER_TRIGGERS_ON = tuple(s.replace("DISABLE", "ENABLE") for s in COUNTER_TRIGGERS_OFF)
+#: The statement measured with the triggers off and on: one complete_many of a claimed batch.
+CLAIM_BATCH = "SELECT id, token FROM jobqueue.claim(ARRAY['default'], 'bench', %s)"
+COMPLETE_BATCH = "SELECT count(*) FROM jobqueue.complete_many(%s, %s)"

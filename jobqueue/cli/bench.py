@@ -21,7 +21,8 @@ from jobqueue.cli._params import option
     metavar="A,B",
     default=None,
     help=(
-        "Scenarios: baseline,enqueue,drain,latency,history,cost; overload, schedules, alerts and web only when named.  "
+        "Scenarios: baseline,enqueue,drain,latency,history,cost; "
+        "overload, schedules, alerts, web and counters only when named.  "
         "[default: all]"
     ),
 )

@@ -256,3 +256,52 @@ def scalar_id(conn: psycopg.Connection[Any], statement: str) -> int:
     row = conn.execute(statement).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _counters_revision() -> tuple[str, str]:
+    """(revision, down_revision) of the issue-17 counters revision (`*_counters.py`), however
+    re-chained when merged."""
+    [path] = (migrations.resource_dir("alembic") / "versions").glob("*_counters.py")
+    found = dict(re.findall(r'^(revision|down_revision) = "([^"]+)"', path.read_text(), re.MULTILINE))
+    return found["revision"], found["down_revision"]
+
+
+def test_counters_revision_seeds_from_the_rows_present_and_downgrades(
+    empty_database: Callable[[], DatabaseTarget],
+) -> None:
+    """Upgrading seeds the counters as if they had always existed: every job row counts once
+    as enqueued and once where it finished; failed attempts and retries from the error
+    entries and the dead-letter reasons; histograms from the completed rows. Downgrading drops
+    them and fail/reconcile work as before."""
+    from alembic import command
+
+    revision, before = _counters_revision()
+    target = empty_database()
+    cfg = migrations.alembic_config(target)
+    command.upgrade(cfg, before)
+    with psycopg.connect(target.url, autocommit=True) as conn:
+        version_before = conn.execute("SELECT jobqueue.schema_version()").fetchone()
+        for _ in range(4):
+            conn.execute("SELECT jobqueue.enqueue('t', '{}', max_attempts => 2)")
+        got = conn.execute("SELECT id, token FROM jobqueue.claim(ARRAY['default'], 'w', 3)").fetchall()
+        conn.execute("SELECT jobqueue.complete(%s, %s)", got[0])
+        conn.execute("SELECT jobqueue.fail(%s, %s, 'x')", got[1])  # retrying (1 failed attempt)
+        conn.execute("SELECT jobqueue.fail(%s, %s, 'x', 'permanent')", got[2])  # dead letter
+        conn.execute("SELECT jobqueue.cancel(id) FROM jobqueue.job WHERE state = 'pending' LIMIT 1")
+    command.upgrade(cfg, revision)
+    with psycopg.connect(target.url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT enqueued, completed, failed, retried, dead_lettered, cancelled, running,"
+            " (SELECT sum(x) FROM unnest(run_time_buckets) x) FROM jobqueue.counters()"
+        ).fetchall()
+        assert row == [(4, 1, 2, 1, 1, 1, 0, 1)]
+        # counting goes on from the seed
+        conn.execute("SELECT jobqueue.enqueue('t', '{}')")
+        assert conn.execute("SELECT enqueued FROM jobqueue.counters()").fetchone() == (5,)
+    command.downgrade(cfg, before)
+    with psycopg.connect(target.url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('jobqueue.counter_delta')").fetchone() == (None,)
+        assert conn.execute("SELECT jobqueue.schema_version()").fetchone() == version_before
+        job = conn.execute("SELECT id, token FROM jobqueue.claim(ARRAY['default'], 'w', 1)").fetchone()
+        assert conn.execute("SELECT jobqueue.fail(%s, %s, 'x')", job).fetchone() == ("retrying",)
+        assert "expired_leases" in conn.execute("SELECT jobqueue.reconcile()").fetchone()[0]

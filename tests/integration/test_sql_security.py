@@ -77,6 +77,8 @@ ADMIN_ONLY = {
     "remove_alert_channel(text)",
     "list_alert_channels()",
     "test_alert_channel(text)",
+    "counters()",
+    "histogram_buckets()",
 }
 
 

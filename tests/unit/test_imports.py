@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.migrations",
         "jobqueue.sql",
         "jobqueue.db",
+        "jobqueue.tracing",  # OpenTelemetry spans (optional extra); imports nothing of jobqueue
     ),
     # the library: tasks, periodic schedules, then the client that enqueues them, the LISTEN loop
     # (the built-in notify task and its channels come before the client, which registers it)
