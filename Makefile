@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 		{ echo "jobqueue needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,redis,prometheus,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,redis,prometheus,bench,web]'
 	touch $(STAMP)
 
 install: $(STAMP)
