@@ -26,7 +26,7 @@ from jobqueue.errors import (
 #: 0004 (jobqueue.health()), 3 from revision 0005 (output caps and the queue setting
 #: max_output_bytes, per-tenant worker ids), 4 from revision 0007 (schedules: sync_schedules,
 #: set_schedule).
-REQUIRED_SCHEMA_VERSION = 4
+REQUIRED_SCHEMA_VERSION = 5
 
 #: SQLSTATE -> error class, for errors raised by the SQL API.
 _SQLSTATE_ERRORS: dict[str, type[JobQueueError]] = {
