@@ -451,6 +451,34 @@ class JobQueue(ScheduleMethods):
     def set_retry_policy(self, type: str, policy: Mapping[str, Any]) -> None:
         self._fetch("set_retry_policy", {"type": type, "policy": dumps(dict(policy), "policy")})
 
+    # -- API tokens (jobqueue serve: docs/web.md) ---------------------------------------------
+
+    def create_token(
+        self,
+        role: str,
+        *,
+        tenant_id: str | None = None,
+        expires_in: float | timedelta | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Create an API token for ``role`` (viewer, producer, operator, admin), confined to
+        ``tenant_id`` when given. Returns ``id``, ``token`` (the only time it is shown: only
+        its sha256 is stored), ``role``, ``tenant_id``, ``expires_at``. Needs jobqueue_admin."""
+        rows = self._fetch(
+            "create_token",
+            {"role": role, "tenant_id": tenant_id, "expires_in": as_timedelta(expires_in), "name": name},
+        )
+        return dict(rows[0])
+
+    def tokens(self) -> Rows:
+        """Every API token's id, name, role, tenant, creation, expiry, last use and revocation
+        (never the token or its hash)."""
+        return self._fetch("list_tokens", {})
+
+    def revoke_token(self, id: int) -> bool:
+        """Revoke an API token at once; False when it was already revoked."""
+        return bool(self._fetch("revoke_token", {"id": id})[0]["revoked"])
+
     # -- tenants (multi-tenant mode: docs/sql-api.md "Multi-tenant mode") --------------------
 
     def set_tenant_role(self, role_name: str, tenant_id: str) -> None:

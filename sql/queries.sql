@@ -251,3 +251,15 @@ SELECT * FROM jobqueue.job_events(of_job => %(id)s::bigint, max_rows => 10000);
 
 -- name: event_counts
 SELECT * FROM jobqueue.event_counts(%(window)s::interval, %(step)s::interval);
+
+-- name: create_token
+SELECT * FROM jobqueue.create_token(%(role)s::text, %(tenant_id)s::text, %(expires_in)s::interval, %(name)s::text);
+
+-- name: list_tokens
+SELECT * FROM jobqueue.api_tokens ORDER BY id;
+
+-- name: revoke_token
+SELECT jobqueue.revoke_token(%(id)s::bigint) AS revoked;
+
+-- name: act_as_token
+SELECT * FROM jobqueue.act_as_token(%(token)s::text);

@@ -57,6 +57,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.cli",
         "jobqueue.examples",
         "jobqueue.bench",
+        "jobqueue.web",
     ),
 )
 

@@ -1,0 +1,133 @@
+"""The application factory: :func:`create_app` builds the ASGI app ``jobqueue serve`` runs.
+
+Layout of the app::
+
+    /healthz               liveness (the process answers)
+    /readyz                readiness (database reachable, schema current)
+    /api/v1/...            the HTTP API (api.py), OpenAPI at /api/v1/openapi.json
+
+The dashboard (another module) adds its routes to the app this returns (with
+``include_in_schema=False``), and reaches the database through the same
+:class:`~jobqueue.web.auth.WebDatabase` in ``app.state.jobqueue_db`` (dependency
+:func:`jobqueue.web.auth.db_session`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jobqueue.config import DatabaseTarget, resolve_database
+from jobqueue.web import problems
+from jobqueue.web.auth import WebDatabase
+
+#: Largest request body accepted (bytes); larger ones get 413 before any parsing.
+MAX_BODY_BYTES = 1_048_576 + 65_536  # a job's payload may be 1 MiB (the SQL API's hard cap), plus the envelope
+
+API_PREFIX = "/api/v1"
+API_VERSION = "1"
+
+
+def create_app(
+    database_url: str | None = None,
+    *,
+    target: DatabaseTarget | None = None,
+    cors_origins: Sequence[str] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+    pool_size: int | None = None,
+) -> FastAPI:
+    """The ASGI app: the API at ``/api/v1``, ``/healthz`` and ``/readyz``.
+
+    ``database_url`` must log in as ``jobqueue_web`` (docs/web.md); ``cors_origins`` (none:
+    CORS off) are the browser origins allowed to call the API; bodies over
+    ``max_body_bytes`` get 413.
+    """
+    from jobqueue.web import api
+
+    resolved = target or resolve_database(database_url)
+    db = WebDatabase(resolved, **({"pool_size": pool_size} if pool_size else {}))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db.open()
+        try:
+            yield
+        finally:
+            db.close()
+
+    app = FastAPI(
+        title="jobqueue",
+        version=API_VERSION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.jobqueue_db = db
+    app.state.max_body_bytes = max_body_bytes
+    problems.install(app)
+    app.include_router(api.health_router)
+    app.include_router(api.router, prefix=API_PREFIX)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    return app
+
+
+class BodySizeLimit:
+    """413 problem+json for a body over ``max_bytes`` (by Content-Length, or counted as it
+    streams in), before the route or its JSON parser sees any of it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problems.problem_response(
+            413, f"body: larger than {self.max_bytes} bytes", field="body", max_bytes=self.max_bytes
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass

@@ -1,0 +1,129 @@
+"""Errors as RFC 9457 ``application/problem+json``: a status, a title, the detail (the SQL
+API's own message, which starts with the field) and the ``field`` it names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jobqueue.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidInput,
+    JobNotFound,
+    JobQueueError,
+    PermissionDenied,
+    QueueFull,
+    RateLimited,
+    SchemaOutOfDate,
+)
+
+PROBLEM_JSON = "application/problem+json"
+
+#: jobqueue error class -> HTTP status.
+_STATUS: tuple[tuple[type[JobQueueError], int], ...] = (
+    (InvalidInput, 422),
+    (JobNotFound, 404),
+    (PermissionDenied, 403),
+    (QueueFull, 503),
+    (RateLimited, 429),
+    (SchemaOutOfDate, 503),
+    (DatabaseUnavailable, 503),
+    (ConfigurationError, 409),
+)
+
+
+class Problem(Exception):
+    """An HTTP error with a problem+json body. ``field`` names the input at fault."""
+
+    def __init__(
+        self, status: int, detail: str, *, field: str | None = None, title: str | None = None, **extra: Any
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.field = field
+        self.title = title
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+
+def problem_response(
+    status: int, detail: str, *, field: str | None = None, title: str | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title or _title(status), "status": status, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def status_of(error: JobQueueError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into problem+json."""
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        response = problem_response(exc.status, exc.detail, field=exc.field, title=exc.title, **exc.extra)
+        response.headers.update(exc.headers)
+        return response
+
+    async def on_jobqueue_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, JobQueueError)
+        field = exc.field if isinstance(exc, InvalidInput) else _field_of(str(exc))
+        return problem_response(status_of(exc), str(exc), field=field)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        field = _field_path(first.get("loc", ()))
+        message = str(first.get("msg", "invalid"))
+        if first.get("type") == "json_invalid":
+            field, message = "body", "malformed JSON: " + str(first.get("ctx", {}).get("error", message))
+        invalid = [{"field": _field_path(e.get("loc", ())), "message": str(e.get("msg"))} for e in errors]
+        return problem_response(422, f"{field}: {message}", field=field, invalid_params=invalid)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        response = problem_response(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(JobQueueError, on_jobqueue_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def _field_path(loc: Any) -> str:
+    """pydantic's location without its "body"/"query"/"path" prefix: ``filter.queue``."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _field_of(message: str) -> str | None:
+    """The SQL API's messages start with the field: ``id: no job 7``."""
+    head, sep, _ = message.partition(":")
+    return head if sep and head and " " not in head and len(head) <= 64 else None
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
