@@ -235,16 +235,14 @@ SELECT at FROM jobqueue.cron_next(%(expr)s::text, %(after)s::timestamptz, %(tz)s
 -- name: sync_schedules
 SELECT jobqueue.sync_schedules(%(app)s::text, %(schedules)s::jsonb) AS result;
 
--- name: live_isolation
--- A live stream's read: the snapshot it records must be the one its events query sees.
-SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;
-
--- name: live_snapshot
-SELECT pg_current_snapshot()::text AS snapshot, now() AS now;
-
 -- name: live_events
-SELECT * FROM jobqueue.job_events(after => %(after)s::bigint, since => %(since)s::timestamptz,
-                                  max_rows => %(max_rows)s::int);
+-- A live stream's read, in one statement: the snapshot it reports is the one job_events
+-- (STABLE) reads with. One row with NULL event columns when there is no event.
+SELECT s.snapshot, s.now, e.*
+FROM (SELECT pg_current_snapshot()::text AS snapshot, now() AS now) AS s
+LEFT JOIN LATERAL jobqueue.job_events(after => %(after)s::bigint, since => %(since)s::timestamptz,
+                                      max_rows => %(max_rows)s::int) AS e ON true
+ORDER BY e.id;
 
 -- name: job_timeline
 SELECT * FROM jobqueue.job_events(of_job => %(id)s::bigint, max_rows => 10000);

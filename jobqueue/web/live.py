@@ -133,20 +133,16 @@ class EventFollower:
         self.cursor = self.start
 
     def read(self, conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-        # One REPEATABLE READ transaction: the snapshot read first is the one the events
-        # query sees, which is what the cursor's reasoning needs.
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("live_isolation"))
-            cur.execute(query("live_snapshot"))
-            row = cur.fetchone()
-            assert row is not None
-            snap = _parse_snapshot(row["snapshot"], row["now"])
+        # One statement: the snapshot it reports is the one job_events (STABLE) reads with,
+        # which is what the cursor's reasoning needs, whatever the session's isolation.
+        with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 query("live_events"),
                 {"after": self.cursor.after, "since": self.cursor.since, "max_rows": self.batch},
             )
             rows = cur.fetchall()
-        return self._advance(snap, rows)
+        snap = _parse_snapshot(rows[0]["snapshot"], rows[0]["now"])
+        return self._advance(snap, [r for r in rows if r["id"] is not None])
 
     def _advance(self, snap: _Snapshot, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fresh = [r for r in rows if r["id"] not in self._sent]
