@@ -337,22 +337,40 @@ class JobQueue(ScheduleMethods):
         tenant_id: str | None = None,
         before_id: int | None = None,
         limit: int = 50,
+        tag: str | None = None,
+        created_by: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
     ) -> Jobs:
-        """Jobs newest first; page with ``before_id`` = the last id of the previous page."""
+        """Jobs newest first; page with ``before_id`` = the last id of the previous page.
+        ``tag``: jobs carrying it; ``created_*``/``finished_*``: half-open time ranges
+        [after, before)."""
         if limit < 1 or limit > 10_000:
             raise InvalidInput("limit: must be between 1 and 10000", field="limit")
-        rows = self._fetch(
-            "list_jobs",
-            {
-                "states": list(states) if states else None,
-                "queue": queue,
-                "type": type,
-                "tenant_id": tenant_id,
-                "before_id": before_id,
-                "limit": limit,
-            },
-        )
-        return [Job.from_row(row) for row in rows]
+        params = _list_params(locals())
+        return [Job.from_row(row) for row in self._fetch("list_jobs", {**params, "limit": limit})]
+
+    def count(self, *, cap: int = 10_000, **filters: Any) -> tuple[int, bool]:
+        """How many jobs :meth:`list` would return for these filters, counting at most ``cap``
+        (so a count never reads a million rows): ``(n, more)`` where ``more`` says there are
+        more than ``cap``."""
+        if cap < 1 or cap > 1_000_000:
+            raise InvalidInput("cap: must be between 1 and 1000000", field="cap")
+        params = _list_params({"states": None, "before_id": None, **filters})
+        sql = f"SELECT count(*) AS n FROM ({query('list_jobs')}) AS page"  # a named statement, not input
+        with self._conn() as conn, self._translated(conn):
+            row = conn.execute(sql, {**params, "limit": cap + 1}).fetchone()
+        n = int(row["n"]) if row else 0
+        return min(n, cap), n > cap
+
+    def delete(self, id: int) -> str:
+        """Delete a finished (completed, cancelled) or dead (dead_letter, archived) job; returns
+        the state it had (its events and log lines age out with reconcile's pruning). A live
+        job raises ConfigurationError (cancel it first); an unknown id JobNotFound. Needs
+        jobqueue_admin."""
+        return str(self._fetch("delete_job", {"id": id})[0]["state"])
 
     def logs(self, id: int) -> Rows:
         return self._fetch("job_logs", {"id": id})
@@ -463,12 +481,13 @@ class JobQueue(ScheduleMethods):
     ) -> dict[str, Any]:
         """Create an API token for ``role`` (viewer, producer, operator, admin), confined to
         ``tenant_id`` when given. Returns ``id``, ``token`` (the only time it is shown: only
-        its sha256 is stored), ``role``, ``tenant_id``, ``expires_at``. Needs jobqueue_admin."""
+        its sha256 is stored), ``role``, ``tenant_id``, ``name``, ``expires_at``. Needs
+        jobqueue_admin mapped to no tenant."""
         rows = self._fetch(
             "create_token",
             {"role": role, "tenant_id": tenant_id, "expires_in": as_timedelta(expires_in), "name": name},
         )
-        return dict(rows[0])
+        return {**rows[0], "role": role, "tenant_id": tenant_id, "name": name}
 
     def tokens(self) -> Rows:
         """Every API token's id, name, role, tenant, creation, expiry, last use and revocation
@@ -630,6 +649,32 @@ def _json_default(value: Any) -> Any:
 
 def seconds(value: timedelta) -> float:
     return value.total_seconds()
+
+
+#: The filters of JobQueue.list / count (the list_jobs statement's parameters but limit).
+_LIST_FILTERS = (
+    "states",
+    "queue",
+    "type",
+    "tenant_id",
+    "before_id",
+    "tag",
+    "created_by",
+    "created_after",
+    "created_before",
+    "finished_after",
+    "finished_before",
+)
+
+
+def _list_params(given: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(given) - set(_LIST_FILTERS) - {"self", "limit"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidInput(f"{name}: unknown filter (known: {', '.join(_LIST_FILTERS)})", field=name)
+    params = {name: given.get(name) for name in _LIST_FILTERS}
+    params["states"] = list(params["states"]) if params["states"] else None
+    return params
 
 
 def enqueue_params(type: str, payload: Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, Any]:

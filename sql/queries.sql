@@ -93,11 +93,20 @@ SELECT jobqueue.reconcile(batch => %(batch)s::int, dry_run => %(dry_run)s::boole
 SELECT * FROM jobqueue.jobs WHERE id = %(id)s::bigint;
 
 -- name: list_jobs
+-- Newest first, keyset-paged by id (before_id); the HTTP API counts a filter by wrapping
+-- this statement with a capped limit (JobQueue.count). Run unprepared by the web server, so
+-- that each filter gets its own plan (an index scan per table on (queue, id) or id).
 SELECT * FROM jobqueue.jobs
 WHERE (%(states)s::text[] IS NULL OR state::text = ANY(%(states)s::text[]))
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
+  AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
+  AND (%(created_by)s::text IS NULL OR created_by = %(created_by)s::text)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s::timestamptz)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
+  AND (%(finished_after)s::timestamptz IS NULL OR finished_at >= %(finished_after)s::timestamptz)
+  AND (%(finished_before)s::timestamptz IS NULL OR finished_at < %(finished_before)s::timestamptz)
   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
 ORDER BY id DESC
 LIMIT %(limit)s::int;
@@ -113,6 +122,9 @@ WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
 ORDER BY id DESC
 LIMIT %(limit)s::int;
+
+-- name: delete_job
+SELECT jobqueue.delete_job(%(id)s::bigint) AS state;
 
 -- name: cancel
 SELECT jobqueue.cancel(%(id)s::bigint, %(reason)s::text) AS status;

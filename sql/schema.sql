@@ -80,6 +80,37 @@ BEGIN
 END
 $roles$;
 
+-- The dashboard and API server (jobqueue serve, docs/web.md): jobqueue_viewer reads and
+-- changes nothing; jobqueue_web is the server's login (LOGIN is the operator's to grant),
+-- NOINHERIT so that it holds no privilege itself: each request does SET LOCAL ROLE to its
+-- token's role after jobqueue.act_as_token verified the token.
+DO $webroles$
+DECLARE
+    r text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'jobqueue_viewer') THEN
+        BEGIN
+            CREATE ROLE jobqueue_viewer NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'jobqueue_web') THEN
+        BEGIN
+            CREATE ROLE jobqueue_web NOLOGIN NOINHERIT;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END IF;
+    FOREACH r IN ARRAY ARRAY['jobqueue_viewer', 'jobqueue_producer', 'jobqueue_admin'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m
+                       WHERE m.roleid = r::regrole AND m.member = 'jobqueue_web'::regrole) THEN
+            EXECUTE format('GRANT %I TO jobqueue_web', r);
+        END IF;
+    END LOOP;
+END
+$webroles$;
+
 -- Functions are executable by PUBLIC by default. The per-schema form of ALTER DEFAULT
 -- PRIVILEGES cannot revoke that global default, so the global form is used (it applies to
 -- functions the installing role creates in this database), and every jobqueue function is
@@ -276,6 +307,10 @@ ALTER TABLE jobqueue.dead_letter
     ADD CONSTRAINT dead_letter_state CHECK (state IN ('dead_letter', 'archived'));
 COMMENT ON TABLE jobqueue.dead_letter IS
     'Jobs that failed for good, with input, every error and the reason; private, read jobqueue.dead_letters';
+-- The API's job list (newest first, by queue): an ordered index scan per history partition
+-- and on dead letters instead of reading every finished job of other queues.
+CREATE INDEX job_history_queue_id_idx ON jobqueue.job_history (queue, id);
+CREATE INDEX dead_letter_queue_id_idx ON jobqueue.dead_letter (queue, id);
 
 ------------------------------------------------------------------------------------------
 -- Audit trail: one row per transition, append-only
@@ -343,6 +378,24 @@ CREATE TABLE jobqueue.tenant_role (
 );
 COMMENT ON TABLE jobqueue.tenant_role IS
     'Login role -> tenant; a mapped role is confined to its tenant''s jobs. Private: set_tenant_role/unset_tenant_role';
+
+-- API tokens of the HTTP API (jobqueue serve). Only the sha256 of a token is kept; the
+-- token itself is shown once, by create_token. role: what the token may do (viewer,
+-- producer, operator, admin: docs/web.md); tenant_id: the tenant it is confined to.
+CREATE TABLE jobqueue.api_token (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    hash         bytea NOT NULL UNIQUE CHECK (length(hash) = 32),
+    role         text NOT NULL CHECK (role IN ('viewer', 'producer', 'operator', 'admin')),
+    tenant_id    text CHECK (length(tenant_id) BETWEEN 1 AND 255 AND tenant_id !~ '[[:cntrl:]]'),
+    name         text CHECK (length(name) BETWEEN 1 AND 200 AND name !~ '[[:cntrl:]]'),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    created_by   text NOT NULL DEFAULT session_user,
+    expires_at   timestamptz,
+    last_used_at timestamptz,
+    revoked_at   timestamptz
+);
+COMMENT ON TABLE jobqueue.api_token IS
+    'API tokens (sha256 only) of jobqueue serve; private: create_token / revoke_token / act_as_token';
 
 -- Enqueue rate limit per tenant: a token bucket (rate tokens per second, at most burst), one
 -- token per job, refilled lazily by the enqueue that reads it. Only enqueues of tenants with
@@ -645,7 +698,7 @@ CREATE FUNCTION jobqueue.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$ SELECT 5 $$;
 COMMENT ON FUNCTION jobqueue.schema_version() IS
-    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: web); clients check it at startup';
+    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: API tokens, jobqueue_viewer, jobqueue_web); clients check it at startup';
 
 CREATE FUNCTION jobqueue.priority(name text) RETURNS integer
 LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
@@ -754,13 +807,57 @@ CREATE TRIGGER job_event_append_only
 ------------------------------------------------------------------------------------------
 -- Tenancy and admission (multi-tenant mode: docs/sql-api.md "Multi-tenant mode")
 ------------------------------------------------------------------------------------------
+-- The API token the current web request acts as: when session_user is the web server's
+-- login (jobqueue_web), the token in the transaction-local setting jobqueue.token (set by
+-- act_as_token), verified again by its hash, expiry and revocation -- so that a forged
+-- setting gives nothing. Raises 28000 when there is no such token: a web session acts for a
+-- verified token or for nothing.
+CREATE FUNCTION jobqueue._web_token() RETURNS jobqueue.api_token
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    k jobqueue.api_token;
+BEGIN
+    SELECT t.* INTO k FROM jobqueue.api_token t
+    WHERE t.hash = sha256(convert_to(current_setting('jobqueue.token', true), 'UTF8'))
+      AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '28000', COLUMN = 'token',
+            MESSAGE = 'token: this session acts for no valid API token (unknown, expired or revoked)';
+    END IF;
+    RETURN k;
+END
+$$;
+
+-- Who the caller is, as recorded in jobs.created_by and checked by the "own jobs" rules:
+-- session_user, or 'token:<id>' for a web request (jobqueue_web acting as an API token).
+CREATE FUNCTION jobqueue._actor() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+    SELECT CASE WHEN session_user = 'jobqueue_web' THEN 'token:' || (jobqueue._web_token()).id
+                ELSE session_user::text END
+$$;
+
+-- Jobs record their creator: the login role, or the API token of a web request.
+ALTER TABLE jobqueue.job ALTER COLUMN created_by
+    SET DEFAULT CASE WHEN session_user = 'jobqueue_web' THEN jobqueue._actor() ELSE session_user END;
+ALTER TABLE jobqueue.job_history ALTER COLUMN created_by
+    SET DEFAULT CASE WHEN session_user = 'jobqueue_web' THEN jobqueue._actor() ELSE session_user END;
+ALTER TABLE jobqueue.dead_letter ALTER COLUMN created_by
+    SET DEFAULT CASE WHEN session_user = 'jobqueue_web' THEN jobqueue._actor() ELSE session_user END;
+
 -- The calling login role's tenant, or NULL when the role is not mapped (not restricted).
+-- For a web request (session_user jobqueue_web), the tenant of its verified API token.
 -- Never a setting or an argument: a caller can SET any GUC, but not its session_user. The
 -- row-level security policies spell the same lookup as a scalar sub-select, so that it is
 -- an InitPlan evaluated once per statement (a function call there would cost more).
 CREATE FUNCTION jobqueue._tenant() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user $$;
+AS $$
+    SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
+                ELSE (SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
+                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END) END
+$$;
 
 -- Raise 42501 unless the caller acts for no tenant: queue settings, retry policies, the
 -- tenant mapping and rate limits are shared by every tenant, so only unmapped roles change them.
@@ -2119,12 +2216,15 @@ COMMENT ON FUNCTION jobqueue.set_progress(bigint, bigint, numeric) IS
 -- Cancel, dead letters
 ------------------------------------------------------------------------------------------
 -- Whether the calling login role administers jobqueue (member of jobqueue_admin, superuser,
--- or the schema owner).
+-- or the schema owner; for a web request: an operator or admin API token).
 CREATE FUNCTION jobqueue._is_admin() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
-    SELECT pg_has_role(session_user, 'jobqueue_admin', 'MEMBER')
-        OR session_user = (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n WHERE n.nspname = 'jobqueue')
+    -- a web request: its token's role, never the web login's own memberships
+    SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).role IN ('operator', 'admin')
+                ELSE pg_has_role(session_user, 'jobqueue_admin', 'MEMBER')
+                     OR session_user = (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n
+                                        WHERE n.nspname = 'jobqueue') END
 $$;
 
 CREATE FUNCTION jobqueue.cancel(id bigint, reason text DEFAULT NULL) RETURNS text
@@ -2152,10 +2252,10 @@ BEGIN
                 MESSAGE = format('id: no job %s', cancel.id);
         END IF;
     END IF;
-    IF j.created_by <> session_user AND NOT jobqueue._is_admin() THEN
+    IF j.created_by <> jobqueue._actor() AND NOT jobqueue._is_admin() THEN
         RAISE EXCEPTION USING ERRCODE = '42501', COLUMN = 'id',
             MESSAGE = format('id: job %s was not enqueued by %s; cancelling it needs jobqueue_admin',
-                             cancel.id, session_user);
+                             cancel.id, jobqueue._actor());
     END IF;
     IF j.state IN ('pending', 'retrying') THEN
         PERFORM jobqueue._finish_waiting(ARRAY[cancel.id], 'cancelled', why);
@@ -3886,7 +3986,7 @@ CREATE VIEW jobqueue.schedules AS
         LIMIT 1) AS lj ON true
     -- a mapped role sees its own tenant's schedules only
     WHERE s.tenant_id IS NOT DISTINCT FROM
-          coalesce((SELECT m.tenant_id FROM jobqueue.tenant_role m WHERE m.role_name = session_user), s.tenant_id);
+          coalesce((SELECT jobqueue._tenant()), s.tenant_id);
 COMMENT ON VIEW jobqueue.schedules IS
     'Periodic schedules with their next and last fire time and the last job''s id and state';
 
@@ -4442,7 +4542,7 @@ BEGIN
         PERFORM jobqueue._raise('id', 'must not be null');
     END IF;
     IF NOT jobqueue._sees_all_jobs() AND NOT EXISTS (
-        SELECT 1 FROM jobqueue.jobs j WHERE j.id = job_logs.id AND j.created_by = session_user) THEN
+        SELECT 1 FROM jobqueue.jobs j WHERE j.id = job_logs.id AND j.created_by = jobqueue._actor()) THEN
         RETURN;
     END IF;
     RETURN QUERY
@@ -4462,7 +4562,10 @@ COMMENT ON FUNCTION jobqueue.job_logs(bigint) IS 'The log lines workers attached
 -- the jobs they enqueued).
 CREATE FUNCTION jobqueue._sees_all_jobs() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT pg_has_role(session_user, 'jobqueue_worker', 'MEMBER') OR jobqueue._is_admin() $$;
+AS $$
+    SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).role <> 'producer'
+                ELSE pg_has_role(session_user, 'jobqueue_worker', 'MEMBER') OR jobqueue._is_admin() END
+$$;
 
 CREATE VIEW jobqueue.jobs AS
     SELECT x.id, x.queue, x.type, x.state, x.priority, x.base_priority, x.payload, x.run_at, x.attempt,
@@ -4476,11 +4579,13 @@ CREATE VIEW jobqueue.jobs AS
         UNION ALL SELECT * FROM jobqueue.dead_letter
     ) AS x
     -- (spelled out with pg_catalog functions: a view checks EXECUTE as the querying role)
-    WHERE x.created_by = session_user
-       OR (SELECT pg_has_role(session_user, 'jobqueue_worker', 'MEMBER')
-                  OR pg_has_role(session_user, 'jobqueue_admin', 'MEMBER')
-                  OR session_user = (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n
-                                     WHERE n.nspname = 'jobqueue'));
+    WHERE x.created_by = (SELECT CASE WHEN session_user = 'jobqueue_web' THEN jobqueue._actor()
+                                      ELSE session_user::text END)
+       OR (SELECT CASE WHEN session_user = 'jobqueue_web' THEN jobqueue._sees_all_jobs()
+                       ELSE pg_has_role(session_user, 'jobqueue_worker', 'MEMBER')
+                            OR pg_has_role(session_user, 'jobqueue_admin', 'MEMBER')
+                            OR session_user = (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n
+                                               WHERE n.nspname = 'jobqueue') END);
 COMMENT ON VIEW jobqueue.jobs IS
     'Every job in any state (live, finished, dead letters): one row per job. Producers see the jobs they enqueued.';
 
@@ -4651,7 +4756,7 @@ CREATE VIEW jobqueue.tenant_roles AS
     SELECT t.role_name, t.tenant_id, t.created_at, t.created_by
     FROM jobqueue.tenant_role t
     -- a mapped role sees its own tenant's mappings only
-    WHERE t.tenant_id = coalesce((SELECT m.tenant_id FROM jobqueue.tenant_role m WHERE m.role_name = session_user),
+    WHERE t.tenant_id = coalesce((SELECT jobqueue._tenant()),
                                  t.tenant_id);
 COMMENT ON VIEW jobqueue.tenant_roles IS 'Login roles confined to a tenant (set_tenant_role)';
 
@@ -4661,9 +4766,165 @@ CREATE VIEW jobqueue.tenant_rate_limits AS
                AS tokens_available,
            l.updated_at
     FROM jobqueue.tenant_limit l
-    WHERE l.tenant_id = coalesce((SELECT m.tenant_id FROM jobqueue.tenant_role m WHERE m.role_name = session_user),
+    WHERE l.tenant_id = coalesce((SELECT jobqueue._tenant()),
                                  l.tenant_id);
 COMMENT ON VIEW jobqueue.tenant_rate_limits IS 'Enqueue rate limits per tenant and the tokens available now';
+
+------------------------------------------------------------------------------------------
+-- API tokens (jobqueue serve: docs/web.md "Authentication")
+------------------------------------------------------------------------------------------
+-- Create an API token: 256 random bits (gen_random_uuid draws on the server's strong random
+-- source), returned once; only its sha256 is stored. role: viewer, producer, operator or
+-- admin; tenant_id confines it to one tenant (needs a schema owner that row-level security
+-- binds, as set_tenant_role); expires_in: its lifetime (NULL: none); name: a label. Needs
+-- jobqueue_admin mapped to no tenant (through the API: an admin token).
+CREATE FUNCTION jobqueue.create_token(role text, tenant_id text DEFAULT NULL, expires_in interval DEFAULT NULL,
+                                      name text DEFAULT NULL)
+RETURNS TABLE (id bigint, token text, expires_at timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    secret text := 'jq_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+    bypass text;
+    made jobqueue.api_token;
+BEGIN
+    PERFORM jobqueue._require_unmapped('create_token');
+    PERFORM jobqueue._require_token_admin('create_token');
+    IF create_token.role IS NULL OR create_token.role NOT IN ('viewer', 'producer', 'operator', 'admin') THEN
+        PERFORM jobqueue._raise('role', format('must be viewer, producer, operator or admin (got %s)',
+                                               coalesce(quote_literal(left(create_token.role, 100)), 'null')));
+    END IF;
+    IF create_token.tenant_id IS NOT NULL THEN
+        PERFORM jobqueue._check_tenant_id(create_token.tenant_id);
+        bypass := jobqueue._rls_bypassing_owners();
+        IF bypass IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '55000', COLUMN = 'tenant_id',
+                MESSAGE = format('tenant_id: a tenant token needs the jobqueue schema owned by a role without '
+                                 'SUPERUSER or BYPASSRLS, but %s owns jobqueue objects (row-level security would '
+                                 'never apply); install it as such a role (docs/sql-api.md "Multi-tenant mode")',
+                                 bypass);
+        END IF;
+    END IF;
+    IF create_token.expires_in IS NOT NULL AND create_token.expires_in <= interval '0' THEN
+        PERFORM jobqueue._raise('expires_in', 'must be more than 0');
+    END IF;
+    IF create_token.name = '' OR length(create_token.name) > 200 OR create_token.name ~ '[[:cntrl:]]' THEN
+        PERFORM jobqueue._raise('name', CASE WHEN length(create_token.name) > 200 THEN 'longer than 200 characters'
+                                             ELSE 'must be a non-empty string without control characters' END);
+    END IF;
+    INSERT INTO jobqueue.api_token AS t (hash, role, tenant_id, name, expires_at)
+    VALUES (sha256(convert_to(secret, 'UTF8')), create_token.role, create_token.tenant_id, create_token.name,
+            now() + create_token.expires_in)
+    RETURNING t.* INTO made;
+    RETURN QUERY SELECT made.id, secret, made.expires_at;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.create_token(text, text, interval, text) IS
+    'Create an API token for jobqueue serve (returned once; only its sha256 is kept)';
+
+-- Raise 42501 when a web request whose token is not an admin token manages tokens.
+CREATE FUNCTION jobqueue._require_token_admin(action text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    IF session_user = 'jobqueue_web' AND (jobqueue._web_token()).role <> 'admin' THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('%s: API tokens are managed by admin tokens only', action);
+    END IF;
+END
+$$;
+
+-- Revoke a token at once (its next request is refused); false when it was already revoked.
+-- Unknown ids raise P0002. Needs jobqueue_admin mapped to no tenant.
+CREATE FUNCTION jobqueue.revoke_token(id bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM jobqueue._require_unmapped('revoke_token');
+    PERFORM jobqueue._require_token_admin('revoke_token');
+    IF revoke_token.id IS NULL THEN
+        PERFORM jobqueue._raise('id', 'must not be null');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM jobqueue.api_token t WHERE t.id = revoke_token.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0002', COLUMN = 'id',
+            MESSAGE = format('id: no API token %s', revoke_token.id);
+    END IF;
+    UPDATE jobqueue.api_token t SET revoked_at = now() WHERE t.id = revoke_token.id AND t.revoked_at IS NULL;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.revoke_token(bigint) IS 'Revoke an API token at once; false when already revoked';
+
+-- The web server's first statement of every request (granted to jobqueue_web only): verify
+-- the token (sha256, not revoked, not expired), keep it in the transaction-local setting
+-- jobqueue.token for _web_token(), and return what it may act as. Unknown, expired and
+-- revoked tokens raise 28000 with one message (which one is not said), naming field token.
+-- last_used_at is written at most once a minute per token.
+CREATE FUNCTION jobqueue.act_as_token(token text)
+RETURNS TABLE (token_id bigint, role text, tenant_id text, name text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    k jobqueue.api_token;
+BEGIN
+    SELECT t.* INTO k FROM jobqueue.api_token t
+    WHERE t.hash = sha256(convert_to(act_as_token.token, 'UTF8'))
+      AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '28000', COLUMN = 'token',
+            MESSAGE = 'token: unknown, expired or revoked';
+    END IF;
+    PERFORM set_config('jobqueue.token', act_as_token.token, true);
+    UPDATE jobqueue.api_token t SET last_used_at = now()
+    WHERE t.id = k.id AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute');
+    RETURN QUERY SELECT k.id, k.role, k.tenant_id, k.name;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.act_as_token(text) IS
+    'jobqueue serve: verify an API token and act as it for the rest of the transaction';
+
+CREATE VIEW jobqueue.api_tokens AS
+    SELECT t.id, t.name, t.role, t.tenant_id, t.created_at, t.created_by, t.expires_at, t.last_used_at, t.revoked_at,
+           t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) AS active
+    FROM jobqueue.api_token t
+    -- a tenant's caller sees its own tenant's tokens only
+    WHERE t.tenant_id IS NOT DISTINCT FROM coalesce((SELECT jobqueue._tenant()), t.tenant_id);
+COMMENT ON VIEW jobqueue.api_tokens IS 'API tokens of jobqueue serve (never the token or its hash)';
+
+-- Delete one finished (completed, cancelled) or dead (dead_letter, archived) job; returns the
+-- state it had. Its audit events and log lines stay until reconcile prunes them by age. A live job raises 55000 (cancel it first);
+-- an id the caller cannot see (another tenant's, or none) raises P0002. jobqueue_admin.
+CREATE FUNCTION jobqueue.delete_job(id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    gone text;
+BEGIN
+    IF delete_job.id IS NULL THEN
+        PERFORM jobqueue._raise('id', 'must not be null');
+    END IF;
+    SELECT x.state::text INTO gone FROM jobqueue.job x WHERE x.id = delete_job.id;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '55000', COLUMN = 'id',
+            MESSAGE = format('id: job %s is %s; only finished or dead jobs are deleted (cancel it first)',
+                             delete_job.id, gone);
+    END IF;
+    DELETE FROM jobqueue.job_history x WHERE x.id = delete_job.id RETURNING x.state::text INTO gone;
+    IF NOT FOUND THEN
+        DELETE FROM jobqueue.dead_letter x WHERE x.id = delete_job.id RETURNING x.state::text INTO gone;
+    END IF;
+    IF gone IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0002', COLUMN = 'id', MESSAGE = format('id: no job %s', delete_job.id);
+    END IF;
+    RETURN gone;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.delete_job(bigint) IS
+    'Delete a finished or dead job (its events and logs age out); returns the state it had';
 
 -- Row-level security. ENABLE + FORCE: without FORCE the tables' owner -- the role every
 -- definer function and view runs as -- would bypass every policy. The tenant is looked up
@@ -4675,19 +4936,22 @@ ALTER TABLE jobqueue.job ENABLE ROW LEVEL SECURITY;
 ALTER TABLE jobqueue.job FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON jobqueue.job
     USING (tenant_id IS NOT DISTINCT FROM coalesce(
-        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+        (SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
+                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END), tenant_id));
 -- The parent's policy applies to every partition's rows read or written through it (the
 -- only way the API reaches them; no role but the owner has any privilege on a partition).
 ALTER TABLE jobqueue.job_history ENABLE ROW LEVEL SECURITY;
 ALTER TABLE jobqueue.job_history FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON jobqueue.job_history
     USING (tenant_id IS NOT DISTINCT FROM coalesce(
-        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+        (SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
+                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END), tenant_id));
 ALTER TABLE jobqueue.dead_letter ENABLE ROW LEVEL SECURITY;
 ALTER TABLE jobqueue.dead_letter FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON jobqueue.dead_letter
     USING (tenant_id IS NOT DISTINCT FROM coalesce(
-        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+        (SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
+                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END), tenant_id));
 -- Audit rows and log lines belong to their job's tenant: a mapped caller reads (and
 -- reconcile prunes) those of the jobs it can see. They are written only by the definer
 -- functions, right after a transition the job's own policy already allowed, so INSERT is
@@ -4695,12 +4959,14 @@ CREATE POLICY tenant_isolation ON jobqueue.dead_letter
 ALTER TABLE jobqueue.job_event ENABLE ROW LEVEL SECURITY;
 ALTER TABLE jobqueue.job_event FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_read ON jobqueue.job_event FOR SELECT
-    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+    USING ((SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
+                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END) IS NULL
            OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_event.job_id)
            OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_event.job_id)
            OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_event.job_id));
 CREATE POLICY tenant_prune ON jobqueue.job_event FOR DELETE
-    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+    USING ((SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
+                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END) IS NULL
            OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_event.job_id)
            OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_event.job_id)
            OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_event.job_id));
@@ -4708,12 +4974,14 @@ CREATE POLICY append ON jobqueue.job_event FOR INSERT WITH CHECK (true);
 ALTER TABLE jobqueue.job_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE jobqueue.job_log FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_read ON jobqueue.job_log FOR SELECT
-    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+    USING ((SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
+                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END) IS NULL
            OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_log.job_id)
            OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_log.job_id)
            OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_log.job_id));
 CREATE POLICY tenant_prune ON jobqueue.job_log FOR DELETE
-    USING ((SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) IS NULL
+    USING ((SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
+                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END) IS NULL
            OR EXISTS (SELECT 1 FROM jobqueue.job j WHERE j.id = job_log.job_id)
            OR EXISTS (SELECT 1 FROM jobqueue.job_history h WHERE h.id = job_log.job_id)
            OR EXISTS (SELECT 1 FROM jobqueue.dead_letter d WHERE d.id = job_log.job_id));
@@ -4724,7 +4992,8 @@ ALTER TABLE jobqueue.worker ENABLE ROW LEVEL SECURITY;
 ALTER TABLE jobqueue.worker FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON jobqueue.worker
     USING (tenant_id IS NOT DISTINCT FROM coalesce(
-        (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user), tenant_id));
+        (SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
+                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END), tenant_id));
 
 -- =======================================================================================
 -- == 11. GRANTS ==
@@ -4776,7 +5045,7 @@ TO jobqueue_worker;
 GRANT EXECUTE ON FUNCTION jobqueue.job_logs(bigint) TO jobqueue_producer, jobqueue_worker, jobqueue_admin;
 GRANT EXECUTE ON FUNCTION jobqueue.job_events(bigint, timestamptz, integer, bigint),
     jobqueue.event_counts(interval, interval)
-TO jobqueue_producer, jobqueue_worker, jobqueue_admin;
+TO jobqueue_producer, jobqueue_worker, jobqueue_admin, jobqueue_viewer;
 
 GRANT EXECUTE ON FUNCTION
     jobqueue.retry(bigint),
@@ -4816,3 +5085,24 @@ TO jobqueue_admin;
 GRANT EXECUTE ON FUNCTION jobqueue.list_schedules() TO jobqueue_worker, jobqueue_admin;
 GRANT EXECUTE ON FUNCTION jobqueue.sync_schedules(text, jsonb) TO jobqueue_worker;
 GRANT SELECT ON jobqueue.schedules TO jobqueue_worker, jobqueue_admin;
+
+GRANT USAGE ON SCHEMA jobqueue TO jobqueue_viewer, jobqueue_web;
+GRANT EXECUTE ON FUNCTION jobqueue.schema_version() TO jobqueue_viewer, jobqueue_web;
+GRANT EXECUTE ON FUNCTION jobqueue.act_as_token(text) TO jobqueue_web;
+GRANT EXECUTE ON FUNCTION jobqueue._web_token(), jobqueue._actor(), jobqueue._tenant(), jobqueue._sees_all_jobs()
+TO jobqueue_producer, jobqueue_worker, jobqueue_admin, jobqueue_viewer;
+GRANT EXECUTE ON FUNCTION
+    jobqueue.job_logs(bigint),
+    jobqueue.queue_stats(),
+    jobqueue.metrics(interval),
+    jobqueue.list_schedules(),
+    jobqueue.cron_next(text, timestamptz, text, integer)
+TO jobqueue_viewer;
+GRANT SELECT ON jobqueue.jobs, jobqueue.queues, jobqueue.workers, jobqueue.dead_letters, jobqueue.schedules
+TO jobqueue_viewer;
+GRANT EXECUTE ON FUNCTION
+    jobqueue.create_token(text, text, interval, text),
+    jobqueue.revoke_token(bigint),
+    jobqueue.delete_job(bigint)
+TO jobqueue_admin;
+GRANT SELECT ON jobqueue.api_tokens TO jobqueue_admin;

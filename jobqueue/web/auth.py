@@ -145,6 +145,8 @@ class WebDatabase:
                 "connect_timeout": CONNECT_TIMEOUT_S,
                 "application_name": "jobqueue-web",
                 **target.connect_kwargs(),
+                # unprepared: each list filter gets a plan for its own values (index scans)
+                "prepare_threshold": None,
             },
             timeout=POOL_GET_TIMEOUT_S,
             name="jobqueue-web",
@@ -187,6 +189,7 @@ class WebDatabase:
             problem.headers["Retry-After"] = str(int(wait) + 1)
             raise problem
         if not token:
+            self.limiter.failed(client)
             raise _unauthenticated("token: missing; send Authorization: Bearer <token>")
         with self.connection() as conn, conn.transaction():
             principal = self._act_as(conn, token, client)
@@ -201,7 +204,12 @@ class WebDatabase:
             if exc.sqlstate == "28000":
                 self.limiter.failed(client)
                 # the token is never logged: only where the attempt came from and why it failed
-                log.warning("authentication failed", extra={"action": "auth_failed", "client": client})
+                log.warning(
+                    "authentication failed from %s: %s",
+                    client,
+                    exc.diag.message_primary,
+                    extra={"action": "auth_failed", "client": client},
+                )
                 raise _unauthenticated(exc.diag.message_primary or "token: not valid") from None
             raise translate(exc) from exc
         assert row is not None

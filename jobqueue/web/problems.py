@@ -109,7 +109,9 @@ def install(app: FastAPI) -> None:
 def _field_path(loc: Any) -> str:
     """pydantic's location without its "body"/"query"/"path" prefix: ``filter.queue``."""
     parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header"):
+    if parts and parts[0] in ("query", "path", "header"):
+        parts = [p for p in parts[1:] if not p.isdigit()]  # a repeated parameter: its name
+    elif parts and parts[0] == "body":
         parts = parts[1:]
     return ".".join(parts) or "body"
 

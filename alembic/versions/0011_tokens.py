@@ -1,10 +1,10 @@
-"""job_events and event_counts: the audit trail for dashboards and live streams (issue 18).
+"""API tokens for jobqueue serve; web requests act as their token's role and tenant (issue 18).
 
-Revision ID: 0009
+Revision ID: 0011
 Revises: 0008
 Create Date: 2026-12-06
 
-Runs its own frozen SQL (0009_web_events.sql beside this file), never sql/schema.sql.
+Runs its own frozen SQL (0011_tokens.sql beside this file), never sql/schema.sql.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jobqueue.migrations import execute_frozen_sql
 
-revision = "0009"
+revision = "0011"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
@@ -24,4 +24,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    execute_frozen_sql(Path(__file__).with_name("0009_web_events_down.sql"))
+    execute_frozen_sql(Path(__file__).with_name("0011_tokens_down.sql"))

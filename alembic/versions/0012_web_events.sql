@@ -1,6 +1,6 @@
--- Revision 0009: the audit trail for dashboards and live streams (issue 18): job_events (a job's
+-- Revision 0012: the audit trail for dashboards and live streams (issue 18): job_events (a job's
 -- events, or those after a cursor, as the caller may see them) and event_counts (per-minute
--- completions and failed attempts for charts). Schema version 5.
+-- completions and failed attempts for charts). Schema version stays 5 (0011 set it).
 
 ------------------------------------------------------------------------------------------
 -- The audit trail for dashboards and live streams (job_event itself is private)
@@ -67,14 +67,8 @@ COMMENT ON FUNCTION jobqueue.event_counts(interval, interval) IS
     'Per step-wide time bucket and queue over the last window (at most 1 day, 1440 buckets): completions and failed '
     'attempts the caller may see (dashboard throughput and error-rate charts)';
 
-CREATE OR REPLACE FUNCTION jobqueue.schema_version() RETURNS integer
-LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT 5 $$;
-COMMENT ON FUNCTION jobqueue.schema_version() IS
-    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: web); clients check it at startup';
-
 REVOKE EXECUTE ON FUNCTION jobqueue.job_events(bigint, timestamptz, integer, bigint),
     jobqueue.event_counts(interval, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobqueue.job_events(bigint, timestamptz, integer, bigint),
     jobqueue.event_counts(interval, interval)
-TO jobqueue_producer, jobqueue_worker, jobqueue_admin;
+TO jobqueue_producer, jobqueue_worker, jobqueue_admin, jobqueue_viewer;

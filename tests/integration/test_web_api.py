@@ -1,0 +1,423 @@
+"""The HTTP API over a real uvicorn on loopback and a real PostgreSQL whose schema is owned
+by a plain role (so row-level security binds): every endpoint, tenant isolation through
+each of them, viewers refused by the database, and bad input answered with problem+json
+naming the field and changing nothing (issue 18)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.sql_api import claim_one, one
+from tests.support.web import ApiServer, Reply, api_server  # noqa: F401 - the module's server fixture
+
+pytestmark = pytest.mark.timeout(300)
+
+API = "/api/v1"
+
+
+def snapshot(api: ApiServer) -> dict[str, list[str]]:
+    """Every row that an API call could change, as text (read as the superuser)."""
+    out = {}
+    with api.superuser() as su:
+        for table in ("job", "job_history", "dead_letter", "job_event", "job_log", "queue", "schedule"):
+            found = su.execute(f"SELECT x::text AS r FROM jobqueue.{table} x").fetchall()
+            out[table] = sorted(r["r"] for r in found)
+        found = su.execute("SELECT id, role, tenant_id, revoked_at FROM jobqueue.api_token").fetchall()
+        out["api_token"] = sorted(str(r) for r in found)
+    return out
+
+
+def problem(reply: Reply, status: int, field: str | None) -> dict[str, Any]:
+    """Assert an RFC 9457 problem with this status naming this field; return its body."""
+    assert reply.status == status, (reply.status, reply.body)
+    assert reply.content_type.startswith("application/problem+json"), reply.headers
+    body = reply.json
+    assert body["status"] == status and body["title"] and body["detail"], body
+    if field is not None:
+        assert body.get("field") == field, body
+    return dict(body)
+
+
+@dataclass
+class World:
+    """Tokens of tenants A and B and unconfined ones; tenant B's jobs in every state."""
+
+    admin: str
+    viewer: str
+    a_prod: str
+    a_op: str
+    a_view: str
+    b_prod: str
+    b_op: str
+    b_pending: int
+    b_done: int
+    b_dead: int
+    b_running: int
+
+
+@pytest.fixture(scope="module")
+def world(api_server: ApiServer) -> World:  # noqa: F811
+    api = api_server
+    w = {
+        "admin": api.token("admin", name="ops"),
+        "viewer": api.token("viewer"),
+        "a_prod": api.token("producer", "A"),
+        "a_op": api.token("operator", "A"),
+        "a_view": api.token("viewer", "A"),
+        "b_prod": api.token("producer", "B"),
+        "b_op": api.token("operator", "B"),
+    }
+
+    def enqueue_b(queue: str, **extra: Any) -> int:
+        r = api.request("POST", f"{API}/jobs", w["b_prod"], json_body={"type": "b.job", "queue": queue,
+                                                                       "payload": {"secret": "B-SECRET"}, **extra})
+        assert r.status == 201, r.body
+        return int(r.json["id"])
+
+    pending = enqueue_b("shared", tags=["t1"], unique_key="k-1")
+    done, dead, running = enqueue_b("b-done"), enqueue_b("b-dead", max_attempts=1), enqueue_b("b-run")
+    with api.owner() as owner:
+        c = claim_one(owner, ["b-done"], worker_id="wb")
+        assert one(owner, "complete", done, c["token"]) == "completed"
+        c = claim_one(owner, ["b-dead"], worker_id="wb")
+        assert one(owner, "fail", dead, c["token"], "boom B-SECRET", "permanent") == "dead_letter"
+        c = claim_one(owner, ["b-run"], worker_id="wb")
+        assert one(owner, "add_log", running, c["token"], "b's log line B-SECRET") == "ok"
+    return World(**w, b_pending=pending, b_done=done, b_dead=dead, b_running=running)
+
+
+# -- the endpoints ---------------------------------------------------------------------------
+
+
+def test_health_readiness_and_openapi(api_server: ApiServer) -> None:  # noqa: F811
+    api = api_server
+    assert api.request("GET", "/healthz").json == {"status": "ok"}
+    ready = api.request("GET", "/readyz")
+    assert ready.status == 200 and ready.json["schema_version"] >= 5
+    spec = api.request("GET", f"{API}/openapi.json")
+    assert spec.status == 200
+    paths = spec.json["paths"]
+    for path in ("/api/v1/jobs", "/api/v1/jobs/{job_id}", "/api/v1/jobs/bulk/cancel", "/api/v1/dead-letters/redrive",
+                 "/api/v1/queues/{name}", "/api/v1/schedules", "/api/v1/workers", "/api/v1/metrics"):
+        assert path in paths, sorted(paths)
+
+
+def test_create_get_and_list_with_cursor_and_total(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    api = api_server
+    ids = []
+    for i in range(7):
+        r = api.request("POST", f"{API}/jobs", world.admin, json_body={
+            "type": "page.job", "queue": "paging", "payload": {"i": i}, "tags": ["even" if i % 2 == 0 else "odd"]})
+        assert r.status == 201 and r.headers["location"] == f"{API}/jobs/{r.json['id']}"
+        ids.append(r.json["id"])
+    got = api.request("GET", f"{API}/jobs/{ids[0]}", world.admin).json
+    assert got["payload"] == {"i": 0} and got["state"] == "pending" and got["created_by"].startswith("token:")
+    seen, cursor = [], None
+    while True:
+        r = api.request("GET", f"{API}/jobs?queue=paging&limit=3" + (f"&cursor={cursor}" if cursor else ""),
+                        world.admin)
+        assert r.status == 200 and r.json["total"] == 7 and r.json["total_display"] == "7"
+        seen += [j["id"] for j in r.json["items"]]
+        cursor = r.json["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)
+    even = api.request("GET", f"{API}/jobs?queue=paging&tag=even&state=pending&type=page.job", world.admin).json
+    assert [j["id"] for j in even["items"]] == [ids[6], ids[4], ids[2], ids[0]]
+    later = api.request("GET", f"{API}/jobs?queue=paging&created_after=2999-01-01T00:00:00Z", world.admin).json
+    assert later["items"] == [] and later["total"] == 0
+
+
+def test_total_is_capped(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    api = api_server
+    with api.owner() as owner:
+        owner.execute("SELECT jobqueue.enqueue_many((SELECT jsonb_agg(jsonb_build_object('type', 'many', "
+                      "'queue', 'capped-total')) FROM generate_series(1, 10005)))")
+    r = api.request("GET", f"{API}/jobs?queue=capped-total&limit=5", world.admin).json
+    assert r["total"] == 10_000 and r["total_capped"] is True and r["total_display"] == "10,000+"
+    assert len(r["items"]) == 5
+
+
+def test_idempotency_key_returns_the_live_job(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    api = api_server
+    body = {"type": "idem", "queue": "idem"}
+    first = api.request("POST", f"{API}/jobs", world.admin, json_body=body, headers={"Idempotency-Key": "order-7"})
+    again = api.request("POST", f"{API}/jobs", world.admin, json_body=body, headers={"Idempotency-Key": "order-7"})
+    assert first.status == again.status == 201 and first.json["id"] == again.json["id"]
+    assert api.request("GET", f"{API}/jobs?queue=idem", world.admin).json["total"] == 1
+
+
+def test_cancel_retry_delete_logs_progress(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    api = api_server
+    new = lambda q: api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "queue": q}).json["id"]  # noqa: E731
+    waiting = new("actions")
+    r = api.request("POST", f"{API}/jobs/{waiting}/cancel", world.admin, json_body={"reason": "not needed"})
+    assert r.json == {"id": waiting, "status": "cancelled"}
+    assert api.request("GET", f"{API}/jobs/{waiting}", world.admin).json["state"] == "cancelled"
+    running = new("actions-run")
+    with api.owner() as owner:
+        c = claim_one(owner, ["actions-run"], worker_id="w1")
+        one(owner, "add_log", running, c["token"], "step 1")
+        owner.execute("SELECT jobqueue.set_progress(%s, %s, 42.5)", [running, c["token"]])
+    assert api.request("GET", f"{API}/jobs/{running}/progress", world.admin).json == {
+        "id": running, "state": "processing", "progress": 42.5}
+    logs = api.request("GET", f"{API}/jobs/{running}/logs", world.admin).json["items"]
+    assert [line["message"] for line in logs] == ["step 1"]
+    problem(api.request("DELETE", f"{API}/jobs/{running}", world.admin), 409, "id")
+    dead = new("actions-dead")
+    with api.owner() as owner:
+        c = claim_one(owner, ["actions-dead"], worker_id="w1")
+        one(owner, "fail", dead, c["token"], "boom", "permanent")
+    assert api.request("GET", f"{API}/dead-letters/{dead}", world.admin).json["state"] == "dead_letter"
+    assert api.request("POST", f"{API}/jobs/{dead}/retry", world.admin).json == {"id": dead, "state": "pending"}
+    assert api.request("GET", f"{API}/jobs/{dead}", world.admin).json["state"] == "pending"
+    r = api.request("DELETE", f"{API}/jobs/{waiting}", world.admin)
+    assert r.json == {"id": waiting, "deleted": True, "state": "cancelled"}
+    problem(api.request("GET", f"{API}/jobs/{waiting}", world.admin), 404, None)
+
+
+def test_bulk_cancel_and_retry_dry_run_first(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    api = api_server
+    ids = [api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "bulk", "queue": "bulk"}).json["id"]
+           for _ in range(4)]
+    before = snapshot(api)
+    dry = api.request("POST", f"{API}/jobs/bulk/cancel", world.admin,
+                      json_body={"filter": {"queue": "bulk"}, "dry_run": True}).json
+    assert dry == {"dry_run": True, "count": 4, "ids": sorted(ids, reverse=True)}
+    assert snapshot(api) == before
+    done = api.request("POST", f"{API}/jobs/bulk/cancel", world.admin, json_body={"filter": {"queue": "bulk"}}).json
+    assert done["count"] == 4 and set(done["results"].values()) == {"cancelled"}
+    with api.owner() as owner:
+        for q in ("bulk-dead",):
+            for _ in range(2):
+                job = api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "bd", "queue": q}).json["id"]
+                c = claim_one(owner, [q], worker_id="w")
+                one(owner, "fail", job, c["token"], "x", "permanent")
+    r = api.request("POST", f"{API}/jobs/bulk/retry", world.admin, json_body={"filter": {"queue": "bulk-dead"}})
+    assert r.json["count"] == 2
+    assert api.request("GET", f"{API}/jobs?queue=bulk-dead&state=pending", world.admin).json["total"] == 2
+
+
+def test_dead_letters_list_redrive_purge(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    api = api_server
+    ids = []
+    with api.owner() as owner:
+        for _ in range(3):
+            job = api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "dl", "queue": "dlq"}).json["id"]
+            c = claim_one(owner, ["dlq"], worker_id="w")
+            one(owner, "fail", job, c["token"], "x", "permanent")
+            ids.append(job)
+    listed = api.request("GET", f"{API}/dead-letters?queue=dlq&limit=2", world.admin).json
+    assert [d["id"] for d in listed["items"]] == [ids[2], ids[1]] and listed["next_cursor"]
+    before = snapshot(api)
+    dry = api.request("POST", f"{API}/dead-letters/redrive", world.admin,
+                      json_body={"filter": {"queue": "dlq", "ids": ids[:1]}, "dry_run": True}).json
+    assert dry["ids"] == ids[:1] and snapshot(api) == before
+    r = api.request("POST", f"{API}/dead-letters/redrive", world.admin, json_body={"filter": {"ids": ids[:1]}})
+    assert r.json["ids"] == ids[:1]
+    r = api.request("POST", f"{API}/dead-letters/purge", world.admin, json_body={"filter": {"queue": "dlq"}})
+    assert r.json == {"dry_run": False, "purged": 2}
+
+
+def test_queues_schedules_workers_metrics(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    api = api_server
+    api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "q", "queue": "qs"})
+    assert api.request("POST", f"{API}/queues/qs/pause", world.admin).json == {"queue": "qs", "paused": True}
+    queues = {q["name"]: q for q in api.request("GET", f"{API}/queues", world.admin).json["items"]}
+    assert queues["qs"]["paused"] is True
+    assert api.request("POST", f"{API}/queues/qs/resume", world.admin).json["paused"] is False
+    r = api.request("PATCH", f"{API}/queues/qs", world.admin, json_body={"max_attempts": 3})
+    assert r.status == 200 and r.json["settings"]["max_attempts"] == 3
+    stats = api.request("GET", f"{API}/queues/stats", world.admin).json["items"]
+    assert any(s["queue"] == "qs" for s in stats)
+    with api.owner() as owner:
+        owner.execute("SELECT jobqueue.set_schedule('nightly', '0 3 * * *', '{\"type\": \"n\"}'::jsonb)")
+    names = [s["name"] for s in api.request("GET", f"{API}/schedules", world.admin).json["items"]]
+    assert "nightly" in names
+    assert api.request("POST", f"{API}/schedules/nightly/pause", world.admin).json["paused"] is True
+    assert api.request("POST", f"{API}/schedules/nightly/resume", world.admin).json["paused"] is False
+    assert api.request("GET", f"{API}/workers", world.admin).status == 200
+    m = api.request("GET", f"{API}/metrics?window=600", world.admin)
+    assert m.status == 200 and m.json["window"] == 600
+
+
+# -- who may do what -------------------------------------------------------------------------
+
+
+def test_tenant_token_never_sees_or_touches_another_tenant(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    """Through every endpoint, filter, bulk action and error message, A's tokens neither see
+    nor change B's jobs; B's rows are byte-for-byte unchanged."""
+    api = api_server
+    before = snapshot(api)
+    b_ids = (world.b_pending, world.b_done, world.b_dead, world.b_running)
+    replies: list[Reply] = []
+    for token in (world.a_prod, world.a_op, world.a_view):
+        for job in b_ids:
+            for method, path in (("GET", f"/jobs/{job}"), ("GET", f"/jobs/{job}/logs"),
+                                 ("GET", f"/jobs/{job}/progress"), ("GET", f"/dead-letters/{job}"),
+                                 ("POST", f"/jobs/{job}/cancel"), ("POST", f"/jobs/{job}/retry"),
+                                 ("DELETE", f"/jobs/{job}")):
+                r = api.request(method, API + path, token)
+                assert r.status in (403, 404), (method, path, r.status, r.body)
+                replies.append(r)
+        for query in ("", "?tenant_id=B", "?queue=shared", "?state=dead_letter", "?state=completed",
+                      "?tag=t1", "?queue=b-run&state=processing"):
+            r = api.request("GET", f"{API}/jobs{query}", token)
+            assert r.status == 200 and not {j["id"] for j in r.json["items"]} & set(b_ids), (query, r.json)
+            assert all(j["tenant_id"] == "A" for j in r.json["items"])
+            replies.append(r)
+        for path, body in (("/jobs/bulk/cancel", {"filter": {"queue": "shared"}}),
+                           ("/jobs/bulk/cancel", {"filter": {"tenant_id": "B"}}),
+                           ("/jobs/bulk/retry", {"filter": {}}),
+                           ("/jobs/bulk/redrive", {"filter": {}}),
+                           ("/dead-letters/redrive", {"filter": {"ids": [world.b_dead]}}),
+                           ("/dead-letters/purge", {"filter": {"queue": "b-dead"}})):
+            for dry in (True, False):
+                r = api.request("POST", API + path, token, json_body={**body, "dry_run": dry})
+                assert r.status in (200, 403), (path, r.status, r.body)
+                if r.status == 200:
+                    assert not set(r.json.get("ids", [])) & set(b_ids) and r.json.get("purged", 0) == 0, r.json
+                replies.append(r)
+        for path in ("/dead-letters", "/queues/stats", "/workers", "/metrics", "/schedules"):
+            r = api.request("GET", API + path, token)
+            replies.append(r)
+            if r.status == 200:
+                items = r.json["items"]
+                assert not [i for i in items if i.get("id") in b_ids or i.get("worker_id") == "wb"], (path, items)
+                # queue names and settings are shared by every tenant (docs/sql-api.md); B's counts are not
+                for i in items:
+                    if str(i.get("queue", "")).startswith("b-"):
+                        assert not [v for k, v in i.items() if isinstance(v, int | float) and v and k != "paused"], i
+    r = api.request("POST", f"{API}/jobs", world.a_prod, json_body={"type": "x", "tenant_id": "B"})
+    problem(r, 422, "tenant_id")
+    replies.append(r)
+    # the same unique key as B's live job: A gets a job of its own, not B's id
+    r = api.request("POST", f"{API}/jobs", world.a_prod, json_body={"type": "x", "queue": "shared",
+                                                                     "unique_key": "k-1"})
+    assert r.status == 201 and r.json["id"] not in b_ids
+    for reply in replies:
+        assert b"B-SECRET" not in reply.body and b"b's log" not in reply.body
+    after = snapshot(api)
+    for table in ("job_history", "dead_letter", "job_log", "schedule", "api_token"):
+        assert after[table] == before[table], table
+    assert [r for r in after["job"] if "B-SECRET" in r] == [r for r in before["job"] if "B-SECRET" in r]
+    # and B's own operator still sees them all
+    seen = {j["id"] for j in api.request("GET", f"{API}/jobs?limit=500", world.b_op).json["items"]}
+    assert set(b_ids) <= seen
+
+
+def test_viewer_actions_are_refused_by_the_database(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    api = api_server
+    job = api.request("POST", f"{API}/jobs", world.a_prod, json_body={"type": "v", "queue": "viewer"}).json["id"]
+    before = snapshot(api)
+    for token in (world.viewer, world.a_view):
+        assert api.request("GET", f"{API}/jobs?queue=viewer", token).status == 200
+        for method, path, body in (
+            ("POST", "/jobs", {"type": "v"}),
+            ("POST", f"/jobs/{job}/cancel", None),
+            ("POST", f"/jobs/{job}/retry", None),
+            ("DELETE", f"/jobs/{job}", None),
+            ("POST", "/jobs/bulk/cancel", {"filter": {"queue": "viewer"}}),
+            ("POST", "/jobs/bulk/redrive", {"filter": {}}),
+            ("POST", "/dead-letters/purge", {"filter": {}}),
+            ("POST", "/queues/viewer/pause", None),
+            ("PATCH", "/queues/viewer", {"max_attempts": 2}),
+            ("POST", "/schedules/nightly/pause", None),
+        ):
+            r = api.request(method, API + path, token, json_body=body)
+            assert r.status in (403, 404), (path, r.status, r.body)
+            if token == world.viewer and path != f"/jobs/{job}/retry":
+                problem(r, 403, None)
+    assert api.request("GET", f"{API}/jobs/{job}", world.viewer).json["state"] == "pending"
+    assert snapshot(api) == before
+
+
+def test_producer_tokens_see_only_their_own_jobs(api_server: ApiServer) -> None:  # noqa: F811
+    api = api_server
+    p1, p2 = api.token("producer"), api.token("producer")
+    mine = api.request("POST", f"{API}/jobs", p1, json_body={"type": "own", "queue": "own"}).json["id"]
+    problem(api.request("GET", f"{API}/jobs/{mine}", p2), 404, None)
+    assert api.request("GET", f"{API}/jobs?queue=own", p2).json["items"] == []
+    # not hidden from another unconfined producer (no tenant between them), but not theirs to cancel
+    problem(api.request("POST", f"{API}/jobs/{mine}/cancel", p2), 403, "id")
+    assert api.request("POST", f"{API}/jobs/{mine}/cancel", p1).json["status"] == "cancelled"
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_bad_input_is_a_problem_naming_the_field_and_changes_nothing(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    api = api_server
+    before = snapshot(api)
+    cases = [
+        (api.request("POST", f"{API}/jobs", world.admin, raw=b'{"type": "x",'), 422, "body"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "colour": "red"}), 422, "colour"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": 5}), 422, "type"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "payload": [1]}), 422, "payload"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "priority": 99}), 422, "priority"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "max_attempts": 0}), 422,
+         "max_attempts"),
+        (api.request("POST", f"{API}/jobs", world.admin, raw=b"x" * 2_000_000), 413, "body"),
+        (api.request("GET", f"{API}/jobs?state=bogus", world.admin), 422, "state"),
+        (api.request("GET", f"{API}/jobs?limit=0", world.admin), 422, "limit"),
+        (api.request("GET", f"{API}/jobs?created_after=yesterday", world.admin), 422, "created_after"),
+        (api.request("GET", f"{API}/jobs?cursor=not-a-cursor", world.admin), 422, "cursor"),
+        (api.request("GET", f"{API}/jobs/999999999", world.admin), 404, None),
+        (api.request("GET", f"{API}/jobs/abc", world.admin), 422, "job_id"),
+        (api.request("POST", f"{API}/jobs/999999999/cancel", world.admin), 404, "id"),
+        (api.request("POST", f"{API}/jobs/bulk/cancel", world.admin, json_body={"filter": {"colour": 1}}), 422,
+         "filter.colour"),
+        (api.request("POST", f"{API}/dead-letters/redrive", world.admin, json_body={"filter": {"colour": 1}}), 422,
+         "filter"),
+        (api.request("PATCH", f"{API}/queues/q", world.admin, json_body={"max_attempts": "many"}), 422,
+         "max_attempts"),
+        (api.request("GET", f"{API}/jobs", None), 401, "token"),
+        (api.request("GET", f"{API}/jobs?token={world.admin}", None), 401, "token"),  # never from a URL
+        (api.request("GET", f"{API}/jobs", "jq_not_a_real_token"), 401, "token"),
+        (api.request("GET", f"{API}/jobs", headers={"Authorization": "Basic abc"}), 401, "token"),
+    ]
+    for reply, status, field in cases:
+        problem(reply, status, field)
+    expired = api.token("admin", expires="1 second")
+    with api.superuser() as su:
+        su.execute("UPDATE jobqueue.api_token SET expires_at = now() - interval '1 s' WHERE expires_at IS NOT NULL")
+    problem(api.request("GET", f"{API}/jobs", expired), 401, "token")
+    revoked = api.token("admin")
+    with api.owner() as owner:
+        token_id = owner.execute("SELECT max(id) AS id FROM jobqueue.api_token").fetchone()["id"]  # type: ignore[index]
+        assert owner.execute("SELECT jobqueue.revoke_token(%s) AS r", [token_id]).fetchone()["r"]  # type: ignore[index]
+    problem(api.request("POST", f"{API}/jobs", revoked, json_body={"type": "x"}), 401, "token")
+    after = snapshot(api)
+    assert {k: v for k, v in after.items() if k != "api_token"} == {k: v for k, v in before.items() if k != "api_token"}
+
+
+def test_failed_authentication_is_rate_limited_and_never_logs_the_token(api_server: ApiServer) -> None:  # noqa: F811
+    api = api_server
+    secret = "jq_wrong_" + "z" * 40
+    statuses = [api.request("GET", f"{API}/jobs", secret).status for _ in range(12)]
+    # earlier tests of the module spent some of the 10 failures a client may have a minute
+    assert 401 in statuses and statuses[-1] == 429, statuses
+    blocked = statuses.index(429)
+    assert set(statuses[:blocked]) == {401} and set(statuses[blocked:]) == {429}, statuses
+    assert secret not in api.log() and "auth" in api.log().lower()
+    problem(api.request("GET", f"{API}/jobs", secret), 429, "token")
+
+
+def test_a_forged_token_setting_gives_nothing(api_server: ApiServer) -> None:  # noqa: F811
+    """As jobqueue_web, SET ROLE without act_as_token and with a made-up jobqueue.token: the
+    tenant, admin and job checks raise rather than fall back to the web login's memberships."""
+    api = api_server
+    url = api.owner_url.replace(api.owner_url.split("://", 1)[1].split("@", 1)[0], "jobqueue_web", 1)
+    with psycopg.connect(url, autocommit=True) as web:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            web.execute("SELECT count(*) FROM jobqueue.jobs")  # NOINHERIT: nothing of its own
+        web.execute("BEGIN")
+        web.execute("SELECT set_config('jobqueue.token', 'jq_forged', true)")
+        web.execute("SET LOCAL ROLE jobqueue_admin")
+        with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification):
+            web.execute("SELECT count(*) FROM jobqueue.jobs")
+        web.execute("ROLLBACK")
