@@ -273,3 +273,12 @@ SELECT jobqueue.revoke_token(%(id)s::bigint) AS revoked;
 
 -- name: act_as_token
 SELECT * FROM jobqueue.act_as_token(%(token)s::text);
+
+-- name: demo_web_login
+-- The demo's dashboard hint: may jobqueue_web (the role `jobqueue serve` logs in as) log in?
+SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jobqueue_web') AS web_exists,
+       coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = 'jobqueue_web'), false) AS web_can_login,
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS is_superuser;
+
+-- name: demo_allow_web_login
+ALTER ROLE jobqueue_web LOGIN;

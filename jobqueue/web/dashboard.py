@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -151,10 +152,6 @@ def _check_signed_in(conn: HTTPConnection) -> None:
         raise Problem(401, "token: sign in first (or send Authorization: Bearer <token>)", field="token")
 
 
-class _SignIn(Exception):
-    pass
-
-
 def _render(request: Request, name: str, session: Session | None, status: int = 200, **context: Any) -> HTMLResponse:
     token = _token(request)
     context.update(
@@ -177,7 +174,7 @@ def _page(request: Request, name: str, build: Callable[[Session], dict[str, Any]
             context = build(session)
             return _render(request, name, session, **context)
     except Problem as problem:
-        if problem.status_code == 401:
+        if problem.status == 401:
             response = RedirectResponse("/login", status_code=303)
             response.delete_cookie(COOKIE, path="/")
             return response
@@ -277,12 +274,14 @@ def _list_jobs(session: Session, flt: dict[str, Any], search: str | None) -> lis
 
 
 def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) -> None:
-    """Mount the dashboard, its static files and the live streams on ``app``."""
+    """Mount the dashboard, its static files and the live streams on ``app``.
+
+    ``redis_url`` (default: ``JOBQUEUE_REDIS_URL``) is the overview's optional cache;
+    ``listen`` False: streams only poll (no LISTEN connection)."""
+    redis_url = redis_url or os.environ.get("JOBQUEUE_REDIS_URL") or None
     db: WebDatabase = app.state.jobqueue_db
     wakeups = live.Wakeups(db.target.url if listen else None)
     cache = _redis_cache(redis_url)
-    app.router.on_startup.append(wakeups.start)
-    app.router.on_shutdown.append(wakeups.stop)
     app.state.jobqueue_wakeups = wakeups
     app.router.routes.append(Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"))
     app.router.routes.append(Mount("/live", routes=live.routes(_live_session, wakeups, _check_signed_in)))
@@ -303,7 +302,7 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
             with _db(request).session(token, client=_client(request)):
                 pass
         except Problem as problem:
-            return _render(request, "login.html", None, status=problem.status_code, error=problem.detail, next=target)
+            return _render(request, "login.html", None, status=problem.status, error=problem.detail, next=target)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             COOKIE,
@@ -336,8 +335,15 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
         search = _opt(request.query_params.get("q"))
         jobs = _list_jobs(s, flt, search)
         queues = [q["name"] for q in s.queue.queues()]
-        return {"jobs": jobs, "flt": flt, "search": search or "", "states": JOB_STATES, "queues": queues,
-                "query": str(request.url.query), "next_before": jobs[-1].id if len(jobs) == PAGE_ROWS else None}
+        return {
+            "jobs": jobs,
+            "flt": flt,
+            "search": search or "",
+            "states": JOB_STATES,
+            "queues": queues,
+            "query": str(request.url.query),
+            "next_before": jobs[-1].id if len(jobs) == PAGE_ROWS else None,
+        }
 
     @app.get("/jobs", include_in_schema=False)
     def jobs_page(request: Request) -> Response:
@@ -366,8 +372,14 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
                 except (JobQueueError, psycopg.Error) as exc:
                     results.append((job_id, f"refused: {exc}"))
             back = str(form.get("back") or "/jobs")
-            return _render(request, "result.html", s, title=f"Bulk {action}", results=results,
-                           back=back if back.startswith("/") and not back.startswith("//") else "/jobs")
+            return _render(
+                request,
+                "result.html",
+                s,
+                title=f"Bulk {action}",
+                results=results,
+                back=back if back.startswith("/") and not back.startswith("//") else "/jobs",
+            )
 
     def job_context(s: Session, job_id: int) -> dict[str, Any]:
         try:
@@ -376,9 +388,13 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
             raise Problem(404, f"id: {exc}", field="id") from exc
         logs = s.queue.logs(job_id)
         timeline = s.conn.execute(query("job_timeline"), {"id": job_id}).fetchall()
-        return {"job": job, "logs": logs, "timeline": timeline,
-                "payload": json.dumps(job.payload, indent=2, default=str),
-                "output": None if job.output is None else json.dumps(job.output, indent=2, default=str)}
+        return {
+            "job": job,
+            "logs": logs,
+            "timeline": timeline,
+            "payload": json.dumps(job.payload, indent=2, default=str),
+            "output": None if job.output is None else json.dumps(job.output, indent=2, default=str),
+        }
 
     @app.get("/jobs/{job_id}", include_in_schema=False)
     def job_page(request: Request, job_id: int) -> Response:
@@ -401,8 +417,15 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
                     else:
                         s.queue.retry(job_id)
             except JobQueueError as exc:
-                return _render(request, "result.html", s, status=409, title=f"{action} refused",
-                               results=[(job_id, str(exc))], back=f"/jobs/{job_id}")
+                return _render(
+                    request,
+                    "result.html",
+                    s,
+                    status=409,
+                    title=f"{action} refused",
+                    results=[(job_id, str(exc))],
+                    back=f"/jobs/{job_id}",
+                )
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     def dead_filter(source: Any) -> dict[str, Any]:
@@ -438,8 +461,15 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
                     elif confirmed:
                         done = s.queue.purge_dead_letters({**flt, "state": "dead_letter"}, limit=BULK_LIMIT)
             except JobQueueError as exc:
-                return _render(request, "result.html", s, status=422, title=f"{action} refused",
-                               results=[(0, str(exc))], back="/dead-letters")
+                return _render(
+                    request,
+                    "result.html",
+                    s,
+                    status=422,
+                    title=f"{action} refused",
+                    results=[(0, str(exc))],
+                    back="/dead-letters",
+                )
             return _render(request, "dead_confirm.html", s, action=action, flt=flt, ids=ids, would=would, done=done)
 
     @app.get("/workers", include_in_schema=False)

@@ -253,6 +253,7 @@ async def follow(
 ) -> AsyncIterator[tuple[Cursor, list[dict[str, Any]]]]:
     """Yield (cursor, new events) after every read that found some, forever."""
     follower = EventFollower(start)
+    wakeups.start()  # the app's one LISTEN connection, opened by its first stream
 
     def read() -> list[dict[str, Any]]:
         with opener(conn_of) as conn:
@@ -340,4 +341,3 @@ def routes(opener: SessionOpener, wakeups: Wakeups, check: Callable[[HTTPConnect
             await stream.aclose()  # type: ignore[attr-defined]
 
     return [Route("/events", sse, methods=["GET"]), WebSocketRoute("/ws", ws)]
-

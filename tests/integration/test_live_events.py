@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from jobqueue.web.live import Cursor, CursorError, EventFollower, start_cursor  # noqa: E402
+from jobqueue.web.live import Cursor, CursorError, EventFollower, start_cursor
 
 Connect = Callable[..., psycopg.Connection[Any]]
 
