@@ -251,9 +251,12 @@ class _AnyQueueListener(Listener):
 async def follow(
     opener: SessionOpener, conn_of: HTTPConnection, wakeups: Wakeups, start: Cursor
 ) -> AsyncIterator[tuple[Cursor, list[dict[str, Any]]]]:
-    """Yield (cursor, new events) after every read that found some, forever."""
+    """Yield (cursor, new events) after every read that found some, and (cursor, []) when
+    ``KEEPALIVE_S`` passed without any, forever."""
     follower = EventFollower(start)
     wakeups.start()  # the app's one LISTEN connection, opened by its first stream
+    loop = asyncio.get_running_loop()
+    last = loop.time()
 
     def read() -> list[dict[str, Any]]:
         with opener(conn_of) as conn:
@@ -261,7 +264,8 @@ async def follow(
 
     while True:
         events = await anyio.to_thread.run_sync(read)
-        if events:
+        if events or loop.time() - last >= KEEPALIVE_S:
+            last = loop.time()
             yield follower.cursor, [event_json(e) for e in events]
         if follower.truncated:
             continue
@@ -296,23 +300,11 @@ def routes(opener: SessionOpener, wakeups: Wakeups, check: Callable[[HTTPConnect
 
         async def body() -> AsyncIterator[str]:
             yield f"retry: 1000\nid: {start.encode()}\n: connected\n\n"
-            stream = follow(opener, request, wakeups, start).__aiter__()
-            pending: asyncio.Task[tuple[Cursor, list[dict[str, Any]]]] | None = None
-            try:
-                while True:
-                    if pending is None:
-                        pending = asyncio.ensure_future(stream.__anext__())
-                    done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_S)
-                    if not done:
-                        yield ": keepalive\n\n"
-                        continue
-                    cursor, events = pending.result()
-                    pending = None
+            async for cursor, events in follow(opener, request, wakeups, start):
+                if events:
                     yield f"id: {cursor.encode()}\nevent: jobs\ndata: {json.dumps(events)}\n\n"
-            finally:
-                if pending is not None:
-                    pending.cancel()
-                await stream.aclose()  # type: ignore[attr-defined]
+                else:
+                    yield ": keepalive\n\n"
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -331,13 +323,8 @@ def routes(opener: SessionOpener, wakeups: Wakeups, check: Callable[[HTTPConnect
             await websocket.close(code=4400)
             return
         await websocket.send_json({"cursor": start.encode(), "events": []})
-        stream = follow(opener, websocket, wakeups, start)
-        try:
-            async for cursor, events in stream:
+        with contextlib.suppress(WebSocketDisconnect):
+            async for cursor, events in follow(opener, websocket, wakeups, start):
                 await websocket.send_json({"cursor": cursor.encode(), "events": events})
-        except WebSocketDisconnect:
-            pass
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
 
     return [Route("/events", sse, methods=["GET"]), WebSocketRoute("/ws", ws)]

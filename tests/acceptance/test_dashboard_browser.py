@@ -38,6 +38,8 @@ from tests.support.web import ApiServer, api_server  # noqa: F401 - the module's
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "docs" / "screenshots"
 WAIT_S = 30.0
+#: A module server, Chromium and several subprocesses on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(300)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -147,8 +149,12 @@ def wait_for(driver: WebDriver, check: Callable[[WebDriver], Any], what: str) ->
 
 
 def row_state(driver: WebDriver, job_id: int) -> str | None:
-    rows = driver.find_elements(By.CSS_SELECTOR, f"tr[data-job='{job_id}']")
-    return rows[0].get_attribute("data-state") if rows else None
+    # read in one script: the rows are swapped by live refreshes between two WebDriver calls
+    state = driver.execute_script(
+        "var r = document.querySelector(arguments[0]); return r ? r.getAttribute('data-state') : null;",
+        f"tr[data-job='{job_id}']",
+    )
+    return None if state is None else str(state)
 
 
 def shot(driver: WebDriver, name: str) -> None:
