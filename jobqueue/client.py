@@ -356,8 +356,8 @@ class JobQueue(ScheduleMethods):
         """How many jobs :meth:`list` would return for these filters, counting at most ``cap``
         (so a count never reads a million rows): ``(n, more)`` where ``more`` says there are
         more than ``cap``."""
-        if cap < 1 or cap > 1_000_000:
-            raise InvalidInput("cap: must be between 1 and 1000000", field="cap")
+        if cap < 1 or cap > 10_000:
+            raise InvalidInput("cap: must be between 1 and 10000", field="cap")
         params = _list_params({"states": None, "before_id": None, **filters})
         sql = f"SELECT count(*) AS n FROM ({query('list_jobs')}) AS page"  # a named statement, not input
         with self._conn() as conn, self._translated(conn):

@@ -93,23 +93,13 @@ SELECT jobqueue.reconcile(batch => %(batch)s::int, dry_run => %(dry_run)s::boole
 SELECT * FROM jobqueue.jobs WHERE id = %(id)s::bigint;
 
 -- name: list_jobs
--- Newest first, keyset-paged by id (before_id); the HTTP API counts a filter by wrapping
--- this statement with a capped limit (JobQueue.count). Run unprepared by the web server, so
--- that each filter gets its own plan (an index scan per table on (queue, id) or id).
-SELECT * FROM jobqueue.jobs
-WHERE (%(states)s::text[] IS NULL OR state::text = ANY(%(states)s::text[]))
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
-  AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
-  AND (%(created_by)s::text IS NULL OR created_by = %(created_by)s::text)
-  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s::timestamptz)
-  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
-  AND (%(finished_after)s::timestamptz IS NULL OR finished_at >= %(finished_after)s::timestamptz)
-  AND (%(finished_before)s::timestamptz IS NULL OR finished_at < %(finished_before)s::timestamptz)
-  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
-ORDER BY id DESC
-LIMIT %(limit)s::int;
+-- jobqueue.list_jobs: newest first, keyset-paged by id (before_id); the HTTP API counts a
+-- filter by wrapping this statement with a capped limit (JobQueue.count).
+SELECT * FROM jobqueue.list_jobs(
+    %(states)s::text[], %(queue)s::text, %(type)s::text, %(tenant_id)s::text, %(tag)s::text, %(created_by)s::text,
+    %(created_after)s::timestamptz, %(created_before)s::timestamptz,
+    %(finished_after)s::timestamptz, %(finished_before)s::timestamptz,
+    %(before_id)s::bigint, %(limit)s::int);
 
 -- name: job_logs
 SELECT * FROM jobqueue.job_logs(%(id)s::bigint);
@@ -272,7 +262,11 @@ SELECT * FROM jobqueue.api_tokens ORDER BY id;
 SELECT jobqueue.revoke_token(%(id)s::bigint) AS revoked;
 
 -- name: act_as_token
-SELECT * FROM jobqueue.act_as_token(%(token)s::text);
+-- The web server's first statement per request: verify the token and, in the same round trip,
+-- SET LOCAL ROLE (set_config('role', ..., true)) to the database role its role maps to
+-- (%(roles)s: jobqueue.web.auth.ROLE_OF_TOKEN, constants, never input).
+SELECT t.*, set_config('role', %(roles)s::jsonb->>t.role, true) AS acting_as
+FROM jobqueue.act_as_token(%(token)s::text) AS t;
 
 -- name: demo_web_login
 -- The demo's dashboard hint: may jobqueue_web (the role `jobqueue serve` logs in as) log in?

@@ -450,6 +450,69 @@ $$;
 COMMENT ON FUNCTION jobqueue.delete_job(bigint) IS
     'Delete a finished or dead job (its events and logs age out); returns the state it had';
 
+-- Jobs newest first, as jobqueue.jobs shows them to the caller (a producer its own jobs,
+-- row-level security its tenant's), filtered by every argument given (NULL: any) and
+-- keyset-paged by before_id: states, queue, type, tenant_id, tag (jobs carrying it),
+-- created_by, created_after/created_before and finished_after/finished_before (half-open
+-- ranges), lim (1..10001) rows. The statement is a constant text run by EXECUTE so that it
+-- is planned for each call's values: a given queue becomes an ordered (queue, id) index
+-- scan per table, the filters left NULL fold away, and 50 jobs out of a million read about
+-- 50 rows (the view's owner check, two sub-selects, would make the planner guess badly).
+CREATE FUNCTION jobqueue.list_jobs(states text[] DEFAULT NULL, queue text DEFAULT NULL, type text DEFAULT NULL,
+                                   tenant_id text DEFAULT NULL, tag text DEFAULT NULL, created_by text DEFAULT NULL,
+                                   created_after timestamptz DEFAULT NULL, created_before timestamptz DEFAULT NULL,
+                                   finished_after timestamptz DEFAULT NULL, finished_before timestamptz DEFAULT NULL,
+                                   before_id bigint DEFAULT NULL, lim integer DEFAULT 50)
+RETURNS SETOF jobqueue.jobs
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    wanted jobqueue.job_state[];
+BEGIN
+    IF lim IS NULL OR lim < 1 OR lim > 10001 THEN
+        PERFORM jobqueue._raise('limit', 'must be between 1 and 10001');
+    END IF;
+    BEGIN
+        -- compared as the enum, so that the planner uses the column's statistics
+        wanted := states::jobqueue.job_state[];
+    EXCEPTION WHEN invalid_text_representation THEN
+        PERFORM jobqueue._raise('states', format('unknown state in %s (known: %s)', states,
+                                                 enum_range(NULL::jobqueue.job_state)));
+    END;
+    RETURN QUERY EXECUTE $q$
+        SELECT x.id, x.queue, x.type, x.state, x.priority, x.base_priority, x.payload, x.run_at, x.attempt,
+               x.max_attempts, x.retry_policy, x.unique_key, x.expires_at, x.tenant_id, x.user_id, x.tags,
+               x.metadata, x.depends_on, x.waiting_on, x.timeout, x.visibility_timeout, x.token, x.worker_id,
+               x.claimed_at, x.lease_expires_at, x.cancel_requested, x.progress, x.errors,
+               x.errors->-1->>'message' AS last_error, x.created_at, x.created_by, x.finished_at, x.output, x.reason,
+               x.archived_at
+        FROM (
+            SELECT * FROM jobqueue.job
+            UNION ALL SELECT * FROM jobqueue.job_history
+            UNION ALL SELECT * FROM jobqueue.dead_letter
+        ) AS x
+        WHERE ($1 OR x.created_by = $2)
+          AND ($3::jobqueue.job_state[] IS NULL OR x.state = ANY($3))
+          AND ($4::text IS NULL OR x.queue = $4)
+          AND ($5::text IS NULL OR x.type = $5)
+          AND ($6::text IS NULL OR x.tenant_id = $6)
+          AND ($7::text IS NULL OR x.tags @> ARRAY[$7::text])
+          AND ($8::text IS NULL OR x.created_by = $8)
+          AND ($9::timestamptz IS NULL OR x.created_at >= $9)
+          AND ($10::timestamptz IS NULL OR x.created_at < $10)
+          AND ($11::timestamptz IS NULL OR x.finished_at >= $11)
+          AND ($12::timestamptz IS NULL OR x.finished_at < $12)
+          AND ($13::bigint IS NULL OR x.id < $13)
+        ORDER BY x.id DESC
+        LIMIT $14
+    $q$ USING jobqueue._sees_all_jobs(), jobqueue._actor(), wanted, queue, type, tenant_id, tag, created_by,
+              created_after, created_before, finished_after, finished_before, before_id, lim;
+END
+$$;
+COMMENT ON FUNCTION jobqueue.list_jobs(text[], text, text, text, text, text, timestamptz, timestamptz, timestamptz,
+                                       timestamptz, bigint, integer) IS
+    'Jobs newest first as jobqueue.jobs shows them, filtered and keyset-paged (index-backed)';
+
 CREATE OR REPLACE FUNCTION jobqueue.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$ SELECT 5 $$;
@@ -477,3 +540,7 @@ GRANT EXECUTE ON FUNCTION
     jobqueue.delete_job(bigint)
 TO jobqueue_admin;
 GRANT SELECT ON jobqueue.api_tokens TO jobqueue_admin;
+GRANT EXECUTE ON FUNCTION
+    jobqueue.list_jobs(text[], text, text, text, text, text, timestamptz, timestamptz, timestamptz, timestamptz,
+                       bigint, integer)
+TO jobqueue_producer, jobqueue_worker, jobqueue_admin, jobqueue_viewer;

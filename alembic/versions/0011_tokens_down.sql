@@ -195,6 +195,8 @@ AS $$ SELECT 4 $$;
 COMMENT ON FUNCTION jobqueue.schema_version() IS
     'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules); clients check it at startup';
 
+DROP FUNCTION jobqueue.list_jobs(text[], text, text, text, text, text, timestamptz, timestamptz, timestamptz,
+                                 timestamptz, bigint, integer);
 DROP FUNCTION jobqueue.delete_job(bigint);
 DROP VIEW jobqueue.api_tokens;
 DROP FUNCTION jobqueue.act_as_token(text);

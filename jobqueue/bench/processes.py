@@ -62,10 +62,36 @@ def _child_enqueue(url: str, index: int, params: dict[str, Any], ready: Any, sto
             counts[index] += 1
 
 
+def _child_http_post(url: str, index: int, params: dict[str, Any], ready: Any, stop: Any, counts: Any) -> None:
+    """POST /api/v1/jobs, one job per request, over one kept-alive connection (the web scenario)."""
+    import http.client
+
+    start, count = params["start"], params["count"]
+    headers = {"Authorization": f"Bearer {params['token']}", "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection(params["host"], params["port"], timeout=60)
+    try:
+        conn.request("GET", "/api/v1/whoami", headers=headers)  # connected before the clock starts
+        conn.getresponse().read()
+        ready.wait(START_TIMEOUT_S)
+        for i in range(start, start + count):
+            if stop.is_set():
+                return
+            body = json.dumps({"type": NOOP_TYPE, "payload": {"i": i}, "queue": QUEUE})
+            conn.request("POST", "/api/v1/jobs", body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 201:
+                raise BenchError(f"POST /api/v1/jobs answered {resp.status}")
+            counts[index] += 1
+    finally:
+        conn.close()
+
+
 CHILDREN: dict[str, Callable[[str, int, dict[str, Any], Any, Any, Any], None]] = {
     "insert": _child_insert,
     "claim": _child_claim,
     "enqueue": _child_enqueue,
+    "http_post": _child_http_post,
 }
 
 

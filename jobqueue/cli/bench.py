@@ -21,7 +21,7 @@ from jobqueue.cli._params import option
     metavar="A,B",
     default=None,
     help=(
-        "Scenarios: baseline,enqueue,drain,latency,history,cost; overload and schedules only when named.  "
+        "Scenarios: baseline,enqueue,drain,latency,history,cost; overload, schedules and web only when named.  "
         "[default: all]"
     ),
 )

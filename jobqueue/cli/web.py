@@ -9,6 +9,9 @@ share one code path.
 
 from __future__ import annotations
 
+import json
+import os
+
 import click
 
 from jobqueue.cli._context import Context, pass_context
@@ -51,14 +54,19 @@ def serve(ctx: Context, host: str, port: int, cors_origins: tuple[str, ...], wor
     try:
         import uvicorn
 
-        from jobqueue.web import create_app
+        from jobqueue.web.app import APP_FACTORY, ENV_CORS_ORIGINS, ENV_DATABASE_URL, create_app
     except ImportError as exc:
         raise click.UsageError(f"jobqueue serve needs the web extra: pip install 'jobqueue[web]' ({exc})") from exc
     target = ctx.target()
-    app = create_app(target=target, cors_origins=cors_origins)
     # uvicorn's access log prints paths, never headers: tokens never reach it (they are
     # refused in URLs).
-    uvicorn.run(app, host=host, port=port, workers=None if workers == 1 else workers, log_level="info")
+    if workers == 1:
+        uvicorn.run(create_app(target=target, cors_origins=cors_origins), host=host, port=port, log_level="info")
+        return
+    # several processes: each builds its app from the environment (uvicorn needs an import string)
+    os.environ[ENV_DATABASE_URL] = target.url
+    os.environ[ENV_CORS_ORIGINS] = json.dumps(list(cors_origins))
+    uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
 @click.group()

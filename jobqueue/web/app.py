@@ -14,6 +14,9 @@ The dashboard (another module) adds its routes to the app this returns (with
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -27,6 +30,12 @@ from jobqueue.web.auth import WebDatabase
 
 #: Largest request body accepted (bytes); larger ones get 413 before any parsing.
 MAX_BODY_BYTES = 1_048_576 + 65_536  # a job's payload may be 1 MiB (the SQL API's hard cap), plus the envelope
+
+#: ``jobqueue serve --workers N`` (N > 1): each uvicorn process calls this factory, which
+#: reads the database URL and CORS origins the parent put in the environment.
+APP_FACTORY = "jobqueue.web.app:create_app_from_env"
+ENV_DATABASE_URL = "JOBQUEUE_WEB_DATABASE_URL"
+ENV_CORS_ORIGINS = "JOBQUEUE_WEB_CORS_ORIGINS"
 
 API_PREFIX = "/api/v1"
 API_VERSION = "1"
@@ -81,7 +90,39 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(ServerTiming)
     return app
+
+
+class ServerTiming:
+    """``Server-Timing: app;dur=<ms>``: the time the app took, database included (what the
+    web bench reports as server time)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                took = (time.perf_counter() - started) * 1000
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"server-timing", f"app;dur={took:.3f}".encode())],
+                }
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
+def create_app_from_env() -> FastAPI:
+    """:func:`create_app` from ``JOBQUEUE_WEB_DATABASE_URL`` and ``JOBQUEUE_WEB_CORS_ORIGINS``."""
+    origins = json.loads(os.environ.get(ENV_CORS_ORIGINS) or "[]")
+    return create_app(os.environ[ENV_DATABASE_URL], cors_origins=[str(o) for o in origins])
 
 
 class BodySizeLimit:

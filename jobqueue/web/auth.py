@@ -7,7 +7,8 @@ may ``SET ROLE`` to the roles tokens carry. For each request, in one transaction
 1. ``jobqueue.act_as_token(token)`` (SECURITY DEFINER) checks the token's sha256 against
    ``jobqueue.api_token`` (not revoked, not expired), keeps the token in the
    transaction-local setting ``jobqueue.token`` and returns its role and tenant;
-2. ``SET LOCAL ROLE`` to that role's database role (``ROLE_OF_TOKEN``, constants);
+2. ``SET LOCAL ROLE`` to that role's database role (``ROLE_OF_TOKEN``, constants), as
+   ``set_config('role', ..., true)`` in the same statement (one round trip);
 3. the route calls the library on this connection. ``jobqueue._tenant()``,
    ``jobqueue._is_admin()``, the row-level security policies and the views, which key on
    ``session_user``, see that it is ``jobqueue_web`` and derive the tenant, the admin right
@@ -22,6 +23,7 @@ logged without the token.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -32,14 +34,13 @@ from typing import Any
 
 import psycopg
 from fastapi import Request
-from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from jobqueue.client import JobQueue
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget
 from jobqueue.db import translate
-from jobqueue.errors import DatabaseUnavailable, JobQueueError
+from jobqueue.errors import DatabaseUnavailable
 from jobqueue.sql import query
 from jobqueue.web.problems import Problem
 
@@ -53,6 +54,7 @@ ROLE_OF_TOKEN = {
     "admin": "jobqueue_admin",
 }
 TOKEN_ROLES = tuple(ROLE_OF_TOKEN)
+_ROLES_JSON = json.dumps(ROLE_OF_TOKEN)
 
 #: The login role the server must connect as (docs/web.md, deployment).
 WEB_ROLE = "jobqueue_web"
@@ -193,13 +195,13 @@ class WebDatabase:
             raise _unauthenticated("token: missing; send Authorization: Bearer <token>")
         with self.connection() as conn, conn.transaction():
             principal = self._act_as(conn, token, client)
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(ROLE_OF_TOKEN[principal.role])))
             yield Session(principal, conn, BoundQueue(conn, self.target))
 
     def _act_as(self, conn: psycopg.Connection[dict[str, Any]], token: str, client: str) -> Principal:
+        """act_as_token and SET LOCAL ROLE in one round trip (a refused token aborts the
+        transaction, which then rolls back: nothing else runs in it)."""
         try:
-            with conn.transaction():  # a savepoint: a refused token leaves the transaction usable
-                row = conn.execute(query("act_as_token"), {"token": token}).fetchone()
+            row = conn.execute(query("act_as_token"), {"token": token, "roles": _ROLES_JSON}).fetchone()
         except psycopg.Error as exc:
             if exc.sqlstate == "28000":
                 self.limiter.failed(client)
@@ -212,7 +214,7 @@ class WebDatabase:
                 )
                 raise _unauthenticated(exc.diag.message_primary or "token: not valid") from None
             raise translate(exc) from exc
-        assert row is not None
+        assert row is not None and row["acting_as"] == ROLE_OF_TOKEN[row["role"]], row
         return Principal(int(row["token_id"]), str(row["role"]), row["tenant_id"], row["name"])
 
 
@@ -262,7 +264,6 @@ __all__ = [
     "WEB_ROLE",
     "BoundQueue",
     "FailedAuthLimiter",
-    "JobQueueError",
     "Principal",
     "Session",
     "WebDatabase",

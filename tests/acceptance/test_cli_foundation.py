@@ -85,7 +85,7 @@ def test_missing_schema_is_reported_and_migrate_fixes_it(server: object, tmp_pat
         again = run("--database-url", url, "migrate", "--check")
         assert again.returncode == 0 and "up to date" in again.stdout
         status = run("--database-url", url, "db", "status", "--json")
-        assert status.returncode == 0 and '"schema_version": 4' in status.stdout
+        assert status.returncode == 0 and '"schema_version": 5' in status.stdout
     finally:
         with psycopg.connect(SERVER.url(SERVER.maintenance_db), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -109,7 +109,7 @@ def test_embedded_server_lifecycle_in_a_fresh_home(tmp_path: Path) -> None:
         assert status.returncode == 0 and "running: True" in status.stdout
         demo = run("demo", env=env)
         assert demo.returncode == 0, demo.stderr
-        assert "PostgreSQL 18" in demo.stdout and "jobqueue schema 4" in demo.stdout
+        assert "PostgreSQL 18" in demo.stdout and "jobqueue schema 5" in demo.stdout
     finally:
         stop = run("db", "stop", env=env)
     assert stop.returncode == 0 and "stopped" in stop.stdout

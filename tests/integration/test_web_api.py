@@ -395,6 +395,14 @@ def test_bad_input_is_a_problem_naming_the_field_and_changes_nothing(api_server:
     assert {k: v for k, v in after.items() if k != "api_token"} == {k: v for k, v in before.items() if k != "api_token"}
 
 
+def test_cors_is_off_unless_configured(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    origin = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    preflight = api_server.request("OPTIONS", f"{API}/jobs", headers=origin)
+    assert "access-control-allow-origin" not in preflight.headers
+    r = api_server.request("GET", f"{API}/jobs?limit=1", world.admin, headers={"Origin": "https://evil.example"})
+    assert r.status == 200 and "access-control-allow-origin" not in r.headers
+
+
 def test_failed_authentication_is_rate_limited_and_never_logs_the_token(api_server: ApiServer) -> None:  # noqa: F811
     api = api_server
     secret = "jq_wrong_" + "z" * 40

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from psycopg.rows import dict_row
 
 from jobqueue import migrations
 from jobqueue.config import DatabaseTarget
+from tests.support.cli import cli_env
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Seconds the server may take to answer /healthz after start.
@@ -133,8 +133,7 @@ def api_server(server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     migrations.upgrade(DatabaseTarget(server.url(dbname, user=owner), "web test database"))
     port = free_port()
     log_path = tmp_path_factory.mktemp("web") / "serve.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("JOBQUEUE_DATABASE_URL", None)
+    env = cli_env({"PYTHONUNBUFFERED": "1"})
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobqueue", "--database-url", server.url(dbname, user="jobqueue_web"),
