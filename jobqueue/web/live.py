@@ -285,11 +285,22 @@ def _problem(status: int, title: str, detail: str) -> Response:
     return Response(body, status_code=status, media_type="application/problem+json")
 
 
+async def _verify(opener: SessionOpener, conn_of: HTTPConnection) -> None:
+    """Open (and close) the token's session once, so a refused token fails before streaming."""
+
+    def run() -> None:
+        with opener(conn_of):
+            pass
+
+    await anyio.to_thread.run_sync(run)
+
+
 def routes(opener: SessionOpener, wakeups: Wakeups, check: Callable[[HTTPConnection], None]) -> list[BaseRoute]:
     """``GET /events`` (SSE) and ``/ws`` (WebSocket); ``check`` raises when not signed in."""
 
     async def sse(request: Request) -> Response:
         check(request)
+        await _verify(opener, request)  # a bad, expired or revoked token: its 401 problem now
         try:
             start = start_cursor(
                 request.headers.get("last-event-id") or request.query_params.get("cursor"),
@@ -310,12 +321,13 @@ def routes(opener: SessionOpener, wakeups: Wakeups, check: Callable[[HTTPConnect
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()  # then close with a code the client can read (4401, 4400)
         try:
             check(websocket)
-        except Exception:
+            await _verify(opener, websocket)
+        except Exception:  # no token, or one the database refuses
             await websocket.close(code=4401)
             return
-        await websocket.accept()
         try:
             start = start_cursor(websocket.query_params.get("cursor"), "cursor")
         except CursorError as exc:

@@ -375,3 +375,57 @@ def test_screenshots_of_the_main_pages(browser: WebDriver, api_server: ApiServer
         browser.set_window_size(1280, 800)
     for name in ("overview", "jobs", "job-detail", "dead-letters", "workers", "overview-phone"):
         assert (SHOTS / f"{name}.png").stat().st_size > 5000
+
+
+def test_websocket_streams_events_and_resumes_from_a_cursor(
+    api_server: ApiServer, tokens: dict[str, str]  # noqa: F811
+) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect as ws_connect
+
+    api = api_server
+    base = f"ws://{api.host}:{api.port}/live/ws"
+    auth = {"Authorization": f"Bearer {tokens['admin']}"}
+    with ws_connect(base, additional_headers=auth, open_timeout=30) as ws:
+        first = json.loads(ws.recv(timeout=30))
+        assert first["events"] == []
+        [job] = enqueue(api, "ws", "ws.job")
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + WAIT_S
+        while not any(e["job_id"] == job for e in got) and time.monotonic() < deadline:
+            got += json.loads(ws.recv(timeout=WAIT_S))["events"]
+    assert any(e["job_id"] == job and e["from"] is None and e["to"] == "pending" for e in got)
+    # reconnecting with the first cursor: the event is still there
+    with ws_connect(f"{base}?cursor={first['cursor']}", additional_headers=auth, open_timeout=30) as ws:
+        ws.recv(timeout=30)
+        again: list[dict[str, Any]] = []
+        deadline = time.monotonic() + WAIT_S
+        while not any(e["job_id"] == job for e in again) and time.monotonic() < deadline:
+            again += json.loads(ws.recv(timeout=WAIT_S))["events"]
+    assert any(e["job_id"] == job for e in again)
+    # a bad cursor, no token, a token the database refuses
+    for url, headers, code in (
+        (f"{base}?cursor=nonsense", auth, 4400),
+        (base, {}, 4401),
+        (base, {"Authorization": "Bearer jq_revoked_or_never_made"}, 4401),
+    ):
+        with (
+            ws_connect(url, additional_headers=headers, open_timeout=30) as ws,
+            pytest.raises(ConnectionClosed) as closed,
+        ):
+            while True:
+                ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == code, (url, closed.value)
+
+
+def test_sse_refuses_a_bad_cursor_and_a_bad_token_with_problems_naming_the_field(
+    api_server: ApiServer, tokens: dict[str, str]  # noqa: F811
+) -> None:
+    api = api_server
+    r = api.request("GET", "/live/events", tokens["admin"], headers={"Last-Event-ID": "12;drop"})
+    assert r.status == 400 and "Last-Event-ID" in r.json["detail"]
+    r = api.request("GET", "/live/events?cursor=x.y", tokens["admin"])
+    assert r.status == 400 and "cursor" in r.json["detail"]
+    assert api.request("GET", "/live/events").status == 401
+    r = api.request("GET", "/live/events", "jq_not_a_token")
+    assert r.status == 401 and r.headers["content-type"].startswith("application/problem+json")

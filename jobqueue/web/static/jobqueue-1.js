@@ -2,6 +2,7 @@
 (function () {
   "use strict";
   var body = document.body;
+  var REFRESH_MS = 500;
 
   // Live updates: one EventSource per page (it resumes with Last-Event-ID by itself). Each
   // batch of job events fires jq:changed (lists and figures refresh, throttled by htmx) and
@@ -14,14 +15,24 @@
     var source = new EventSource(url);
     source.onopen = function () { if (mark) mark.classList.add("on"); };
     source.onerror = function () { if (mark) mark.classList.remove("on"); };
+    // Coalesce: at most one refresh per REFRESH_MS, and the last batch always gets one (a
+    // plain throttle would drop it and leave the page stale).
+    var pending = null;
+    function flush() {
+      var batch = pending;
+      pending = null;
+      body.dispatchEvent(new CustomEvent("jq:changed", { detail: batch.events }));
+      batch.jobs.forEach(function (id) { body.dispatchEvent(new CustomEvent("jq:job-" + id)); });
+    }
     source.addEventListener("jobs", function (msg) {
       var events = JSON.parse(msg.data), fresh = [];
       events.forEach(function (e) { if (!seen.has(e.id)) { seen.add(e.id); fresh.push(e); } });
       if (!fresh.length) return;
-      body.dispatchEvent(new CustomEvent("jq:changed", { detail: fresh }));
-      new Set(fresh.map(function (e) { return e.job_id; })).forEach(function (id) {
-        body.dispatchEvent(new CustomEvent("jq:job-" + id));
-      });
+      if (pending === null) {
+        pending = { events: [], jobs: new Set() };
+        setTimeout(flush, REFRESH_MS);
+      }
+      fresh.forEach(function (e) { pending.events.push(e); pending.jobs.add(e.job_id); });
     });
   }
 
