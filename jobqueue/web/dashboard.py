@@ -199,6 +199,11 @@ def _ids(form: FormData) -> list[int]:
     return ids
 
 
+def _local_path(target: str) -> bool:
+    """Whether a redirect target stays on this site (no //host, no /\\host, no scheme)."""
+    return target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target
+
+
 def _opt(value: str | None) -> str | None:
     return value.strip() or None if value else None
 
@@ -296,7 +301,7 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
         form = await request.form()
         token = str(form.get("token") or "").strip()
         target = str(form.get("next") or "/")
-        if not target.startswith("/") or target.startswith("//"):
+        if not _local_path(target):
             target = "/"
         try:
             with _db(request).session(token, client=_client(request)):
@@ -378,7 +383,7 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
                 s,
                 title=f"Bulk {action}",
                 results=results,
-                back=back if back.startswith("/") and not back.startswith("//") else "/jobs",
+                back=back if _local_path(back) else "/jobs",
             )
 
     def job_context(s: Session, job_id: int) -> dict[str, Any]:
