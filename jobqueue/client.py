@@ -22,6 +22,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
+from jobqueue.alerting import AlertMethods
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, WorkerConfig, resolve_database
 from jobqueue.db import check_schema, connect, translate
 from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobQueueError, SchemaOutOfDate
@@ -119,7 +120,7 @@ def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
         ConnectionPool.check_connection(conn)
 
 
-class JobQueue(ScheduleMethods):
+class JobQueue(ScheduleMethods, AlertMethods):
     """A handle on one jobqueue database.
 
     ``JobQueue()`` resolves the database like the CLI (``JOBQUEUE_DATABASE_URL``,

@@ -268,6 +268,45 @@ SELECT jobqueue.revoke_token(%(id)s::bigint) AS revoked;
 SELECT t.*, set_config('role', %(roles)s::jsonb->>t.role, true) AS acting_as
 FROM jobqueue.act_as_token(%(token)s::text) AS t;
 
+-- name: list_alerts
+SELECT * FROM jobqueue.list_alerts(%(state)s::text, %(limit)s::int);
+
+-- name: get_alert
+SELECT jobqueue.get_alert(%(id)s::bigint) AS alert;
+
+-- name: ack_alert
+SELECT jobqueue.ack_alert(%(id)s::bigint, %(by)s::text) AS alert;
+
+-- name: resolve_alert
+SELECT jobqueue.resolve_alert(%(id)s::bigint, %(by)s::text) AS alert;
+
+-- name: check_alerts
+SELECT jobqueue.check_alerts(%(dry_run)s::boolean) AS summary;
+
+-- name: list_alert_rules
+SELECT * FROM jobqueue.list_alert_rules();
+
+-- name: set_alert_rule
+SELECT jobqueue.set_alert_rule(%(name)s::text, %(settings)s::jsonb, %(queue)s::text, %(type)s::text) AS rule;
+
+-- name: remove_alert_rule
+SELECT jobqueue.remove_alert_rule(%(name)s::text, %(queue)s::text, %(type)s::text) AS removed;
+
+-- name: add_alert_channel
+SELECT jobqueue.add_alert_channel(%(name)s::text, %(kind)s::text, %(config)s::jsonb, %(route)s::jsonb) AS channel;
+
+-- name: set_alert_route
+SELECT jobqueue.set_alert_route(%(channel)s::text, %(route)s::jsonb) AS channel;
+
+-- name: remove_alert_channel
+SELECT jobqueue.remove_alert_channel(%(name)s::text) AS removed;
+
+-- name: list_alert_channels
+SELECT * FROM jobqueue.list_alert_channels();
+
+-- name: test_alert_channel
+SELECT jobqueue.test_alert_channel(%(name)s::text) AS job_id;
+
 -- name: demo_web_login
 -- The demo's dashboard hint: may jobqueue_web (the role `jobqueue serve` logs in as) log in?
 SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jobqueue_web') AS web_exists,

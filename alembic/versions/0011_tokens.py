@@ -1,7 +1,7 @@
 """API tokens for jobqueue serve; web requests act as their token's role and tenant (issue 18).
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-06
 
 Runs its own frozen SQL (0011_tokens.sql beside this file), never sql/schema.sql.
@@ -14,7 +14,7 @@ from pathlib import Path
 from jobqueue.migrations import execute_frozen_sql
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

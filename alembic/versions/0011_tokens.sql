@@ -5,7 +5,8 @@
 -- the row-level security policies derive, for session_user jobqueue_web, the tenant and the
 -- rights from the verified token, never from the web login's own memberships. Adds the
 -- read-only role jobqueue_viewer, (queue, id) indexes on finished jobs and dead letters for
--- the API's job list, and schema version 5.
+-- the API's job list; the alerts view hides alerts from tenant tokens as from tenant logins.
+-- (Revises 0009, alerts: it set schema version 5, which this revision keeps.)
 
 -- The dashboard and API server (jobqueue serve, docs/web.md): jobqueue_viewer reads and
 -- changes nothing; jobqueue_web is the server's login (LOGIN is the operator's to grant),
@@ -518,7 +519,16 @@ LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, 
 AS $$ SELECT 5 $$;
 
 COMMENT ON FUNCTION jobqueue.schema_version() IS
-    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: API tokens, jobqueue_viewer, jobqueue_web); clients check it at startup';
+    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts, API tokens, '
+    'jobqueue_viewer, jobqueue_web); clients check it at startup';
+
+CREATE OR REPLACE VIEW jobqueue.alerts AS
+    SELECT i.id, i.rule, i.kind, i.severity, i.state, i.queue, i.type, i.subject, i.dedupe_key, i.value, i.threshold,
+           i.first_seen, i.last_seen, i.count, i.acknowledged_by, i.acknowledged_at, i.resolved_at, i.resolved_by,
+           i.clear_since, i.summary
+    FROM jobqueue.alert_incident i
+    -- no tenant's caller (a mapped login role or a tenant's API token) sees alerts
+    WHERE (SELECT jobqueue._tenant()) IS NULL;
 
 GRANT USAGE ON SCHEMA jobqueue TO jobqueue_viewer, jobqueue_web;
 GRANT EXECUTE ON FUNCTION jobqueue.schema_version() TO jobqueue_viewer, jobqueue_web;
@@ -544,3 +554,5 @@ GRANT EXECUTE ON FUNCTION
     jobqueue.list_jobs(text[], text, text, text, text, text, timestamptz, timestamptz, timestamptz, timestamptz,
                        bigint, integer)
 TO jobqueue_producer, jobqueue_worker, jobqueue_admin, jobqueue_viewer;
+GRANT EXECUTE ON FUNCTION jobqueue.list_alerts(text, integer), jobqueue.get_alert(bigint) TO jobqueue_viewer;
+GRANT SELECT ON jobqueue.alerts TO jobqueue_viewer;

@@ -1,7 +1,9 @@
--- Revision 0011 down: the bodies, views, policies and defaults of revision 0008; API tokens
+-- Revision 0011 down: the bodies, views, policies and defaults of revisions 0008/0009; API tokens
 -- dropped. The roles jobqueue_viewer and jobqueue_web stay (cluster-wide, never dropped by
 -- the schema); their privileges in this database go with the objects.
 REVOKE ALL ON SCHEMA jobqueue FROM jobqueue_viewer, jobqueue_web;
+REVOKE EXECUTE ON FUNCTION jobqueue.list_alerts(text, integer), jobqueue.get_alert(bigint) FROM jobqueue_viewer;
+REVOKE SELECT ON jobqueue.alerts FROM jobqueue_viewer;
 REVOKE EXECUTE ON FUNCTION jobqueue.schema_version() FROM jobqueue_viewer, jobqueue_web;
 REVOKE EXECUTE ON FUNCTION jobqueue.job_logs(bigint), jobqueue.queue_stats(), jobqueue.metrics(interval),
     jobqueue.list_schedules(), jobqueue.cron_next(text, timestamptz, text, integer) FROM jobqueue_viewer;
@@ -9,6 +11,13 @@ REVOKE SELECT ON jobqueue.jobs, jobqueue.queues, jobqueue.workers, jobqueue.dead
 FROM jobqueue_viewer;
 REVOKE EXECUTE ON FUNCTION jobqueue._tenant(), jobqueue._sees_all_jobs()
 FROM jobqueue_producer, jobqueue_worker, jobqueue_admin, jobqueue_viewer;
+
+CREATE OR REPLACE VIEW jobqueue.alerts AS
+    SELECT i.id, i.rule, i.kind, i.severity, i.state, i.queue, i.type, i.subject, i.dedupe_key, i.value, i.threshold,
+           i.first_seen, i.last_seen, i.count, i.acknowledged_by, i.acknowledged_at, i.resolved_at, i.resolved_by,
+           i.clear_since, i.summary
+    FROM jobqueue.alert_incident i
+    WHERE NOT EXISTS (SELECT 1 FROM jobqueue.tenant_role m WHERE m.role_name = session_user);
 
 ALTER TABLE jobqueue.job ALTER COLUMN created_by SET DEFAULT session_user;
 ALTER TABLE jobqueue.job_history ALTER COLUMN created_by SET DEFAULT session_user;
@@ -190,10 +199,11 @@ $$;
 
 CREATE OR REPLACE FUNCTION jobqueue.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT 4 $$;
+AS $$ SELECT 5 $$;
 
 COMMENT ON FUNCTION jobqueue.schema_version() IS
-    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules); clients check it at startup';
+    'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts); '
+    'clients check it at startup';
 
 DROP FUNCTION jobqueue.list_jobs(text[], text, text, text, text, text, timestamptz, timestamptz, timestamptz,
                                  timestamptz, bigint, integer);

@@ -36,6 +36,7 @@ throughput   the baseline, enqueue and drain scenarios
 latency      the latency scenario;  history, cost: theirs
 overload     throughput while the backlog grows, and the drain after (only with --only)
 schedules    periodic schedules: fire lag, exactly once, reconcile cost (only with --only)
+alerts       what alert detection adds to each reconcile, 50 rules over 10 queues (only with --only)
 web          the HTTP API: list latency on 1,000,000 jobs, POST /jobs throughput (only with --only)
 peers        Procrastinate and PgQueuer through ``bench/peers/``
 report       the tables printed and the JSON written
@@ -54,7 +55,7 @@ from jobqueue.bench.runner import run
 from jobqueue.bench.scratch import database_url, scratch_name
 
 #: The scenario modules, in run order; importing one registers its scenarios.
-SCENARIO_MODULES = ("throughput", "latency", "history", "cost", "overload", "schedules", "web")
+SCENARIO_MODULES = ("throughput", "latency", "history", "cost", "overload", "schedules", "alerts", "web")
 for _module in SCENARIO_MODULES:
     importlib.import_module(f"jobqueue.bench.{_module}")
 

@@ -18,13 +18,14 @@ call a Python user makes, ending in the same SQL function) and prints the result
     observe.py      stats, health, exporter
     maintenance.py  reconcile
     schedules.py    schedules add | list | show | pause | resume | remove | next
+    alerts.py       alerts list | show | ack | resolve | check; alerts rules list | set | remove;
+                    alerts channels add | list | remove | test
     web.py          serve (the HTTP API and dashboard, jobqueue/web/); tokens create | list | revoke
     demo.py         demo (the whole product in under a minute)
     bench.py        bench (hands over to jobqueue.bench, imported only when it runs)
 
 Where the next verbs go (each a new module registered below, never a longer one, as
 ``schedules.py`` was for ``jobqueue/schedules.py``):
-``cli/alerts.py`` for alert rules and notification channels (over ``jobqueue/alerts/``),
 and flow-control settings (rate limits, concurrency caps per queue) as options of
 ``queues set`` / ``tenants limit`` in the modules that already own those verbs.
 
@@ -40,7 +41,21 @@ import sys
 
 import click
 
-from jobqueue.cli import bench, db, demo, dlq, jobs, maintenance, observe, queues, schedules, tenants, web, worker
+from jobqueue.cli import (
+    alerts,
+    bench,
+    db,
+    demo,
+    dlq,
+    jobs,
+    maintenance,
+    observe,
+    queues,
+    schedules,
+    tenants,
+    web,
+    worker,
+)
 from jobqueue.cli._context import Context
 from jobqueue.errors import JobQueueError
 
@@ -89,6 +104,7 @@ VERBS: tuple[click.Command, ...] = (
     web.serve,
     maintenance.reconcile,
     schedules.schedules,
+    alerts.alerts,
     observe.stats,
     observe.health,
     observe.exporter,

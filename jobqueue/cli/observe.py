@@ -3,8 +3,8 @@
 All three read the same library calls (``stats``, ``metrics``, ``health``) that
 ``SELECT * FROM jobqueue.queue_stats()`` / ``jobqueue.health()`` give any other language;
 the exporter serves them to Prometheus (:mod:`jobqueue.exporter`) and may mirror them to
-Redis (:mod:`jobqueue.mirror`). Alert *delivery* (email, Slack, webhooks) is not here: it
-will live in ``jobqueue/alerts/``, with its verbs in ``cli/alerts.py``.
+Redis (:mod:`jobqueue.mirror`). Both ``stats`` and ``health`` end with the open alert
+incidents (``jobqueue.alerts``); the alerts' own verbs are in ``cli/alerts.py``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,26 @@ STATS_COLUMNS = (
     Column("jobs_per_minute", "jobs/min", drop=2, numeric=True),
     Column("error_rate", "error rate", short="err rate", drop=1, numeric=True),
 )
+
+
+def open_alerts_line(jq: JobQueue) -> str | None:
+    """``open alerts: 2 (critical 1, warning 1): worker_down, queue_depth emails``, or
+    ``open alerts: none``; None when the caller may not read alerts (a tenant role)."""
+    from jobqueue.errors import PermissionDenied
+
+    try:
+        rows = jq.alerts("open", limit=1000)
+    except PermissionDenied:
+        return None
+    if not rows:
+        return "open alerts: none"
+    by_severity: dict[str, int] = {}
+    for r in rows:
+        by_severity[r["severity"]] = by_severity.get(r["severity"], 0) + 1
+    counts = ", ".join(f"{sev} {by_severity[sev]}" for sev in ("critical", "warning", "info") if sev in by_severity)
+    names = ", ".join(f"#{r['id']} {r['rule']}{' ' + r['queue'] if r['queue'] else ''}" for r in rows[:10])
+    more = f" (+{len(rows) - 10} more)" if len(rows) > 10 else ""
+    return f"open alerts: {len(rows)} ({counts}): {names}{more}; `jobqueue alerts list`"
 
 
 def stats_rows(jq: JobQueue, window: timedelta) -> list[dict[str, Any]]:
@@ -86,6 +106,9 @@ def stats(ctx: Context, watch: bool, interval: timedelta, window: timedelta, as_
         return
     if not watch:
         console().print(stats_table(stats_rows(jq, window), window))
+        line = open_alerts_line(jq)
+        if line:
+            click.echo(line)
         return
     from rich.live import Live
 
@@ -208,6 +231,9 @@ def health(
             f"health: {len(alerting)} alert{'s' if len(alerting) != 1 else ''}"
             + (f" ({', '.join(alerting)})" if alerting else "")
         )
+        line = open_alerts_line(ctx.queue())
+        if line:
+            click.echo(line)
     if alerting:
         sys.exit(1)
 

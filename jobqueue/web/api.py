@@ -14,7 +14,7 @@ import base64
 import binascii
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -420,6 +420,30 @@ def configure_queue(name: str, body: QueueSettings, session: DbSession) -> dict[
     if not settings:
         raise Problem(422, "body: name at least one setting", field="body")
     return {"queue": name, "settings": session.queue.configure_queue(name, **settings)}
+
+
+# -- alerts ----------------------------------------------------------------------------------
+
+
+@router.get("/alerts", tags=["alerts"])
+def list_alerts(
+    session: DbSession,
+    state: Annotated[Literal["open", "firing", "acknowledged", "resolved", "all"], Query()] = "open",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+) -> dict[str, Any]:
+    """Alert incidents (a token with a tenant gets 403: alerts report on every tenant)."""
+    return {"items": plain(session.queue.alerts(state, limit=limit))}
+
+
+@router.get("/alerts/{alert_id}", tags=["alerts"])
+def get_alert(alert_id: int, session: DbSession) -> dict[str, Any]:
+    return dict(plain(session.queue.get_alert(alert_id)))
+
+
+@router.post("/alerts/{alert_id}/ack", tags=["alerts"])
+def ack_alert(alert_id: int, session: DbSession) -> dict[str, Any]:
+    """Acknowledge an alert, recorded as acknowledged by ``token:<id>``."""
+    return dict(plain(session.queue.ack_alert(alert_id, by=f"token:{session.principal.token_id}")))
 
 
 # -- schedules, workers, metrics ---------------------------------------------------------------

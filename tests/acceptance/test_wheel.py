@@ -58,7 +58,7 @@ def test_wheel_installs_and_migrates_outside_the_checkout(tmp_path: Path) -> Non
         )
         assert proc.returncode == 0, proc.stderr
         with psycopg.connect(SERVER.url(name)) as conn:
-            assert conn.execute("SELECT jobqueue.schema_version()").fetchone() == (4,)
+            assert conn.execute("SELECT jobqueue.schema_version()").fetchone() == (5,)
         # The installed package resolves its resources from inside itself, not from this checkout.
         where = subprocess.run(
             [str(python), "-c", "from jobqueue.migrations import resource_dir; print(resource_dir('sql'))"],

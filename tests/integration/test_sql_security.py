@@ -64,6 +64,19 @@ ADMIN_ONLY = {
     "resume_schedule(text)",
     "remove_schedule(text)",
     "schedule_next(text,integer)",
+    "check_alerts(boolean)",
+    "list_alerts(text,integer)",
+    "get_alert(bigint)",
+    "ack_alert(bigint,text)",
+    "resolve_alert(bigint,text)",
+    "set_alert_rule(text,jsonb,text,text)",
+    "remove_alert_rule(text,text,text)",
+    "list_alert_rules()",
+    "add_alert_channel(text,text,jsonb,jsonb)",
+    "set_alert_route(text,jsonb)",
+    "remove_alert_channel(text)",
+    "list_alert_channels()",
+    "test_alert_channel(text)",
 }
 
 

@@ -245,6 +245,31 @@ def test_queues_schedules_workers_metrics(api_server: ApiServer, world: World) -
     assert m.status == 200 and m.json["window"] == 600
 
 
+def test_alerts_list_show_and_acknowledge(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    api = api_server
+    with api.owner() as owner:
+        row = owner.execute(
+            "INSERT INTO jobqueue.alert_incident (dedupe_key, rule, kind, severity, summary) "
+            "VALUES ('web-test', 'web-test', 'queue_depth', 'warning', 'queue too deep') RETURNING id"
+        ).fetchone()
+    assert row is not None
+    alert = row["id"]
+    listed = api.request("GET", f"{API}/alerts", world.admin).json["items"]
+    assert [a["id"] for a in listed if a["id"] == alert] == [alert]
+    assert api.request("GET", f"{API}/alerts?state=all", world.viewer).status == 200
+    assert api.request("GET", f"{API}/alerts/{alert}", world.admin).json["id"] == alert
+    before = snapshot(api)
+    # a tenant's tokens never see alerts (they report on every tenant); a viewer cannot acknowledge
+    for token in (world.a_op, world.a_view, world.b_prod):
+        problem(api.request("GET", f"{API}/alerts", token), 403, None)
+        assert api.request("POST", f"{API}/alerts/{alert}/ack", token).status == 403
+    problem(api.request("POST", f"{API}/alerts/{alert}/ack", world.viewer), 403, None)
+    problem(api.request("GET", f"{API}/alerts?state=sleeping", world.admin), 422, "state")
+    assert snapshot(api) == before
+    acked = api.request("POST", f"{API}/alerts/{alert}/ack", world.admin).json
+    assert acked["state"] == "acknowledged" and acked["acknowledged_by"].startswith("token:")
+
+
 # -- who may do what -------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.db",
     ),
     # the library: tasks, periodic schedules, then the client that enqueues them, the LISTEN loop
-    ("jobqueue.tasks", "jobqueue.schedules", "jobqueue.client", "jobqueue.listener"),
+    ("jobqueue.tasks", "jobqueue.schedules", "jobqueue.alerting", "jobqueue.client", "jobqueue.listener"),
     # what runs beside a database: workers (riding out outages, keeping leases, turning
     # outcomes into acknowledgements, reporting), the Redis mirror, the Prometheus exporter
     (
