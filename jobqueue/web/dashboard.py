@@ -234,17 +234,21 @@ def overview_figures(session: Session, cache: Any = None) -> dict[str, Any]:
     done = [buckets.get(x, [0, 0])[0] for x in xs]
     failed = [buckets.get(x, [0, 0])[1] for x in xs]
     rate = [round(100.0 * f / (d + f), 1) if d + f else None for d, f in zip(done, failed, strict=True)]
-    alerts: list[dict[str, Any]] = []
-    try:
-        with session.conn.transaction():
-            alerts = [dict(r) for r in session.queue.health() if r.get("alert")]
-    except (JobQueueError, psycopg.Error):
-        alerts = []  # the role may not read health; the page shows queues anyway
     return {
         "stats": [dict(s) for s in stats],
         "series": {"t": xs, "completed": done, "failed": failed, "error_rate": rate},
-        "alerts": alerts,
+        "alerts": open_alerts(session),
     }
+
+
+def open_alerts(session: Session, state: str = "open") -> list[dict[str, Any]]:
+    """Alert incidents (``jobqueue.alerts``) in ``state``; [] when this token may not read
+    them (tenants, producers) -- the page shows everything else anyway."""
+    try:
+        with session.conn.transaction():  # a savepoint: a refusal leaves the request usable
+            return [dict(r) for r in session.queue.alerts(state, limit=100)]
+    except (JobQueueError, psycopg.Error):
+        return []
 
 
 def _jobs_filter(request: Request) -> dict[str, Any]:
@@ -488,6 +492,20 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
             return {"rows": rows, "refused": None}
 
         return _page(request, "workers.html", build)
+
+    @app.get("/alerts", include_in_schema=False)
+    def alerts_page(request: Request) -> Response:
+        state = request.query_params.get("state") or "open"
+        if state not in ("open", "firing", "acknowledged", "resolved", "all"):
+            raise Problem(422, f"state: {state!r} is not open, firing, acknowledged, resolved or all", field="state")
+        return _page(request, "alerts.html", lambda s: {"rows": open_alerts(s, state), "state": state})
+
+    @app.post("/alerts/{alert_id}/ack", include_in_schema=False)
+    async def alert_ack(request: Request, alert_id: int) -> Response:
+        await _form(request)
+        with _session(request) as s:
+            s.queue.ack_alert(alert_id, s.principal.name or f"token {s.principal.token_id}")
+        return RedirectResponse("/alerts", status_code=303)
 
     @app.get("/schedules", include_in_schema=False)
     def schedules_page(request: Request) -> Response:

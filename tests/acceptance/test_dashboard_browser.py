@@ -364,6 +364,9 @@ def test_screenshots_of_the_main_pages(browser: WebDriver, api_server: ApiServer
         wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "main h1"), path)
         time.sleep(0.5)  # let the charts draw (a picture, not a verdict)
         shot(browser, name)
+    for path, title in (("/schedules", "Schedules"), ("/alerts", "Alerts")):
+        browser.get(url(api, path))
+        assert browser.find_element(By.CSS_SELECTOR, "main h1").text == title
     browser.set_window_size(390, 844)
     try:
         browser.get(url(api, "/"))
