@@ -215,11 +215,13 @@ def overview_figures(session: Session, cache: Any = None) -> dict[str, Any]:
     """Queue depths by state, oldest-job age, the last hour's per-minute throughput and
     error rate, and open alerts (failing health checks)."""
     stats = None
+    cache_state = "none"  # not configured (or not for this token)
     if cache is not None and session.principal.tenant_id is None and session.principal.role != "producer":
         try:
             stats = cache.read() or None
+            cache_state = "used" if stats else "empty"
         except Exception:  # a cache only: any failure means "read the database"
-            stats = None
+            stats, cache_state = None, "unavailable"
     if stats is None:
         stats = session.queue.stats()
     rows = session.conn.execute(query("event_counts"), {"window": timedelta(hours=1), "step": timedelta(minutes=1)})
@@ -238,6 +240,7 @@ def overview_figures(session: Session, cache: Any = None) -> dict[str, Any]:
         "stats": [dict(s) for s in stats],
         "series": {"t": xs, "completed": done, "failed": failed, "error_rate": rate},
         "alerts": open_alerts(session),
+        "cache_state": cache_state,
     }
 
 
