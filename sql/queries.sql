@@ -253,6 +253,21 @@ SELECT at FROM jobqueue.cron_next(%(expr)s::text, %(after)s::timestamptz, %(tz)s
 -- name: sync_schedules
 SELECT jobqueue.sync_schedules(%(app)s::text, %(schedules)s::jsonb) AS result;
 
+-- name: live_events
+-- A live stream's read, in one statement: the snapshot it reports is the one job_events
+-- (STABLE) reads with. One row with NULL event columns when there is no event.
+SELECT s.snapshot, s.now, e.*
+FROM (SELECT pg_current_snapshot()::text AS snapshot, now() AS now) AS s
+LEFT JOIN LATERAL jobqueue.job_events(after => %(after)s::bigint, since => %(since)s::timestamptz,
+                                      max_rows => %(max_rows)s::int) AS e ON true
+ORDER BY e.id;
+
+-- name: job_timeline
+SELECT * FROM jobqueue.job_events(of_job => %(id)s::bigint, max_rows => 10000);
+
+-- name: event_counts
+SELECT * FROM jobqueue.event_counts(%(window)s::interval, %(step)s::interval);
+
 -- name: create_token
 SELECT * FROM jobqueue.create_token(%(role)s::text, %(tenant_id)s::text, %(expires_in)s::interval, %(name)s::text);
 
@@ -307,3 +322,12 @@ SELECT * FROM jobqueue.list_alert_channels();
 
 -- name: test_alert_channel
 SELECT jobqueue.test_alert_channel(%(name)s::text) AS job_id;
+
+-- name: demo_web_login
+-- The demo's dashboard hint: may jobqueue_web (the role `jobqueue serve` logs in as) log in?
+SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jobqueue_web') AS web_exists,
+       coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = 'jobqueue_web'), false) AS web_can_login,
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS is_superuser;
+
+-- name: demo_allow_web_login
+ALTER ROLE jobqueue_web LOGIN;

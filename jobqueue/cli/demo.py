@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -41,6 +42,7 @@ from jobqueue.client import JobQueue
 from jobqueue.config import DatabaseTarget, redact
 from jobqueue.errors import JobQueueError
 from jobqueue.models import TERMINAL_STATES, JobState, Priority
+from jobqueue.sql import query
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -228,7 +230,62 @@ def run(
     out.print(f"\n[bold]demo finished in {time.monotonic() - started:.1f}s.[/] Next, try:")
     for line in next_commands(command(target)):
         out.print(f"  {line}", markup=False, soft_wrap=True)  # never split a command to copy
+    dashboard_hint(target, out)
     return 0
+
+
+#: Where the demo's dashboard hint tells ``jobqueue serve`` to listen.
+DASHBOARD_PORT = 8000
+
+
+def dashboard_hint(target: DatabaseTarget, out: Console) -> None:
+    """End with how to open the dashboard on the demo's data: the ``jobqueue serve`` command
+    (logging in as jobqueue_web) and an operator token made for it, printed once."""
+    try:
+        import fastapi  # noqa: F401
+    except ImportError:
+        out.print("\nThe dashboard needs the web extra: pip install 'jobqueue[web]', then run the demo again.")
+        return
+    jq = JobQueue(target.url)
+    try:
+        if not web_login_ready(jq):
+            out.print(
+                "\nTo see this in the dashboard, let jobqueue_web log in (docs/web.md, deployment) "
+                "and run `jobqueue serve`."
+            )
+            return
+        made = jq.create_token("operator", expires_in=timedelta(days=1), name="demo dashboard")
+    except JobQueueError as exc:
+        out.print(f"\n(no dashboard token: {exc})")
+        return
+    finally:
+        jq.close()
+    web_url = urlunsplit(urlsplit(target.url)._replace(netloc=_with_user(urlsplit(target.url).netloc, "jobqueue_web")))
+    serve = f"{command(target).split(' --database-url ')[0]} --database-url {shlex.quote(web_url)}"
+    out.print("\n[bold]Open the dashboard on this data:[/]")
+    out.print(f"  {serve} serve --port {DASHBOARD_PORT}", markup=False, soft_wrap=True)
+    out.print(f"  then open http://127.0.0.1:{DASHBOARD_PORT}/ and sign in with (valid 1 day):", soft_wrap=True)
+    out.print(f"  {made['token']}", markup=False, soft_wrap=True)
+
+
+def web_login_ready(jq: JobQueue) -> bool:
+    """Whether jobqueue_web may log in; on a superuser connection (the embedded server) the
+    demo lets it, as `jobqueue serve` needs."""
+    with jq.connection() as conn:
+        row = conn.execute(query("demo_web_login")).fetchone()
+        if row is None or row["web_exists"] is not True:
+            return False
+        if row["web_can_login"]:
+            return True
+        if not row["is_superuser"]:
+            return False
+        conn.execute(query("demo_allow_web_login"))
+        return True
+
+
+def _with_user(netloc: str, user: str) -> str:
+    host = netloc.rpartition("@")[2]
+    return f"{user}@{host}"
 
 
 def command(target: DatabaseTarget) -> str:

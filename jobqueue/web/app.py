@@ -55,7 +55,7 @@ def create_app(
     CORS off) are the browser origins allowed to call the API; bodies over
     ``max_body_bytes`` get 413.
     """
-    from jobqueue.web import api
+    from jobqueue.web import api, dashboard
 
     resolved = target or resolve_database(database_url)
     db = WebDatabase(resolved, **({"pool_size": pool_size} if pool_size else {}))
@@ -81,6 +81,7 @@ def create_app(
     problems.install(app)
     app.include_router(api.health_router)
     app.include_router(api.router, prefix=API_PREFIX)
+    dashboard.install(app)  # the pages, /static and the /live streams (dashboard.py)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

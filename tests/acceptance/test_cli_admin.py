@@ -786,14 +786,21 @@ def test_demo_runs_to_completion(jq: Run, db_url: str) -> None:
     assert "demo finished" in out
     lines = out.splitlines()
     assert lines[0].startswith("database: ")  # a URL: printed whole, however long
-    assert max(len(line) for line in lines[1:]) <= 80, max(lines[1:], key=len)
+    # the dashboard hint (issue 18): a `serve` command, where to browse, and a token to sign in with
+    hint = lines.index("Open the dashboard on this data:")
+    serve_cmd, browse, token = (line.strip() for line in lines[hint + 1 : hint + 4])
+    assert "jobqueue_web@" in serve_cmd and serve_cmd.endswith("serve --port 8000"), serve_cmd
+    assert "http://127.0.0.1:8000/" in browse
+    assert token and " " not in token
+    wrapped = [line for line in lines[1:] if line.strip() not in (serve_cmd, token)]  # URLs and tokens: whole
+    assert max(len(line) for line in wrapped) <= 80, max(wrapped, key=len)
     headers = [line for line in lines if "┃" in line]
     assert len(headers) == 2 and not any("…" in h for h in headers), headers  # stats, dead letters
     assert [h.strip() for h in headers[1].split("┃")] == ["id", "type", "reason", "tries", "last error"]
     assert "done, failed, jobs/min, error rate: over the last 5m" in " ".join(lines)  # done/win explained
     needs = REQUIRED_SCHEMA_VERSION
     assert "revision" not in out and f"jobqueue schema {needs} (this jobqueue needs {needs})" in out
-    after = lines[lines.index(next(line for line in lines if "Next, try:" in line)) + 1 :]
+    after = lines[lines.index(next(line for line in lines if "Next, try:" in line)) + 1 : hint - 1]
     script = str(Path(sys.executable).parent / "jobqueue")
     shown = os.path.relpath(script, ROOT) if not shutil.which("jobqueue") else "jobqueue"
     assert [line.split("#")[0].split() for line in after] == [

@@ -117,7 +117,9 @@ def _ident(name: str) -> sql.Identifier:
 
 
 @pytest.fixture(scope="module")
-def api_server(server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+def api_server(
+    server: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ApiServer]:
     """A module's server: database owned by a plain role, uvicorn started by `jobqueue serve`."""
     suffix = uuid.uuid4().hex[:8]
     owner, dbname, scratch = f"jq_web_owner_{suffix}", f"jq_web_{suffix}", f"jq_web_roles_{suffix}"
@@ -133,7 +135,8 @@ def api_server(server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     migrations.upgrade(DatabaseTarget(server.url(dbname, user=owner), "web test database"))
     port = free_port()
     log_path = tmp_path_factory.mktemp("web") / "serve.log"
-    env = cli_env({"PYTHONUNBUFFERED": "1"})
+    # a test module may set SERVE_ENV (e.g. JOBQUEUE_REDIS_URL) for its server
+    env = cli_env({"PYTHONUNBUFFERED": "1", **getattr(request.module, "SERVE_ENV", {})})
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobqueue", "--database-url", server.url(dbname, user="jobqueue_web"),
