@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobqueue.client import JobQueue, enqueue_params
@@ -224,7 +225,6 @@ def create_job(
     token: Annotated[str, Depends(admitted_token)],
     body: JobCreate,
     request: Request,
-    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> dict[str, Any]:
     """Enqueue a job. ``Idempotency-Key`` (or ``unique_key``): while a job with that key is
@@ -240,8 +240,8 @@ def create_job(
         raise
     rows = web_database(request).run_as(token, query("enqueue"), params, client=client_address(request))
     job_id = int(rows[0][0])
-    response.headers["Location"] = f"/api/v1/jobs/{job_id}"
-    return {"id": job_id}
+    # the response as it is (FastAPI sends a Response unvalidated: one dict needs no model)
+    return JSONResponse({"id": job_id}, status_code=201, headers={"Location": f"/api/v1/jobs/{job_id}"})  # type: ignore[return-value]
 
 
 def _enqueue_params(body: JobCreate, idempotency_key: str | None) -> dict[str, Any]:
