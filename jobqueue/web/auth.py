@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,14 +210,22 @@ class WebDatabase:
         with self.connection() as conn:
             acting = rows = None
             try:
-                with conn.pipeline(), conn.transaction():
+                # BEGIN and COMMIT as plain statements: psycopg's transaction() would sync
+                # the pipeline at its edges (three round trips instead of one)
+                with conn.pipeline():
+                    conn.execute("BEGIN")
                     acting = conn.execute(query("act_as_token"), self._act_params(token), prepare=True)
                     rows = conn.cursor(row_factory=tuple_row).execute(sql, params, prepare=True)
+                    conn.execute("COMMIT")
                 principal = _principal(acting.fetchone())
             except psycopg.Error as exc:
+                _roll_back(conn)
                 if acting is None or acting.pgresult is None or acting.pgresult.status != pq.ExecStatus.TUPLES_OK:
                     raise self._refused(exc, client) from None if exc.sqlstate == "28000" else exc
                 raise translate(exc) from exc
+            except BaseException:
+                _roll_back(conn)
+                raise
             assert rows is not None and principal.token_id
             return rows.fetchall()
 
@@ -253,6 +261,13 @@ class WebDatabase:
             extra={"action": "auth_failed", "client": client},
         )
         return _unauthenticated(exc.diag.message_primary or "token: not valid")
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End a transaction an error left open or failed (a lost connection: the pool drops it)."""
+    if conn.pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+        with suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
 
 
 def _principal(row: Any) -> Principal:
