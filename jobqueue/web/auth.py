@@ -17,8 +17,10 @@ may ``SET ROLE`` to the roles tokens carry. For each request, in one transaction
    and then nothing is visible.
 
 The transaction commits when the route returns and rolls back when it raises, so an error
-changes nothing. Failed sign-ins are counted per client address (``FailedAuthLimiter``) and
-logged without the token.
+changes nothing. ``POST /jobs`` (the hot path) uses :meth:`WebDatabase.run_as` instead: the
+same steps with the library's enqueue statement, sent as one pipeline (one round trip).
+Failed sign-ins are counted per client address (``FailedAuthLimiter``) and logged without
+the token.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from fastapi import Request
-from psycopg.rows import dict_row
+from psycopg import pq
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from jobqueue.client import JobQueue
@@ -65,6 +68,8 @@ AUTH_FAILURE_WINDOW_S = 60.0
 #: Connections the server keeps to the database.
 POOL_SIZE = 10
 POOL_GET_TIMEOUT_S = 10.0
+#: psycopg's prepare_threshold meaning "never on its own": only execute(..., prepare=True).
+ONLY_WHEN_ASKED = 2**62
 
 
 @dataclass(frozen=True)
@@ -146,9 +151,11 @@ class WebDatabase:
                 "row_factory": dict_row,
                 "connect_timeout": CONNECT_TIMEOUT_S,
                 "application_name": "jobqueue-web",
-                **target.connect_kwargs(),
-                # unprepared: each list filter gets a plan for its own values (index scans)
-                "prepare_threshold": None,
+                # Only the statements run with prepare=True are prepared (act_as_token and the
+                # hot enqueue: function calls, one plan fits all); every other statement stays
+                # unprepared, so each list filter gets a plan for its own values (index scans).
+                # None (nothing prepared) when the target refuses prepared statements (PgBouncer).
+                "prepare_threshold": ONLY_WHEN_ASKED if target.prepared_statements else None,
             },
             timeout=POOL_GET_TIMEOUT_S,
             name="jobqueue-web",
@@ -185,6 +192,47 @@ class WebDatabase:
         Raises Problem 401 (missing, unknown, expired or revoked token), 429 (too many
         failures from ``client``). Commits when the block returns, rolls back when it raises.
         """
+        token = self._admit(token, client)
+        with self.connection() as conn, conn.transaction():
+            try:
+                row = conn.execute(query("act_as_token"), self._act_params(token), prepare=True).fetchone()
+            except psycopg.Error as exc:
+                raise self._refused(exc, client) from None if exc.sqlstate == "28000" else exc
+            yield Session(_principal(row), conn, BoundQueue(conn, self.target))
+
+    def run_as(self, token: str | None, sql: str, params: Mapping[str, Any], *, client: str = "?") -> list[Any]:
+        """Verify ``token`` and run one statement as its role and tenant, in one transaction
+        sent as one pipeline: BEGIN, act_as_token + SET LOCAL ROLE, ``sql``, COMMIT, then one
+        wait for all four (one round trip, as a plain ``enqueue()``). The database runs them in
+        order and skips the rest after an error, so a refused token runs nothing; the result
+        returns only after COMMIT succeeded. Returns the statement's rows (tuples).
+        Raises Problem 401/429 as :meth:`session`, a jobqueue error for the statement's failure.
+        """
+        token = self._admit(token, client)
+        with self.connection() as conn:
+            acting = rows = None
+            try:
+                # BEGIN and COMMIT as plain statements: psycopg's transaction() would sync
+                # the pipeline at its edges (three round trips instead of one)
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    acting = conn.execute(query("act_as_token"), self._act_params(token), prepare=True)
+                    rows = conn.cursor(row_factory=tuple_row).execute(sql, params, prepare=True)
+                    conn.execute("COMMIT")
+                principal = _principal(acting.fetchone())
+            except psycopg.Error as exc:
+                _roll_back(conn)
+                if acting is None or acting.pgresult is None or acting.pgresult.status != pq.ExecStatus.TUPLES_OK:
+                    raise self._refused(exc, client) from None if exc.sqlstate == "28000" else exc
+                raise translate(exc) from exc
+            except BaseException:
+                _roll_back(conn)
+                raise
+            assert rows is not None and principal.token_id
+            return rows.fetchall()
+
+    def _admit(self, token: str | None, client: str) -> str:
+        """The token, if ``client`` may try one: 429 after too many failures, 401 for none."""
         wait = self.limiter.blocked(client)
         if wait:
             problem = Problem(429, f"token: too many failed authentications; retry in {wait:.0f} s", field="token")
@@ -193,29 +241,40 @@ class WebDatabase:
         if not token:
             self.limiter.failed(client)
             raise _unauthenticated("token: missing; send Authorization: Bearer <token>")
-        with self.connection() as conn, conn.transaction():
-            principal = self._act_as(conn, token, client)
-            yield Session(principal, conn, BoundQueue(conn, self.target))
+        return token
 
-    def _act_as(self, conn: psycopg.Connection[dict[str, Any]], token: str, client: str) -> Principal:
-        """act_as_token and SET LOCAL ROLE in one round trip (a refused token aborts the
+    @staticmethod
+    def _act_params(token: str) -> dict[str, str]:
+        """act_as_token + SET LOCAL ROLE in one statement (a refused token aborts the
         transaction, which then rolls back: nothing else runs in it)."""
-        try:
-            row = conn.execute(query("act_as_token"), {"token": token, "roles": _ROLES_JSON}).fetchone()
-        except psycopg.Error as exc:
-            if exc.sqlstate == "28000":
-                self.limiter.failed(client)
-                # the token is never logged: only where the attempt came from and why it failed
-                log.warning(
-                    "authentication failed from %s: %s",
-                    client,
-                    exc.diag.message_primary,
-                    extra={"action": "auth_failed", "client": client},
-                )
-                raise _unauthenticated(exc.diag.message_primary or "token: not valid") from None
-            raise translate(exc) from exc
-        assert row is not None and row["acting_as"] == ROLE_OF_TOKEN[row["role"]], row
-        return Principal(int(row["token_id"]), str(row["role"]), row["tenant_id"], row["name"])
+        return {"token": token, "roles": _ROLES_JSON}
+
+    def _refused(self, exc: psycopg.Error, client: str) -> Exception:
+        """The error for a failed act_as_token: 401 for a refused token (counted, logged
+        without the token), else the translated database error."""
+        if exc.sqlstate != "28000":
+            return translate(exc)
+        self.limiter.failed(client)
+        # the token is never logged: only where the attempt came from and why it failed
+        log.warning(
+            "authentication failed from %s: %s",
+            client,
+            exc.diag.message_primary,
+            extra={"action": "auth_failed", "client": client},
+        )
+        return _unauthenticated(exc.diag.message_primary or "token: not valid")
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End a transaction an error left open or failed (a lost connection: the pool drops it)."""
+    if conn.pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+        with suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
+
+
+def _principal(row: Any) -> Principal:
+    assert row is not None and row["acting_as"] == ROLE_OF_TOKEN[row["role"]], row
+    return Principal(int(row["token_id"]), str(row["role"]), row["tenant_id"], row["name"])
 
 
 def _unauthenticated(detail: str) -> Problem:
@@ -252,6 +311,20 @@ def db_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+async def admitted_token(request: Request) -> str:
+    """FastAPI dependency of the one-round-trip routes (:meth:`WebDatabase.run_as`): the
+    request's token once the checks that need no database passed (429 for a client with
+    too many failures, 401 for a missing or malformed Authorization header). Runs before
+    the body is validated; should the body then be refused, the validation error handler
+    first verifies the token (``request.state.jobqueue_verify``), so a request with a bad
+    token gets 401 whatever its body, as with :func:`db_session`."""
+    db = web_database(request)
+    client = client_address(request)
+    token = db._admit(request_token(request), client)  # no I/O: on the event loop, no thread hop
+    request.state.jobqueue_verify = lambda: verify_token(db, token, client=client)
+    return token
+
+
 def verify_token(db: WebDatabase, token: str, *, client: str = "?") -> Principal:
     """Check a token (e.g. at the dashboard's sign-in) without doing anything as it."""
     with db.session(token, client=client) as session:
@@ -267,6 +340,7 @@ __all__ = [
     "Principal",
     "Session",
     "WebDatabase",
+    "admitted_token",
     "client_address",
     "db_session",
     "request_token",

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobqueue.errors import (
@@ -85,6 +86,12 @@ def install(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        verify = getattr(request.state, "jobqueue_verify", None)
+        if verify is not None:  # a route that verifies its token with its statement: do it now
+            try:
+                await run_in_threadpool(verify)
+            except Problem as refused:
+                return await on_problem(request, refused)
         errors = exc.errors()
         first = errors[0] if errors else {}
         field = _field_path(first.get("loc", ()))

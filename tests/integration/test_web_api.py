@@ -420,6 +420,46 @@ def test_bad_input_is_a_problem_naming_the_field_and_changes_nothing(api_server:
     assert {k: v for k, v in after.items() if k != "api_token"} == {k: v for k, v in before.items() if k != "api_token"}
 
 
+def test_create_job_refuses_a_bad_token_before_it_looks_at_the_body(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    """POST /jobs verifies its token in the same round trip as the enqueue; a bad token must
+    still get 401, never a 422 about its body, and change nothing (as every other route)."""
+    api = api_server
+    before = snapshot(api)
+    bad_bodies: list[dict[str, Any]] = [  # (malformed JSON is refused before any route runs, as ever)
+        {"json_body": {"type": "x", "colour": "red"}},
+        {"json_body": {"type": "x", "unique_key": "a"}, "headers": {"Idempotency-Key": "b"}},
+        {"json_body": {"type": "x"}, "headers": {"Idempotency-Key": "k" * 300}},
+        {"json_body": {"type": "x", "queue": "no spaces allowed"}},
+        {"json_body": {"type": "x"}},
+    ]
+    clients = iter(range(1, 250))  # each refusal from its own address (X-Forwarded-For from loopback):
+    # the module's other tests keep their budget of failures
+
+    def post(token: str | None, body: dict[str, Any], client: str | None = None) -> Reply:
+        headers = {**body.get("headers", {}), "X-Forwarded-For": client or f"192.0.2.{next(clients)}"}
+        return api.request("POST", f"{API}/jobs", token, **{**body, "headers": headers})
+
+    for body in bad_bodies:
+        for token in ("jq_not_a_real_token", None):
+            problem(post(token, body), 401, "token")
+        basic = {**body, "headers": {**body.get("headers", {}), "Authorization": "Basic abc"}}
+        problem(post(None, basic), 401, "token")
+    # refusals on this route count towards the client's limit like any other
+    statuses = [post("jq_not_a_real_token", {"json_body": {"type": "x"}}, "198.51.100.7").status for _ in range(11)]
+    assert statuses == [401] * 10 + [429], statuses
+    # a good token with the same bodies: the body's own error (the last one is valid: 201 below)
+    for body, field in zip(bad_bodies[:-1], ("colour", "unique_key", "idempotency-key", "queue"), strict=True):
+        problem(api.request("POST", f"{API}/jobs", world.admin, **body), 422, field)
+    assert snapshot(api) == {**before, "api_token": snapshot(api)["api_token"]}
+    created = api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "queue": "first"})
+    assert created.status == 201 and created.headers["location"] == f"{API}/jobs/{created.json['id']}"
+    # committed before the response: another connection sees it at once
+    with api.superuser() as su:
+        assert su.execute("SELECT queue FROM jobqueue.job WHERE id = %s", [created.json["id"]]).fetchone() == {
+            "queue": "first"
+        }
+
+
 def test_cors_is_off_unless_configured(api_server: ApiServer, world: World) -> None:  # noqa: F811
     origin = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     preflight = api_server.request("OPTIONS", f"{API}/jobs", headers=origin)
