@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -113,18 +112,24 @@ def stats(ctx: Context, watch: bool, interval: timedelta, window: timedelta, as_
     from rich.live import Live
 
     out = console()
+    # Ctrl-C (SIGINT) or SIGTERM ends the loop after the refresh in progress: raised in the
+    # middle of a query, KeyboardInterrupt could land inside the driver or the pool's
+    # clean-up instead of here.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if not out.is_terminal:  # a pipe or a file: one table per refresh, appended
-            while True:
+            while not stop.is_set():
                 out.print(stats_table(stats_rows(jq, window), window))
                 out.file.flush()
-                time.sleep(interval.total_seconds())
+                stop.wait(interval.total_seconds())
+            return
         with Live(stats_table(stats_rows(jq, window), window), console=out, auto_refresh=False) as live:
-            while True:
-                time.sleep(interval.total_seconds())
+            while not stop.wait(interval.total_seconds()):
                 live.update(stats_table(stats_rows(jq, window), window), refresh=True)
-    except KeyboardInterrupt:
-        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # -- health ------------------------------------------------------------------------------------
