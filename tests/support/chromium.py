@@ -12,16 +12,14 @@ the window at the given size (1280x800 by default; 390x844 is a phone).
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 from typing import TYPE_CHECKING
+
+from tests.support.apt import AptUnavailable, apt_install
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
-#: apt waits this long for the dpkg lock (others on the machine may hold it).
-APT_LOCK_TIMEOUT_S = 600
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 PACKAGES = ("chromium", "chromium-driver")
@@ -57,26 +55,13 @@ def _locate() -> tuple[str, str] | None:
 
 
 def _install() -> tuple[str, str]:
-    if not shutil.which("apt-get"):
-        raise ChromiumUnavailable("chromium is not installed and there is no apt-get to install it with")
-    if os.geteuid() != 0:
-        raise ChromiumUnavailable(
-            "chromium/chromium-driver are not installed and this process is not root, so it cannot run "
-            "`apt-get install chromium chromium-driver` (install them, then run the tests again)"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    apt = ["apt-get", "-o", f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S}", "-q"]
-    install = [*apt, "install", "-y", "--no-install-recommends", *PACKAGES]
-    proc = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:  # a stale package list: refresh it once and try again
-        subprocess.run([*apt, "update"], env=env, capture_output=True, text=True, check=False)
-        proc = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+    try:
+        apt_install(PACKAGES, "chromium/chromium-driver")
+    except AptUnavailable as exc:
+        raise ChromiumUnavailable(str(exc)) from None
     found = _locate()
     if found is None:
-        raise ChromiumUnavailable(
-            f"`apt-get install {' '.join(PACKAGES)}` did not give {CHROMIUM} and {CHROMEDRIVER} "
-            f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
-        )
+        raise ChromiumUnavailable(f"`apt-get install {' '.join(PACKAGES)}` did not give {CHROMIUM} and {CHROMEDRIVER}")
     return found
 
 

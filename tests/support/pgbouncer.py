@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 from psycopg.conninfo import conninfo_to_dict
 
-#: apt waits this long for the dpkg lock (others on the machine may hold it).
-APT_LOCK_TIMEOUT_S = 600
+from tests.support.apt import AptUnavailable, apt_install
+
 START_TIMEOUT_S = 20.0
 _SEARCH = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer", "/usr/local/bin/pgbouncer")
 
@@ -63,24 +63,13 @@ def _locate() -> str | None:
 
 
 def _install() -> str:
-    if not shutil.which("apt-get"):
-        raise PgBouncerUnavailable("pgbouncer is not installed and there is no apt-get to install it with")
-    if os.geteuid() != 0:
-        raise PgBouncerUnavailable(
-            "pgbouncer is not installed and this process is not root, so it cannot run "
-            "`apt-get install pgbouncer` (install the package, then run the tests again)"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    apt = ["apt-get", "-o", f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S}", "-q"]
-    install = [*apt, "install", "-y", "--no-install-recommends", "pgbouncer"]
-    proc = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:  # a stale package list: refresh it once and try again
-        subprocess.run([*apt, "update"], env=env, capture_output=True, text=True, check=False)
-        proc = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+    try:
+        apt_install(["pgbouncer"], "pgbouncer")
+    except AptUnavailable as exc:
+        raise PgBouncerUnavailable(str(exc)) from None
     found = _locate()
-    if proc.returncode != 0 or found is None:
-        tail = " / ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise PgBouncerUnavailable(f"`{' '.join(install)}` failed (exit {proc.returncode}): {tail}")
+    if found is None:
+        raise PgBouncerUnavailable(f"`apt-get install pgbouncer` succeeded but none of {_SEARCH} is there")
     return found
 
 
