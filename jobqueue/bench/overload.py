@@ -545,7 +545,10 @@ class Overload:
         both while the producer offers half the capacity: the same offered load and the same
         worker, so that the only difference is the size of the backlog."""
         cfg = self.config
-        reference = min(cfg.capacity_jobs, cfg.backlog_jobs)
+        # 30 s of capacity (at least --capacity-jobs): with half the capacity offered the queue
+        # drains at about half its rate, so the reference lasts about a minute, enough windows
+        # to average (50,000 jobs at 6,000 jobs/s left one window with a backlog worth judging)
+        reference = min(max(cfg.capacity_jobs, int(30 * (self.capacity or 0.0))), cfg.backlog_jobs)
         for phase, n in (("reference", reference), ("backlog", cfg.backlog_jobs)):
             producer.set_rate(0)
             self.state.phase, self.state.offered = f"{phase}-load", 0.0
