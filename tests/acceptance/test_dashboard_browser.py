@@ -185,7 +185,8 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_a_bad_token_is_refused(
     assert "/login" in browser.current_url  # not signed in: the sign-in page
     browser.find_element(By.ID, "token").send_keys("jq_not_a_real_token")
     browser.find_element(By.ID, "sign-in").click()
-    assert browser.find_elements(By.CSS_SELECTOR, "[role=alert]"), browser.page_source[:3000]
+    # the refusal is a new page: wait for it (asserting at once raced the page load)
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[role=alert]"), "the refusal")
     assert browser.get_cookie("jobqueue_session") is None
     sign_in(browser, api, tokens["admin"])
     cookie = browser.get_cookie("jobqueue_session")
