@@ -27,7 +27,9 @@ shared buffers per call) when the server preloads it, and from ``pg_stat_user_fu
 statement under a generic plan (as the function runs it), in a transaction rolled back;
 ``pg_stat_user_tables`` / ``pg_stat_user_indexes`` of ``jobqueue.job`` (dead and live tuples,
 autovacuum and autoanalyze runs, index entries read per index scan) and ``pgstatindex`` of
-the claim index when ``pgstattuple`` can be created. The windows go to a JSON file, and a
+the claim index when ``pgstattuple`` can be created; and where the cores went in the window
+(the worker, the bench's producer, the server backends of each, the sampler's own, autovacuum:
+:mod:`jobqueue.bench.cpu`). The windows go to a JSON file, and a
 PNG plot of completions and backlog over time is written next to it (matplotlib, the
 ``bench`` extra).
 """
@@ -35,7 +37,6 @@ PNG plot of completions and backlog over time is written next to it (matplotlib,
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import threading
@@ -50,6 +51,8 @@ from psycopg import sql
 
 from jobqueue.bench.config import BenchError, Measured
 from jobqueue.bench.core import Bench, chunks, noop_jobs
+from jobqueue.bench.cpu import SAMPLER_APP, CpuSampler
+from jobqueue.bench.overload_plot import plot
 from jobqueue.bench.processes import Workers
 from jobqueue.bench.registry import scenario
 from jobqueue.bench.statements import NOOP_TYPE, QUEUE
@@ -207,6 +210,8 @@ class Window:
     indexes: dict[str, Any]
     claim_index: dict[str, Any] | None
     loadavg_1m: float
+    #: Cores used in the window by the worker, the bench and the server's parts (bench/cpu.py).
+    cpu: dict[str, float] | None = None
 
 
 @dataclass
@@ -275,11 +280,17 @@ class Overload:
         self.pgstattuple = False
         self.capacity: float | None = None
         self.summary: dict[str, Any] = {}
+        self.workers: Workers | None = None
+        self.cpu = CpuSampler(self._worker_pids)
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _spawn(self) -> Workers:
-        return self.bench.spawn_workers(self.config.workers, self.config.concurrency, burst=False)
+        self.workers = self.bench.spawn_workers(self.config.workers, self.config.concurrency, burst=False)
+        return self.workers
+
+    def _worker_pids(self) -> list[int]:
+        return [proc.pid for proc, _ in self.workers.procs] if self.workers is not None else []
 
     def _load(self, n: int, label: str) -> None:
         from jobqueue.client import JobQueue
@@ -308,6 +319,7 @@ class Overload:
         try:
             with self.scratch.connect() as conn:
                 conn.execute("SET plan_cache_mode = force_generic_plan")
+                conn.execute(sql.SQL("SET application_name = {}").format(sql.Literal(SAMPLER_APP)))
                 conn.execute("SET statement_timeout = '30s'")
                 conn.execute(CLAIM_PREPARE)
                 prev = self._read(conn)
@@ -328,6 +340,7 @@ class Overload:
             out["stmt"] = (int(s[0]), float(s[1]), int(s[2]), int(s[3]), float(s[4]))
         f = conn.execute(CLAIM_FUNCTION).fetchone()
         out["func"] = (int(f[0]), float(f[1])) if f else (0, 0.0)
+        out["cpu"] = self.cpu.read(conn)
         return out
 
     def _window(self, conn: psycopg.Connection[Any], prev: dict[str, Any], cur: dict[str, Any]) -> None:
@@ -397,6 +410,7 @@ class Overload:
             indexes=indexes,
             claim_index=claim_index,
             loadavg_1m=round(os.getloadavg()[0], 2),
+            cpu=CpuSampler.window(prev.get("cpu"), cur.get("cpu"), seconds),
         )
         self.state.windows.append(w)
         self.bench.advance(len(self.state.windows))
@@ -678,56 +692,6 @@ def moving_average(values: list[float], n: int) -> list[float]:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-def plot(document: dict[str, Any], path: Path) -> Path | None:
-    """Completions and backlog over time, as a PNG next to the JSON (None: no matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    windows = document["windows"]
-    t = [w["t"] for w in windows]
-    fig, ax = plt.subplots(figsize=(11, 5.5))
-    ax.plot(t, [w["completion_rate"] for w in windows], label="completions/s", color="tab:blue", lw=1.2)
-    ax.plot(t, [w["enqueue_rate"] for w in windows], label="enqueues/s", color="tab:green", lw=0.8, alpha=0.7)
-    cap = (document["summary"].get("capacity") or {}).get("rate")
-    if cap:
-        ax.axhline(cap, color="tab:gray", ls=":", lw=1, label=f"capacity {cap:,.0f}/s")
-    peak = document["summary"].get("peak_rate_smoothed")
-    if peak:
-        ax.axhline(FLOOR * peak, color="tab:red", ls="--", lw=1, label=f"90 % of peak ({FLOOR * peak:,.0f}/s)")
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("jobs/s")
-    # the backlog load (enqueue_many COPY, tens of thousands per second) would flatten the rest
-    top = max([w["completion_rate"] for w in windows] + [w["offered"] for w in windows] + [1.0])
-    ax.set_ylim(bottom=0, top=top * 1.6)
-    ax2 = ax.twinx()
-    ax2.plot(t, [w["backlog"] for w in windows], label="backlog (jobs)", color="tab:orange", lw=1.5)
-    ax2.set_ylabel("backlog (jobs)")
-    ax2.set_ylim(bottom=0)
-    vac_x = []
-    for prev, cur in itertools.pairwise(windows):
-        if (cur["table"].get("autovacuum_count") or 0) > (prev["table"].get("autovacuum_count") or 0):
-            vac_x.append(cur["t"])
-    for i, x in enumerate(vac_x):
-        ax.axvline(x, color="tab:purple", lw=0.6, alpha=0.5, label="autovacuum of jobqueue.job" if i == 0 else None)
-    last_phase = None
-    for w in windows:
-        if w["phase"] != last_phase:
-            ax.annotate(w["phase"], (w["t"], 0), xytext=(2, 4), textcoords="offset points", fontsize=8, color="0.3")
-            last_phase = w["phase"]
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
-    ax.set_title(document.get("title", "jobqueue bench: overload"), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 @scenario("overload", on_demand=True)

@@ -52,6 +52,16 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
         assert "job_claim_idx" in w["indexes"]
         assert w["explain"] is None or "error" not in w["explain"], w["explain"]
     assert any(w["explain"] and "job_claim_idx" in w["explain"]["plan"] for w in windows)
+    # where the cores went (bench/cpu.py): the worker process always; its server backends
+    # when the server runs on this machine
+    busy = [w["cpu"] for w in windows if w["phase"] == "overload" and w["cpu"]]
+    assert busy and all(c["worker"] > 0 and 0 < c["machine_busy"] <= c["machine_cores"] * 1.05 for c in busy), busy
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        local = Path(f"/proc/{pid}/comm").exists() and Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+    if local:
+        assert all(c["pg_worker"] > 0 for c in busy), busy
+        assert any(c["pg_producer"] > 0 for c in busy), busy
     # every offered job was enqueued and, by the end, completed exactly once
     summary = detail["summary"]
     assert summary["capacity"]["jobs"] > 0 and summary["offered_overload"] > summary["capacity"]["rate"]
