@@ -30,7 +30,7 @@ import psycopg
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 ACTIVITY = """
 SELECT pid, coalesce(backend_type, ''), coalesce(application_name, '')
-FROM pg_stat_activity WHERE pid <> pg_backend_pid()
+FROM pg_stat_activity
 """
 GROUPS = ("worker", "bench", "pg_worker", "pg_producer", "pg_sampler", "pg_autovacuum", "pg_other")
 #: The application_name the overload sampler sets on its connection.
