@@ -499,10 +499,15 @@ BEGIN
 END
 $$;
 
--- A numeric setting (jobqueue.setting).
+-- A numeric setting (jobqueue.setting). plpgsql, not sql: a definer sql function is never
+-- inlined and its body was planned again at every call (enqueue makes two; revision 0014).
 CREATE FUNCTION jobqueue._conf(key text) RETURNS numeric
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT (s.value #>> '{}')::numeric FROM jobqueue.setting s WHERE s.key = _conf.key $$;
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT (s.value #>> '{}')::numeric FROM jobqueue.setting s WHERE s.key = _conf.key);
+END
+$$;
 
 -- Why a queue name is invalid, or NULL when it is valid.
 CREATE FUNCTION jobqueue._queue_error(queue text) RETURNS text
@@ -892,12 +897,17 @@ ALTER TABLE jobqueue.dead_letter ALTER COLUMN created_by
 -- Never a setting or an argument: a caller can SET any GUC, but not its session_user. The
 -- row-level security policies spell the same lookup as a scalar sub-select, so that it is
 -- an InitPlan evaluated once per statement (a function call there would cost more).
+-- plpgsql, not sql: planned once per session; as a sql function its body was planned again
+-- at every call, which enqueue makes once per job (revision 0014).
 CREATE FUNCTION jobqueue._tenant() RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
-    SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
-                ELSE (SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
-                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END) END
+BEGIN
+    IF session_user = 'jobqueue_web' THEN
+        RETURN (jobqueue._web_token()).tenant_id;
+    END IF;
+    RETURN (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user);
+END
 $$;
 
 -- Raise 42501 unless the caller acts for no tenant: queue settings, retry policies, the
