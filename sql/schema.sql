@@ -5603,23 +5603,27 @@ LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobque
 AS $$
 DECLARE
     bounds constant double precision[] := jobqueue.histogram_buckets();
-    nb constant integer := cardinality(bounds);
+    counts bigint[];
+    v double precision;
+    k integer;
 BEGIN
     IF vals IS NULL OR cardinality(vals) = 0 THEN
         RETURN NULL;
     END IF;
-    -- plpgsql, not sql: its query is planned once per session (a sql function's body was
-    -- planned again for every statement the counter trigger ran: 0.5 ms each). width_bucket
-    -- over the negated bounds in reverse counts the bounds >= v (a binary search): the bucket
-    -- of v is then 1 + the number of bounds < v.
-    RETURN ARRAY(
-        SELECT coalesce(c.n, 0)
-        FROM generate_series(1, nb + 1) AS g(i)
-        LEFT JOIN (SELECT nb + 1 - width_bucket(-u.v, ARRAY(SELECT -x.bound FROM unnest(bounds) WITH ORDINALITY
-                                                                   AS x(bound, o) ORDER BY x.o DESC)) AS k,
-                          count(*) AS n
-                   FROM unnest(vals) AS u(v) GROUP BY 1) AS c ON c.k = g.i
-        ORDER BY g.i);
+    -- A loop of simple expressions, not a query: the counter trigger calls this twice per
+    -- statement that finishes jobs, and starting the query's plan (a join, a sort, an
+    -- aggregate) cost 85 us a call for 20 values, the loop 9 us (250 values: 135 vs 85 us;
+    -- revision 0014). width_bucket (a binary search) counts the bounds <= v; a v equal to a
+    -- bound belongs to that bound's bucket (le), so it counts one less.
+    counts := array_fill(0::bigint, ARRAY[cardinality(bounds) + 1]);
+    FOREACH v IN ARRAY vals LOOP
+        k := width_bucket(v, bounds);
+        IF k > 0 AND bounds[k] = v THEN
+            k := k - 1;
+        END IF;
+        counts[k + 1] := counts[k + 1] + 1;
+    END LOOP;
+    RETURN counts;
 END
 $$;
 

@@ -1,4 +1,4 @@
-"""_tenant() and _conf() in plpgsql: their sql bodies were planned again at every call (hot path).
+"""Hot path: _tenant() and _conf() in plpgsql (planned once per session), _bucket_counts() a loop.
 
 Revision ID: 0014
 Revises: 0013
