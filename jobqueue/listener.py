@@ -64,6 +64,7 @@ class Listener:
         application_name: str = "jobqueue-listener",
         connect_kwargs: Mapping[str, Any] | None = None,
         probe: Callable[[str], None] | None = None,
+        on_queue: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.queues = frozenset(queues)
@@ -72,6 +73,8 @@ class Listener:
         self.connect_kwargs = dict(connect_kwargs or {})
         #: Sends NOTIFY jobqueue, <payload> by the data path; None: no check.
         self.probe = probe
+        #: Told which of ``queues`` a notification was for, before ``wake()``.
+        self.on_queue = on_queue
         self._probe_payload: str | None = None
         self._probe_sent = 0.0
         #: None until known; "heard" or "not_heard" (the listener warned).
@@ -135,6 +138,8 @@ class Listener:
 
     def _notified(self, payload: str) -> None:
         if payload in self.queues:
+            if self.on_queue is not None:
+                self.on_queue(payload)
             self.wake()
         elif self._probe_payload is not None and payload == self._probe_payload:
             self._probe_payload = None

@@ -18,8 +18,11 @@ semantic conventions:
   ERROR.
 
 Without the extra (no ``opentelemetry`` package) every function here is a no-op that costs a
-module-level check; so is a non-recording span (the extra installed, no provider set):
-nothing is written into the metadata, and enqueue keeps its fast paths.
+module-level check. With the extra but no tracer provider set (the API's default proxy or its
+no-op provider: every span would be non-recording), they are no-ops too, decided by one look
+at the global provider per call: starting a non-recording span cost about 8 us per job, on
+the enqueue and on the worker's hot path (docs/performance.md, session 3). Nothing is written
+into the metadata either way, and enqueue keeps its fast paths.
 """
 
 from __future__ import annotations
@@ -48,6 +51,19 @@ _trace = _load()
 def available() -> bool:
     """Whether the OpenTelemetry API is installed (the ``otel`` extra)."""
     return _trace is not None
+
+
+def _tracer() -> Any:
+    """jobqueue's tracer, or None when spans could not record: no ``opentelemetry`` package,
+    or no tracer provider set (the API's proxy or no-op provider: its spans are non-recording
+    and carry no context). Looked up at each call: an application may set its provider after
+    importing jobqueue."""
+    if _trace is None:
+        return None
+    provider = _trace.get_tracer_provider()
+    if isinstance(provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)):
+        return None
+    return provider.get_tracer("jobqueue")
 
 
 class EnqueueSpan:
@@ -84,7 +100,8 @@ class EnqueueSpan:
 @contextmanager
 def enqueue_span(queues: list[str], count: int) -> Iterator[EnqueueSpan]:
     """A PRODUCER span around an enqueue of ``count`` jobs into ``queues``."""
-    if _trace is None:
+    tracer = _tracer()
+    if tracer is None:
         yield EnqueueSpan(None)
         return
     distinct = sorted(set(queues))
@@ -98,7 +115,6 @@ def enqueue_span(queues: list[str], count: int) -> Iterator[EnqueueSpan]:
         attributes["messaging.destination.name"] = destination
     if count != 1:
         attributes["messaging.batch.message_count"] = count
-    tracer = _trace.get_tracer("jobqueue")
     name = f"enqueue {destination}" if destination is not None else "enqueue"
     with tracer.start_as_current_span(name, kind=_trace.SpanKind.PRODUCER, attributes=attributes) as span:
         yield EnqueueSpan(span)
@@ -108,7 +124,8 @@ def enqueue_span(queues: list[str], count: int) -> Iterator[EnqueueSpan]:
 def run_span(job_id: int, queue: str, type: str, attempt: int, metadata: Mapping[str, Any] | None) -> Iterator[Any]:
     """A CONSUMER span around one run of a job, child of (and linked to) the context its
     enqueue left in the metadata. An exception raised inside is recorded, then re-raised."""
-    if _trace is None:
+    tracer = _tracer()
+    if tracer is None:
         yield None
         return
     from opentelemetry import propagate
@@ -126,7 +143,6 @@ def run_span(job_id: int, queue: str, type: str, attempt: int, metadata: Mapping
         "jobqueue.job.type": type,
         "jobqueue.job.attempt": attempt,
     }
-    tracer = _trace.get_tracer("jobqueue")
     with tracer.start_as_current_span(
         f"process {queue}", context=parent, kind=_trace.SpanKind.CONSUMER, attributes=attributes, links=links
     ) as span:

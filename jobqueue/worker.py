@@ -4,14 +4,16 @@ Threads, each owning one thing:
 
 * main        acknowledges the jobs that finished and claims up to the free slots, in one
               transaction per round (complete_many + claim, pipelined); sleeps until a
-              NOTIFY, a finished job, its poll timer or the next delayed job's due time
+              NOTIFY, a finished job, its poll timer or the next delayed job's due time.
+              The alert notifications' queue is claimed apart, now and then
+              (jobqueue.alerts.claiming), so the regular claim stays a one-queue claim
 * listener    LISTEN on a dedicated connection (jobqueue.listener)
 * keeper      heartbeats leases, enforces timeouts, refreshes the worker row and runs
               reconcile every so often
 * fence       self-fences: past a lease's local (monotonic) deadline, tells its handler to
               stop side effects; never touches the database, so a hung connection cannot stop it
 * handlers    a pool of threads for plain functions, fed a claimed batch at a time;
-              one event loop thread for async ones
+              one event loop thread for async ones (jobqueue.handlers)
 
 No database transaction is open while a handler runs: the claim commits, the handler runs,
 the acknowledgement is a new short statement. Every database error in these loops is met
@@ -34,8 +36,6 @@ in the acknowledgement, and the fields every log line about a job carries) and
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import faulthandler
 import json
 import logging
@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import tuple_row
 
+from jobqueue.alerts.claiming import ALERTS_BATCH, AlertsClaim
 from jobqueue.alerts.notify import ALERTS_QUEUE, BUILTIN_TYPES, NOTIFY_TYPE
 
 # The worker's configuration lives with the others (a type the client names without importing
@@ -66,6 +67,7 @@ from jobqueue.config import WORKER_HEARTBEAT_S as WORKER_HEARTBEAT_S
 from jobqueue.config import WorkerConfig as WorkerConfig
 from jobqueue.config import split_options
 from jobqueue.errors import ConfigurationError, JobQueueError, SchemaOutOfDate
+from jobqueue.handlers import Handlers
 from jobqueue.lease import (
     HEARTBEAT_FRACTION,
     KEEPER_TICK_S,
@@ -83,8 +85,7 @@ from jobqueue.outcome import NoHandler, Success, error_text, fail_params, job_ex
 from jobqueue.reports import Reporter
 from jobqueue.retry import Cancel, Retry, Snooze, as_timedelta, classify
 from jobqueue.sql import query
-from jobqueue.tasks import JobContext, _current
-from jobqueue.tracing import run_span
+from jobqueue.tasks import JobContext
 
 if TYPE_CHECKING:
     from jobqueue.client import JobQueue
@@ -104,23 +105,22 @@ EXIT_UNDELIVERED = 1
 log = logging.getLogger("jobqueue.worker")
 
 
-def _run_span(job: ClaimedJob) -> Any:
-    """The tracing span of one run (a no-op without the ``otel`` extra)."""
-    return run_span(job.id, job.queue, job.type, job.attempt, job.metadata)
-
-
 class Worker:
     def __init__(self, jq: JobQueue, config: WorkerConfig) -> None:
         self.jq = jq
         self.config = config.validate()
         self.id = config.name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.types = list(config.types) if config.types is not None else jq.registry.names()
-        #: The queues claimed from: the configured ones, and the alert notifications' unless
-        #: config.alerts is off (see jobqueue.alerts.notify).
+        #: The queues served: the configured ones, and the alert notifications' unless
+        #: config.alerts is off (see jobqueue.alerts.notify). The regular claim names the
+        #: configured ones only; the alerts queue, when added here, is claimed apart (alerts).
         self.queues = tuple(config.queues)
+        self.claim_queues = list(config.queues)
+        self.alerts: AlertsClaim | None = None
         if config.alerts and jq.registry.get(NOTIFY_TYPE) is not None:
             if ALERTS_QUEUE not in self.queues:
                 self.queues += (ALERTS_QUEUE,)
+                self.alerts = AlertsClaim(self.config.poll_interval_s)
             if NOTIFY_TYPE not in self.types:
                 self.types.append(NOTIFY_TYPE)
         self._running: dict[int, Running] = {}
@@ -130,12 +130,7 @@ class Worker:
         self._signals = 0
         #: Handlers that returned, waiting to be acknowledged by the main loop (under _lock).
         self._done: list[tuple[Running, Any]] = []
-        #: Jobs waiting for a handler thread; None tells a thread to exit.
-        self._ready: collections.deque[Running | None] = collections.deque()
-        self._ready_cv = threading.Condition(threading.Lock())
-        self._handler_threads: list[threading.Thread] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
+        self.handlers = Handlers(self._finish)
         self._next_due: float | None = None
         self.jobs_done = 0
         self.listener: Listener | None = None
@@ -187,7 +182,7 @@ class Worker:
             threading.Thread(target=self._fence, name="jobqueue-fence", daemon=True),
         ]
         for _ in range(self.config.concurrency):
-            self._spawn_handler_thread()
+            self.handlers.spawn_thread()
         if self.config.listen:
             listen_url = self.jq.target.url
             if self.config.listen_url:
@@ -199,6 +194,7 @@ class Worker:
                 application_name=f"jobqueue-listen:{self.id}"[:63],
                 connect_kwargs=self.jq.target.connect_kwargs(),
                 probe=self._notify_probe,
+                on_queue=self._on_queue_notify,
             )
             self.listener.start()
         for thread in threads:
@@ -216,6 +212,10 @@ class Worker:
             )
             return EXIT_UNDELIVERED
         return 0
+
+    def _on_queue_notify(self, queue: str) -> None:
+        if queue == ALERTS_QUEUE and self.alerts is not None:
+            self.alerts.notified()
 
     def _notify_probe(self, payload: str) -> None:
         """The listener's test NOTIFY, sent the way producers' notifications come: the pool."""
@@ -264,7 +264,11 @@ class Worker:
                 free = self.config.concurrency - len(self._running) + len(done)
             batch = min(free, MAX_CLAIM_BATCH)
             releases = self._releases
+            looked = False
             try:
+                if batch > 0 and self.alerts is not None and self.alerts.take(time.monotonic()):
+                    looked = True
+                    batch -= self._claim_alerts(min(batch, ALERTS_BATCH))
                 claimed = self._claim_and_ack(done, batch)
                 backoff.succeeded()
             except RETRYABLE as exc:
@@ -276,6 +280,9 @@ class Worker:
                 if claimed == batch:
                     continue  # there may be more: claim again as soon as slots free up
                 if self.config.burst and claimed == 0 and not self._running and releases == self._releases:
+                    if self.alerts is not None and not looked:
+                        self.alerts.notified()  # the alerts queue too must be empty
+                        continue
                     log.info("burst: nothing left to claim", extra={"action": "worker_drained"})
                     return
             if self._done:
@@ -285,7 +292,8 @@ class Worker:
                 due = self._time_to_next_due()
                 if due is not None:
                     timeout = min(timeout, max(due, 0.0))
-            self._wake.wait(timeout)
+            if not self._wake.wait(timeout) and self.alerts is not None:
+                self.alerts.notified()  # the poll (or a due time) came: look at the alerts queue too
             self._wake.clear()
 
     def _gather_batch(self) -> None:
@@ -301,7 +309,6 @@ class Worker:
         round trip (pipeline): one commit per batch instead of two."""
         if not done and batch <= 0:
             return 0
-        vt = self.config.visibility_timeout_s
         acks: list[tuple[Any, ...]] = []
         rows: list[tuple[Any, ...]] = []
         with self.jq.pool.connection() as conn:
@@ -318,16 +325,7 @@ class Worker:
                         },
                     )
                 if batch > 0:
-                    claim_cur.execute(
-                        query("claim"),
-                        {
-                            "queues": list(self.queues),
-                            "worker_id": self.id,
-                            "batch": batch,
-                            "visibility_timeout": timedelta(seconds=vt) if vt else None,
-                            "types": self.types,
-                        },
-                    )
+                    claim_cur.execute(query("claim"), self._claim_params(self.claim_queues, batch))
                 if done:
                     acks = ack_cur.fetchall()
                 if batch > 0:
@@ -336,7 +334,29 @@ class Worker:
             self._acknowledged(done, {row[0]: row[1] for row in acks})
         if rows:
             now = time.monotonic()
-            self._dispatch([self._start(ClaimedJob.from_tuple(row), now) for row in rows])
+            self.handlers.dispatch([self._start(ClaimedJob.from_tuple(row), now) for row in rows])
+        return len(rows)
+
+    def _claim_params(self, queues: list[str], batch: int) -> dict[str, Any]:
+        vt = self.config.visibility_timeout_s
+        return {
+            "queues": queues,
+            "worker_id": self.id,
+            "batch": batch,
+            "visibility_timeout": timedelta(seconds=vt) if vt else None,
+            "types": self.types,
+        }
+
+    def _claim_alerts(self, batch: int) -> int:
+        """Claim from the alerts queue alone (its own short transaction); how many were."""
+        assert self.alerts is not None
+        with self.jq.pool.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            rows = cur.execute(query("claim"), self._claim_params([ALERTS_QUEUE], batch)).fetchall()
+        self.alerts.claimed(batch, len(rows))
+        if rows:
+            now = time.monotonic()
+            self.handlers.dispatch([self._start(ClaimedJob.from_tuple(row), now) for row in rows])
         return len(rows)
 
     def _requeue_acks(self, done: list[tuple[Running, Any]], exc: BaseException) -> None:
@@ -452,90 +472,6 @@ class Worker:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job claimed", extra=job_extra(job, "job_claimed"))
         return running
-
-    def _dispatch(self, batch: list[Running]) -> None:
-        """Hand claimed jobs to handlers: async ones to the event loop, the others to the
-        handler threads as one batch (one wake-up; each thread that takes a job wakes the
-        next while some are left)."""
-        threaded: list[Running] = []
-        for running in batch:
-            if running.task is not None and running.task.is_async:
-                running.future = asyncio.run_coroutine_threadsafe(self._run_async(running), self._event_loop())
-            else:
-                threaded.append(running)
-        if threaded:
-            with self._ready_cv:
-                self._ready.extend(threaded)
-                self._ready_cv.notify()
-
-    # -- handlers ------------------------------------------------------------------------------
-
-    def _spawn_handler_thread(self) -> None:
-        thread = threading.Thread(target=self._handler_loop, name="jobqueue-handler", daemon=True)
-        self._handler_threads.append(thread)
-        thread.start()
-
-    def _handler_loop(self) -> None:
-        ready, cv = self._ready, self._ready_cv
-        while True:
-            with cv:
-                while not ready:
-                    cv.wait()
-                running = ready.popleft()
-                if ready:
-                    cv.notify()
-            if running is None:
-                return
-            outcome = self._invoke(running)
-            self._finish(running, outcome)
-            if running.abandoned:
-                return  # a replacement thread took this one's place when it was abandoned
-
-    def _invoke(self, running: Running) -> Any:
-        token = _current.set(running.ctx)
-        try:
-            task = running.task
-            if task is None:
-                raise NoHandler(f"no handler for job type {running.job.type!r} in this worker")
-            args, kwargs = task.arguments_from(running.job.payload)
-            if task.wants_context:
-                args = [running.ctx, *args]
-            with _run_span(running.job):
-                return Success(task.fn(*args, **kwargs))
-        except Exception as exc:
-            return exc
-        finally:
-            _current.reset(token)
-
-    async def _run_async(self, running: Running) -> None:
-        token = _current.set(running.ctx)
-        outcome: Any
-        try:
-            task = running.task
-            assert task is not None
-            args, kwargs = task.arguments_from(running.job.payload)
-            if task.wants_context:
-                args = [running.ctx, *args]
-            with _run_span(running.job):
-                outcome = Success(await task.fn(*args, **kwargs))
-        except asyncio.CancelledError:
-            return  # timed out or shutting down: the keeper or shutdown acknowledged it
-        except Exception as exc:
-            outcome = exc
-        finally:
-            _current.reset(token)
-        if isinstance(outcome, Success):
-            self._finish(running, outcome)  # only queues the acknowledgement: safe on the loop
-        else:
-            await asyncio.get_running_loop().run_in_executor(None, self._finish, running, outcome)
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            self._loop_thread = threading.Thread(target=loop.run_forever, name="jobqueue-async", daemon=True)
-            self._loop_thread.start()
-            self._loop = loop
-        return self._loop
 
     # -- acknowledgements ------------------------------------------------------------------------
 
@@ -713,7 +649,7 @@ class Worker:
             if not abandon(running):
                 continue
             if running.future is None and running.task is not None:
-                self._spawn_handler_thread()  # the stuck thread keeps its slot until it returns
+                self.handlers.spawn_thread()  # the stuck thread keeps its slot until it returns
             limit = running.job.timeout.total_seconds() if running.job.timeout else 0
             log.warning("job timed out; abandoning it", extra=job_extra(running.job, "job_timeout"))
             # On a thread of its own: an acknowledgement being retried must not hold up the
@@ -782,18 +718,11 @@ class Worker:
                 break
         for thread in threads:
             thread.join(timeout=30)
-        with self._ready_cv:
-            self._ready.extend([None] * len(self._handler_threads))
-            self._ready_cv.notify_all()
+        self.handlers.stop()
         if self.listener is not None:
             self.listener.stop()
         self._quietly("unregister_worker", {"worker_id": self.id})
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._loop_thread is not None:
-                self._loop_thread.join(5)
-            if not self._loop.is_running():
-                self._loop.close()
+        self.handlers.stop_loop()
         log.info(
             "worker stopped",
             extra={

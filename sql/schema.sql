@@ -499,10 +499,15 @@ BEGIN
 END
 $$;
 
--- A numeric setting (jobqueue.setting).
+-- A numeric setting (jobqueue.setting). plpgsql, not sql: a definer sql function is never
+-- inlined and its body was planned again at every call (enqueue makes two; revision 0014).
 CREATE FUNCTION jobqueue._conf(key text) RETURNS numeric
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
-AS $$ SELECT (s.value #>> '{}')::numeric FROM jobqueue.setting s WHERE s.key = _conf.key $$;
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT (s.value #>> '{}')::numeric FROM jobqueue.setting s WHERE s.key = _conf.key);
+END
+$$;
 
 -- Why a queue name is invalid, or NULL when it is valid.
 CREATE FUNCTION jobqueue._queue_error(queue text) RETURNS text
@@ -892,12 +897,17 @@ ALTER TABLE jobqueue.dead_letter ALTER COLUMN created_by
 -- Never a setting or an argument: a caller can SET any GUC, but not its session_user. The
 -- row-level security policies spell the same lookup as a scalar sub-select, so that it is
 -- an InitPlan evaluated once per statement (a function call there would cost more).
+-- plpgsql, not sql: planned once per session; as a sql function its body was planned again
+-- at every call, which enqueue makes once per job (revision 0014).
 CREATE FUNCTION jobqueue._tenant() RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
-    SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
-                ELSE (SELECT CASE WHEN session_user = 'jobqueue_web' THEN (jobqueue._web_token()).tenant_id
-                     ELSE (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user) END) END
+BEGIN
+    IF session_user = 'jobqueue_web' THEN
+        RETURN (jobqueue._web_token()).tenant_id;
+    END IF;
+    RETURN (SELECT t.tenant_id FROM jobqueue.tenant_role t WHERE t.role_name = session_user);
+END
 $$;
 
 -- Raise 42501 unless the caller acts for no tenant: queue settings, retry policies, the
@@ -5593,23 +5603,27 @@ LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, jobque
 AS $$
 DECLARE
     bounds constant double precision[] := jobqueue.histogram_buckets();
-    nb constant integer := cardinality(bounds);
+    counts bigint[];
+    v double precision;
+    k integer;
 BEGIN
     IF vals IS NULL OR cardinality(vals) = 0 THEN
         RETURN NULL;
     END IF;
-    -- plpgsql, not sql: its query is planned once per session (a sql function's body was
-    -- planned again for every statement the counter trigger ran: 0.5 ms each). width_bucket
-    -- over the negated bounds in reverse counts the bounds >= v (a binary search): the bucket
-    -- of v is then 1 + the number of bounds < v.
-    RETURN ARRAY(
-        SELECT coalesce(c.n, 0)
-        FROM generate_series(1, nb + 1) AS g(i)
-        LEFT JOIN (SELECT nb + 1 - width_bucket(-u.v, ARRAY(SELECT -x.bound FROM unnest(bounds) WITH ORDINALITY
-                                                                   AS x(bound, o) ORDER BY x.o DESC)) AS k,
-                          count(*) AS n
-                   FROM unnest(vals) AS u(v) GROUP BY 1) AS c ON c.k = g.i
-        ORDER BY g.i);
+    -- A loop of simple expressions, not a query: the counter trigger calls this twice per
+    -- statement that finishes jobs, and starting the query's plan (a join, a sort, an
+    -- aggregate) cost 85 us a call for 20 values, the loop 9 us (250 values: 135 vs 85 us;
+    -- revision 0014). width_bucket (a binary search) counts the bounds <= v; a v equal to a
+    -- bound belongs to that bound's bucket (le), so it counts one less.
+    counts := array_fill(0::bigint, ARRAY[cardinality(bounds) + 1]);
+    FOREACH v IN ARRAY vals LOOP
+        k := width_bucket(v, bounds);
+        IF k > 0 AND bounds[k] = v THEN
+            k := k - 1;
+        END IF;
+        counts[k + 1] := counts[k + 1] + 1;
+    END LOOP;
+    RETURN counts;
 END
 $$;
 

@@ -219,3 +219,18 @@ def test_histogram_buckets_are_upper_bound_inclusive(db: Conn) -> None:
         got = db.execute("SELECT jobqueue._bucket_counts(ARRAY[%s::float8]) AS b", [value]).fetchone()["b"]  # type: ignore[index]
         assert got == [1 if i == bucket else 0 for i in range(17)], value
     assert db.execute("SELECT jobqueue._bucket_counts('{}') AS b").fetchone()["b"] is None  # type: ignore[index]
+
+
+def test_histogram_of_many_values_matches_a_reference(db: Conn) -> None:
+    """_bucket_counts over one array (the trigger's call: every completion of a statement) as
+    a plain count per bucket: each bound, either side of it, zero, huge values, repeats."""
+    bounds = [float(b) for b in one(db, "histogram_buckets")]
+    values = [0.0, 1e12, *bounds, *[b * 0.999999 for b in bounds], *[b * 1.000001 for b in bounds]]
+    values += [i / 7.0 for i in range(500)] + [0.25] * 5
+
+    def bucket(v: float) -> int:
+        return sum(1 for b in bounds if b < v)  # le: a value equal to a bound is in its bucket
+
+    want = [sum(1 for v in values if bucket(v) == i) for i in range(len(bounds) + 1)]
+    got = db.execute("SELECT jobqueue._bucket_counts(%s::float8[]) AS b", [values]).fetchone()["b"]  # type: ignore[index]
+    assert got == want and sum(got) == len(values)
