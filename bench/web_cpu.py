@@ -9,8 +9,9 @@ database must be on this machine). Prints ms of CPU per job per component, and t
     .venv/bin/python bench/web_cpu.py --database-url URL [--jobs 4000] [--rounds 2]
 
 URL: a superuser of a local PostgreSQL; a database ``jobqueue_webcpu`` is dropped and
-recreated in it. The server runs the ``jobqueue`` that ``python -m jobqueue`` imports
-(PYTHONPATH decides: the way to compare two versions in one sitting).
+recreated in it. The server runs the ``jobqueue`` that ``python -m jobqueue`` imports, i.e.
+the one in the current directory first (it comes before PYTHONPATH): to compare two
+versions in one sitting, run this from a checkout of each, in turn.
 """
 
 from __future__ import annotations

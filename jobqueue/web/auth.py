@@ -18,7 +18,8 @@ may ``SET ROLE`` to the roles tokens carry. For each request, in one transaction
 
 The transaction commits when the route returns and rolls back when it raises, so an error
 changes nothing. ``POST /jobs`` (the hot path) uses :meth:`WebDatabase.run_as` instead: the
-same steps with the library's enqueue statement, sent as one pipeline (one round trip).
+same steps with the library's enqueue statement, sent as one pipeline (one round trip);
+its lean path (fastpost.py) the same on the event loop, :meth:`WebDatabase.run_as_async`.
 Failed sign-ins are counted per client address (``FailedAuthLimiter``) and logged without
 the token.
 """
