@@ -182,7 +182,10 @@ def test_refusals_on_the_lean_path_are_the_apps_problems_and_change_nothing(
     viewer = api.token("viewer")
     problem(call(loop, app, good, token=viewer), 403, None)  # the database's grant refuses it
     admin = api.token("admin")
+    admin_id = token_id(api)
     problem(call(loop, app, b'{"type": "fp.x", "queue": "no spaces allowed"}', token=admin), 422, "queue")
+    # one transaction: act_as_token's own write (last_used_at) went with the refused enqueue
+    assert last_used(api, admin_id) is None
     # failures count towards the client's limit, then 429 with Retry-After, on this path too
     statuses = [call(loop, app, good, token="jq_wrong", client="203.0.113.99").status
                 for _ in range(AUTH_FAILURES_PER_WINDOW + 1)]  # fmt: skip
@@ -190,6 +193,14 @@ def test_refusals_on_the_lean_path_are_the_apps_problems_and_change_nothing(
     limited = call(loop, app, good, token=admin, client="203.0.113.99")
     assert problem(limited, 429, "token") and int(limited.headers["retry-after"]) >= 1
     assert inner.bodies == [] and jobs(api) == before
+    assert call(loop, app, good, token=admin).status == 201 and last_used(api, admin_id) is not None
+
+
+def last_used(api: ApiServer, token: int) -> Any:
+    with api.superuser() as su:
+        return su.execute("SELECT last_used_at FROM jobqueue.api_token WHERE id = %s", [token]).fetchone()[
+            "last_used_at"
+        ]  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
