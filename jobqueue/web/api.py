@@ -229,10 +229,12 @@ def create_job(
 ) -> dict[str, Any]:
     """Enqueue a job. ``Idempotency-Key`` (or ``unique_key``): while a job with that key is
     live, the same key returns that job's id instead of a new job."""
-    # The hot path: no DbSession. The token is verified, the role and tenant taken on and the
-    # job enqueued in one transaction sent as one pipeline (one round trip: WebDatabase.run_as),
-    # committed before the response is sent. A bad token with a bad body still gets 401
-    # (admitted_token, problems.on_validation).
+    # The plain request never gets here: fastpost.py answers it in front of FastAPI (same
+    # pipeline, on the event loop) and hands every other one to this route, which the
+    # OpenAPI document describes. Here too no DbSession: the token is verified, the role and
+    # tenant taken on and the job enqueued in one transaction sent as one pipeline (one
+    # round trip: WebDatabase.run_as), committed before the response is sent. A bad token
+    # with a bad body still gets 401 (admitted_token, problems.on_validation).
     try:
         params = _enqueue_params(body, idempotency_key)
     except (Problem, JobQueueError):

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from jobqueue.config import DatabaseTarget, resolve_database
 from jobqueue.web import problems
 from jobqueue.web.auth import WebDatabase
+from jobqueue.web.fastpost import FastPost
 
 #: Largest request body accepted (bytes); larger ones get 413 before any parsing.
 MAX_BODY_BYTES = 1_048_576 + 65_536  # a job's payload may be 1 MiB (the SQL API's hard cap), plus the envelope
@@ -63,9 +64,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.open()
+        await db.aopen()
         try:
             yield
         finally:
+            await db.aclose()
             db.close()
 
     app = FastAPI(
@@ -89,6 +92,8 @@ def create_app(
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
+    # POST /api/v1/jobs, the plain case, answered before FastAPI's layers (fastpost.py)
+    app.add_middleware(FastPost, db=db, path=f"{API_PREFIX}/jobs")
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(ServerTiming)
     return app

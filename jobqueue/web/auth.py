@@ -18,7 +18,8 @@ may ``SET ROLE`` to the roles tokens carry. For each request, in one transaction
 
 The transaction commits when the route returns and rolls back when it raises, so an error
 changes nothing. ``POST /jobs`` (the hot path) uses :meth:`WebDatabase.run_as` instead: the
-same steps with the library's enqueue statement, sent as one pipeline (one round trip).
+same steps with the library's enqueue statement, sent as one pipeline (one round trip);
+its lean path (fastpost.py) the same on the event loop, :meth:`WebDatabase.run_as_async`.
 Failed sign-ins are counted per client address (``FailedAuthLimiter``) and logged without
 the token.
 """
@@ -38,7 +39,7 @@ import psycopg
 from fastapi import Request
 from psycopg import pq
 from psycopg.rows import dict_row, tuple_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from jobqueue.client import JobQueue
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget
@@ -161,12 +162,33 @@ class WebDatabase:
             name="jobqueue-web",
             open=False,
         )
+        self._pool_size = pool_size
+        #: POST /jobs's pool on the event loop (fastpost.py): opened by :meth:`aopen` in the
+        #: app's lifespan; None before (the route then takes the thread pool path).
+        self.apool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] | None = None
 
     def open(self) -> None:
         self.pool.open(wait=False)
 
     def close(self) -> None:
         self.pool.close()
+
+    async def aopen(self) -> None:
+        """Open the event loop's pool (on the loop that will use it)."""
+        self.apool = AsyncConnectionPool(
+            self.target.url,
+            min_size=1,
+            max_size=self._pool_size,
+            kwargs=self.pool.kwargs,
+            timeout=POOL_GET_TIMEOUT_S,
+            name="jobqueue-web-async",
+            open=False,
+        )
+        await self.apool.open(wait=False)
+
+    async def aclose(self) -> None:
+        if self.apool is not None:
+            await self.apool.close()
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
@@ -202,34 +224,74 @@ class WebDatabase:
 
     def run_as(self, token: str | None, sql: str, params: Mapping[str, Any], *, client: str = "?") -> list[Any]:
         """Verify ``token`` and run one statement as its role and tenant, in one transaction
-        sent as one pipeline: BEGIN, act_as_token + SET LOCAL ROLE, ``sql``, COMMIT, then one
-        wait for all four (one round trip, as a plain ``enqueue()``). The database runs them in
-        order and skips the rest after an error, so a refused token runs nothing; the result
-        returns only after COMMIT succeeded. Returns the statement's rows (tuples).
+        sent as one pipeline: act_as_token + SET LOCAL ROLE, ``sql``, Sync, then one wait for
+        both (one round trip, as a plain ``enqueue()``). On an autocommit connection the
+        statements before a Sync are one implicit transaction, which the Sync commits (no
+        BEGIN and COMMIT statements to send, parse and run); the database runs them in order
+        and skips the rest after an error, so a refused token runs nothing and the failed
+        transaction rolls back whole; the result returns only after the commit succeeded.
+        Returns the statement's rows (tuples).
         Raises Problem 401/429 as :meth:`session`, a jobqueue error for the statement's failure.
         """
         token = self._admit(token, client)
         with self.connection() as conn:
             acting = rows = None
             try:
-                # BEGIN and COMMIT as plain statements: psycopg's transaction() would sync
-                # the pipeline at its edges (three round trips instead of one)
+                # no psycopg transaction(): it would sync the pipeline at its edges (three
+                # round trips instead of one); the pipeline's Sync ends the implicit transaction
+                assert conn.autocommit
                 with conn.pipeline():
-                    conn.execute("BEGIN")
                     acting = conn.execute(query("act_as_token"), self._act_params(token), prepare=True)
                     rows = conn.cursor(row_factory=tuple_row).execute(sql, params, prepare=True)
-                    conn.execute("COMMIT")
                 principal = _principal(acting.fetchone())
             except psycopg.Error as exc:
                 _roll_back(conn)
-                if acting is None or acting.pgresult is None or acting.pgresult.status != pq.ExecStatus.TUPLES_OK:
-                    raise self._refused(exc, client) from None if exc.sqlstate == "28000" else exc
-                raise translate(exc) from exc
+                raise self._pipeline_failure(exc, acting, client) from None if exc.sqlstate == "28000" else exc
             except BaseException:
                 _roll_back(conn)
                 raise
             assert rows is not None and principal.token_id
             return rows.fetchall()
+
+    async def run_as_async(
+        self, token: str | None, sql: str, params: Mapping[str, Any], *, client: str = "?"
+    ) -> list[Any]:
+        """:meth:`run_as` on the event loop's pool (:attr:`apool`, opened): the same pipeline,
+        the same checks and errors, without a hop to a thread."""
+        token = self._admit(token, client)
+        assert self.apool is not None
+        try:
+            async with self.apool.connection() as conn:
+                acting = rows = None
+                try:
+                    assert conn.autocommit
+                    async with conn.pipeline():
+                        acting = await conn.execute(query("act_as_token"), self._act_params(token), prepare=True)
+                        rows = await conn.cursor(row_factory=tuple_row).execute(sql, params, prepare=True)
+                    principal = _principal(await acting.fetchone())
+                except psycopg.Error as exc:
+                    await _aroll_back(conn)
+                    raise self._pipeline_failure(exc, acting, client) from None if exc.sqlstate == "28000" else exc
+                except BaseException:
+                    await _aroll_back(conn)
+                    raise
+                assert rows is not None and principal.token_id
+                return await rows.fetchall()
+        except psycopg.OperationalError as exc:  # no connection (as connection() says it)
+            if exc.sqlstate:
+                raise translate(exc) from exc
+            raise DatabaseUnavailable(f"could not connect to {self.target.display}: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__name__ == "PoolTimeout":
+                raise DatabaseUnavailable(f"no database connection within {POOL_GET_TIMEOUT_S:g} s") from exc
+            raise
+
+    def _pipeline_failure(self, exc: psycopg.Error, acting: Any, client: str) -> Exception:
+        """The error for a failed run_as pipeline: the token's (401, counted) when act_as_token
+        did not return its row, else the statement's, translated."""
+        if acting is None or acting.pgresult is None or acting.pgresult.status != pq.ExecStatus.TUPLES_OK:
+            return self._refused(exc, client)
+        return translate(exc)
 
     def _admit(self, token: str | None, client: str) -> str:
         """The token, if ``client`` may try one: 429 after too many failures, 401 for none."""
@@ -270,6 +332,12 @@ def _roll_back(conn: psycopg.Connection[Any]) -> None:
     if conn.pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
         with suppress(psycopg.Error):
             conn.execute("ROLLBACK")
+
+
+async def _aroll_back(conn: psycopg.AsyncConnection[Any]) -> None:
+    if conn.pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+        with suppress(psycopg.Error):
+            await conn.execute("ROLLBACK")
 
 
 def _principal(row: Any) -> Principal:

@@ -63,6 +63,17 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+def error_response(exc: Problem | JobQueueError) -> JSONResponse:
+    """The problem+json answer to a Problem or a jobqueue error (the app's handlers, and the
+    routes that answer outside them: fastpost.py)."""
+    if isinstance(exc, Problem):
+        response = problem_response(exc.status, exc.detail, field=exc.field, title=exc.title, **exc.extra)
+        response.headers.update(exc.headers)
+        return response
+    field = exc.field if isinstance(exc, InvalidInput) else _field_of(str(exc))
+    return problem_response(status_of(exc), str(exc), field=field)
+
+
 def status_of(error: JobQueueError) -> int:
     for cls, status in _STATUS:
         if isinstance(error, cls):
@@ -75,14 +86,11 @@ def install(app: FastAPI) -> None:
 
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Problem)
-        response = problem_response(exc.status, exc.detail, field=exc.field, title=exc.title, **exc.extra)
-        response.headers.update(exc.headers)
-        return response
+        return error_response(exc)
 
     async def on_jobqueue_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, JobQueueError)
-        field = exc.field if isinstance(exc, InvalidInput) else _field_of(str(exc))
-        return problem_response(status_of(exc), str(exc), field=field)
+        return error_response(exc)
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
