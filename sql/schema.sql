@@ -914,12 +914,13 @@ CREATE TRIGGER queue_changed
 -- login (jobqueue_web), the token in the transaction-local setting jobqueue.token (set by
 -- act_as_token), verified again by its hash, expiry and revocation -- so that a forged
 -- setting gives nothing. Raises 28000 when there is no such token: a web session acts for a
--- verified token or for nothing.
+-- verified token or for nothing; 42501 when the session's role is not its token's role's.
 CREATE FUNCTION jobqueue._web_token() RETURNS jobqueue.api_token
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
 AS $$
 DECLARE
     k jobqueue.api_token;
+    acts_as text;
 BEGIN
     SELECT t.* INTO k FROM jobqueue.api_token t
     WHERE t.hash = sha256(convert_to(current_setting('jobqueue.token', true), 'UTF8'))
@@ -927,6 +928,16 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '28000', COLUMN = 'token',
             MESSAGE = 'token: this session acts for no valid API token (unknown, expired or revoked)';
+    END IF;
+    -- The session must have taken exactly its token's database role (SET ROLE, which a
+    -- definer function does not change): an operator token in a session that took
+    -- jobqueue_admin (a fault of the web server) acts for nothing.
+    acts_as := CASE k.role WHEN 'viewer' THEN 'jobqueue_viewer' WHEN 'producer' THEN 'jobqueue_producer'
+                           WHEN 'operator' THEN 'jobqueue_operator' WHEN 'admin' THEN 'jobqueue_admin' END;
+    IF current_setting('role') IS DISTINCT FROM acts_as THEN
+        RAISE EXCEPTION USING ERRCODE = '42501', COLUMN = 'token',
+            MESSAGE = format('token: an API token of role %s acts as %s, but this session took role %s', k.role, acts_as,
+                             current_setting('role'));
     END IF;
     RETURN k;
 END

@@ -3,7 +3,9 @@
 -- * jobqueue_operator: operator tokens act as their own database role instead of
 --   jobqueue_admin, so the database itself refuses them what only an admin token may do
 --   (purge and archive dead letters, delete jobs, queue settings, retry policies, tenants,
---   schedule and alert definitions, API tokens), not only the web code.
+--   schedule and alert definitions, API tokens), not only the web code; _web_token() refuses
+--   a web session whose role is not its token's role's, so not even a server that took
+--   jobqueue_admin for an operator token gets more.
 -- * Queue changes on the live streams: pause, resume and configure write a job_event row
 --   with job_id NULL (a trigger on jobqueue.queue), read by job_events(queue_changes => true)
 --   with the same cursor as job events; the tenant_read policy lets every caller read them
@@ -37,6 +39,35 @@ BEGIN
     END IF;
 END
 $oprole$;
+
+-- A web session acts for its token only under that token's own database role.
+CREATE OR REPLACE FUNCTION jobqueue._web_token() RETURNS jobqueue.api_token
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    k jobqueue.api_token;
+    acts_as text;
+BEGIN
+    SELECT t.* INTO k FROM jobqueue.api_token t
+    WHERE t.hash = sha256(convert_to(current_setting('jobqueue.token', true), 'UTF8'))
+      AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '28000', COLUMN = 'token',
+            MESSAGE = 'token: this session acts for no valid API token (unknown, expired or revoked)';
+    END IF;
+    -- The session must have taken exactly its token's database role (SET ROLE, which a
+    -- definer function does not change): an operator token in a session that took
+    -- jobqueue_admin (a fault of the web server) acts for nothing.
+    acts_as := CASE k.role WHEN 'viewer' THEN 'jobqueue_viewer' WHEN 'producer' THEN 'jobqueue_producer'
+                           WHEN 'operator' THEN 'jobqueue_operator' WHEN 'admin' THEN 'jobqueue_admin' END;
+    IF current_setting('role') IS DISTINCT FROM acts_as THEN
+        RAISE EXCEPTION USING ERRCODE = '42501', COLUMN = 'token',
+            MESSAGE = format('token: an API token of role %s acts as %s, but this session took role %s', k.role, acts_as,
+                             current_setting('role'));
+    END IF;
+    RETURN k;
+END
+$$;
 
 REVOKE EXECUTE ON FUNCTION jobqueue.job_events(bigint, timestamptz, integer, bigint) FROM jobqueue_producer,
     jobqueue_worker, jobqueue_admin, jobqueue_viewer;

@@ -85,3 +85,20 @@ AS $$ SELECT 5 $$;
 COMMENT ON FUNCTION jobqueue.schema_version() IS
     'The jobqueue schema version (2: health; 3: output caps, per-tenant worker ids; 4: schedules; 5: alerts, '
     'counters, API tokens, jobqueue_viewer, jobqueue_web); clients check it at startup';
+
+CREATE OR REPLACE FUNCTION jobqueue._web_token() RETURNS jobqueue.api_token
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+AS $$
+DECLARE
+    k jobqueue.api_token;
+BEGIN
+    SELECT t.* INTO k FROM jobqueue.api_token t
+    WHERE t.hash = sha256(convert_to(current_setting('jobqueue.token', true), 'UTF8'))
+      AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '28000', COLUMN = 'token',
+            MESSAGE = 'token: this session acts for no valid API token (unknown, expired or revoked)';
+    END IF;
+    RETURN k;
+END
+$$;

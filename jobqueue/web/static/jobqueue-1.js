@@ -5,8 +5,9 @@
   var REFRESH_MS = 500;
 
   // Live updates: one EventSource per page (it resumes with Last-Event-ID by itself). Each
-  // batch of job events fires jq:changed (lists and figures refresh, throttled by htmx) and
-  // jq:job-<id> for each job (its detail page refreshes).
+  // batch of job events and queue changes (job_id null: paused, resumed, configured) fires
+  // jq:changed (lists and figures refresh, throttled by htmx) and jq:job-<id> for each job
+  // (its detail page refreshes).
   function connect() {
     var url = body.getAttribute("data-live");
     if (!url || !window.EventSource) return;
@@ -32,7 +33,10 @@
         pending = { events: [], jobs: new Set() };
         setTimeout(flush, REFRESH_MS);
       }
-      fresh.forEach(function (e) { pending.events.push(e); pending.jobs.add(e.job_id); });
+      fresh.forEach(function (e) {
+        pending.events.push(e);
+        if (e.job_id !== null) pending.jobs.add(e.job_id);
+      });
     });
   }
 
