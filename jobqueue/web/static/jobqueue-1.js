@@ -16,6 +16,11 @@
     var source = new EventSource(url);
     source.onopen = function () { if (mark) mark.classList.add("on"); };
     source.onerror = function () { if (mark) mark.classList.remove("on"); };
+    // Leaving the page closes the stream: a page kept in the back-forward cache would
+    // otherwise hold its connection open (a browser allows six per host: after a few
+    // pages, the next navigation waited for one). Coming back from that cache reopens it.
+    window.addEventListener("pagehide", function () { source.close(); });
+    window.addEventListener("pageshow", function (ev) { if (ev.persisted) location.reload(); });
     // Coalesce: at most one refresh per REFRESH_MS, and the last batch always gets one (a
     // plain throttle would drop it and leave the page stale).
     var pending = null;
