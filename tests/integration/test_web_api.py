@@ -483,7 +483,7 @@ def test_overview_reads_the_redis_mirror_when_fresh_and_the_database_otherwise(
         conn.close()
         assert resp.status == 200, body
         cache = re.search(r'data-cache="(\w+)"', body)
-        pending = re.search(rf'<tr data-queue="{queue}">.*?<td class="n">(\d+)</td>', body, re.S)
+        pending = re.search(rf'<tr data-queue="{queue}">.*?<td class="n"[^>]*>(\d+)</td>', body, re.S)
         assert cache is not None
         return cache.group(1), int(pending.group(1)) if pending else None
 
