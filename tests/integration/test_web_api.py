@@ -261,6 +261,50 @@ def test_dead_letters_list_redrive_purge(api_server: ApiServer, world: World) ->
     assert r.json == {"dry_run": False, "purged": 2, "more": False}
 
 
+def test_dashboard_redrive_by_filter_does_a_thousand_and_offers_the_rest(
+    api_server: ApiServer, world: World  # noqa: F811
+) -> None:
+    """Redrive by filter from the dashboard: the dry run says more match than one run does,
+    the run does 1,000 and offers to continue, and the next dry run finds the rest."""
+    from urllib.parse import urlencode
+
+    from jobqueue.web.dashboard import BULK_LIMIT, csrf_token
+
+    api = api_server
+    with api.owner() as owner:
+        owner.execute("SELECT jobqueue.enqueue_many((SELECT jsonb_agg(jsonb_build_object('type', 'many', "
+                      "'queue', 'dl-many')) FROM generate_series(1, %s)))", (BULK_LIMIT + 1,))
+        for batch in (1000, BULK_LIMIT + 1 - 1000):
+            owner.execute("SELECT jobqueue.fail(c.id, c.token, 'x', 'permanent') "
+                          "FROM jobqueue.claim(ARRAY['dl-many'], 'w', %s) AS c", (batch,))
+
+    def post(fields: dict[str, Any]) -> str:
+        conn = http.client.HTTPConnection(api.host, api.port, timeout=60)
+        conn.request("POST", "/dead-letters/redrive", body=urlencode({**fields, "queue": "dl-many",
+                                                                     "csrf_token": csrf_token(world.admin)}),
+                     headers={"Content-Type": "application/x-www-form-urlencoded",
+                              "Cookie": f"jobqueue_session={world.admin}"})
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        conn.close()
+        assert resp.status == 200, body
+        return body
+
+    def dead() -> int:
+        return int(api.request("GET", f"{API}/jobs?queue=dl-many&state=dead_letter&limit=1", world.admin).json["total"])
+
+    first = post({})
+    assert f"would redrive {BULK_LIMIT} dead letters" in first and "More match the filter" in first
+    assert dead() == BULK_LIMIT + 1
+    done = post({"confirm": "yes"})
+    assert f"Redrove {BULK_LIMIT} dead letters" in done and 'id="continue"' in done
+    assert dead() == 1
+    rest = post({})
+    assert "would redrive 1 dead letter" in rest and "More match" not in rest
+    done = post({"confirm": "yes"})
+    assert "Redrove 1 dead letter" in done and 'id="continue"' not in done and dead() == 0
+
+
 def test_queues_schedules_workers_metrics(api_server: ApiServer, world: World) -> None:  # noqa: F811
     api = api_server
     api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "q", "queue": "qs"})
