@@ -25,8 +25,9 @@ from jobqueue.errors import (
 #: The schema version (``jobqueue.schema_version()``) this package needs: 2 from revision
 #: 0004 (jobqueue.health()), 3 from revision 0005 (output caps and the queue setting
 #: max_output_bytes, per-tenant worker ids), 4 from revision 0007 (schedules: sync_schedules,
-#: set_schedule), 5 from revisions 0009 (alerts) and 0011 (API tokens, jobqueue_viewer, jobqueue_web).
-REQUIRED_SCHEMA_VERSION = 5
+#: set_schedule), 5 from revisions 0009 (alerts) and 0011 (API tokens, jobqueue_viewer, jobqueue_web),
+#: 6 from revision 0015 (jobqueue_operator, queue changes in job_events: jobqueue serve).
+REQUIRED_SCHEMA_VERSION = 6
 
 #: SQLSTATE -> error class, for errors raised by the SQL API.
 _SQLSTATE_ERRORS: dict[str, type[JobQueueError]] = {

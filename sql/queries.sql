@@ -259,7 +259,7 @@ SELECT jobqueue.sync_schedules(%(app)s::text, %(schedules)s::jsonb) AS result;
 SELECT s.snapshot, s.now, e.*
 FROM (SELECT pg_current_snapshot()::text AS snapshot, now() AS now) AS s
 LEFT JOIN LATERAL jobqueue.job_events(after => %(after)s::bigint, since => %(since)s::timestamptz,
-                                      max_rows => %(max_rows)s::int) AS e ON true
+                                      max_rows => %(max_rows)s::int, queue_changes => true) AS e ON true
 ORDER BY e.id;
 
 -- name: job_timeline

@@ -42,6 +42,8 @@ MAX_PAGE_SIZE = 500
 TOTAL_CAP = 10_000
 #: Jobs a bulk action touches at most per call (repeat the call for more).
 MAX_BULK = 1000
+#: Dead letters a redrive or purge touches at most per call (the SQL API's redrive cap).
+MAX_DEAD_BATCH = 10_000
 _CURSOR_PREFIX = "v1:"
 
 # -- models ----------------------------------------------------------------------------------
@@ -100,7 +102,7 @@ class DeadLetterAction(Strict):
     error_class, ids, since, until, state."""
 
     filter: dict[str, Any] = Field(default_factory=dict)
-    limit: int = Field(default=MAX_BULK, ge=1, le=10_000)
+    limit: int = Field(default=MAX_BULK, ge=1, le=MAX_DEAD_BATCH)
     dry_run: bool = False
 
 
@@ -287,34 +289,37 @@ def list_jobs(
 
 
 def _matching(queue: JobQueue, f: JobFilter, states: tuple[str, ...], limit: int) -> list[int]:
-    """Ids of the jobs the filter selects among ``states``, newest first, at most ``limit``."""
+    """Ids of the jobs the filter selects among ``states``, newest first, at most ``limit``
+    + 1 (the one more says that more remain)."""
     filters = _filters(f)
     wanted = [s for s in (filters["states"] or states) if s in states]
     if not wanted:
         return []
     filters["states"] = wanted
-    return [job.id for job in queue.list(**filters, limit=limit)]
+    return [job.id for job in queue.list(**filters, limit=limit + 1)]
 
 
-def _bulk(ids: list[int], dry_run: bool, act: Any) -> dict[str, Any]:
+def _bulk(found: list[int], limit: int, dry_run: bool, act: Any) -> dict[str, Any]:
+    """``more``: the filter selects more jobs than ``limit``; call again for the next ones."""
+    ids, more = found[:limit], len(found) > limit
     if dry_run:
-        return {"dry_run": True, "count": len(ids), "ids": ids}
+        return {"dry_run": True, "count": len(ids), "ids": ids, "more": more}
     results = {job_id: act(job_id) for job_id in ids}
-    return {"dry_run": False, "count": len(ids), "ids": ids, "results": results}
+    return {"dry_run": False, "count": len(ids), "ids": ids, "results": results, "more": more}
 
 
 @router.post("/jobs/bulk/cancel", tags=["bulk"])
 def bulk_cancel(body: BulkAction, session: DbSession) -> dict[str, Any]:
     """Cancel the waiting and running jobs the filter selects (``dry_run``: only say which)."""
     ids = _matching(session.queue, body.filter, ("pending", "retrying", "processing"), body.limit)
-    return _bulk(ids, body.dry_run, lambda i: session.queue.cancel(i, body.reason))
+    return _bulk(ids, body.limit, body.dry_run, lambda i: session.queue.cancel(i, body.reason))
 
 
 @router.post("/jobs/bulk/retry", tags=["bulk"])
 def bulk_retry(body: BulkAction, session: DbSession) -> dict[str, Any]:
     """Put the dead letters the filter selects back as pending (``dry_run``: only say which)."""
     ids = _matching(session.queue, body.filter, ("dead_letter",), body.limit)
-    return _bulk(ids, body.dry_run, lambda i: "pending" if session.queue.retry(i) else "skipped")
+    return _bulk(ids, body.limit, body.dry_run, lambda i: "pending" if session.queue.retry(i) else "skipped")
 
 
 @router.post("/jobs/bulk/redrive", tags=["bulk"])
@@ -389,7 +394,18 @@ def show_dead_letter(job_id: int, session: DbSession) -> dict[str, Any]:
 
 def _redrive(body: DeadLetterAction, session: Session) -> dict[str, Any]:
     ids = session.queue.redrive(body.filter, limit=body.limit, dry_run=body.dry_run)
-    return {"dry_run": body.dry_run, "count": len(ids), "ids": ids}
+    return {"dry_run": body.dry_run, "count": len(ids), "ids": ids, "more": _more_dead(body, session, len(ids))}
+
+
+def _more_dead(body: DeadLetterAction, session: Session, done: int) -> bool:
+    """Whether dead letters matching the filter remain beyond this call's ``limit`` (true
+    also when a 10,000-row dry run cannot look past the SQL API's cap)."""
+    if done < body.limit:
+        return False
+    if body.dry_run and done >= MAX_DEAD_BATCH:
+        return True
+    skip = done if body.dry_run else 0  # a dry run changed nothing: the next one is past them
+    return len(session.queue.redrive(body.filter, limit=skip + 1, dry_run=True)) > skip
 
 
 @router.post("/dead-letters/redrive", tags=["dead letters"])
@@ -403,8 +419,10 @@ def purge_dead_letters(body: DeadLetterAction, session: DbSession) -> dict[str, 
     """Delete the dead letters the filter selects (``dry_run`` lists them without deleting)."""
     if body.dry_run:
         ids = session.queue.redrive(body.filter, limit=body.limit, dry_run=True)
-        return {"dry_run": True, "count": len(ids), "ids": ids}
-    return {"dry_run": False, "purged": session.queue.purge_dead_letters(body.filter, limit=body.limit)}
+        return {"dry_run": True, "count": len(ids), "ids": ids, "more": _more_dead(body, session, len(ids))}
+    purged = session.queue.purge_dead_letters(body.filter, limit=body.limit)
+    # (purge also takes archived dead letters, which redrive does not list: a full batch says "more")
+    return {"dry_run": False, "purged": purged, "more": purged >= body.limit}
 
 
 # -- queues ------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ log = logging.getLogger("jobqueue.web")
 ROLE_OF_TOKEN = {
     "viewer": "jobqueue_viewer",
     "producer": "jobqueue_producer",
-    "operator": "jobqueue_admin",
+    "operator": "jobqueue_operator",
     "admin": "jobqueue_admin",
 }
 TOKEN_ROLES = tuple(ROLE_OF_TOKEN)
@@ -86,6 +86,11 @@ class Principal:
     def can_act(self) -> bool:
         """Whether the dashboard should show action buttons (the database decides anyway)."""
         return self.role != "viewer"
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the dashboard should show admin-only actions (purge; the database decides anyway)."""
+        return self.role == "admin"
 
 
 class BoundQueue(JobQueue):

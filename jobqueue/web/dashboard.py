@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,8 @@ JOB_STATES = ("pending", "processing", "retrying", "completed", "cancelled", "de
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: How many jobs a bulk action or a dead-letter redrive takes at once.
 BULK_LIMIT = 1000
+#: The overview reads the Redis mirror only when all its figures are at most this old (s).
+CACHE_MAX_AGE_S = 15.0
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -158,6 +161,7 @@ def _render(request: Request, name: str, session: Session | None, status: int = 
         request=request,
         principal=session.principal if session else None,
         can_act=bool(session and session.principal.can_act),
+        is_admin=bool(session and session.principal.is_admin),
         csrf=csrf_token(token) if token else "",
         page=name.removesuffix(".html"),
         now=datetime.now(UTC),
@@ -222,6 +226,11 @@ def overview_figures(session: Session, cache: Any = None) -> dict[str, Any]:
             cache_state = "used" if stats else "empty"
         except Exception:  # a cache only: any failure means "read the database"
             stats, cache_state = None, "unavailable"
+        # fresh only: every queue's figures written within the mirror's lifetime (its keys
+        # expire after three intervals; a mirror whose clock or writer went astray is not read)
+        oldest = time.time() - CACHE_MAX_AGE_S
+        if stats and not all(float(s.get("updated_at") or 0) >= oldest for s in stats):
+            stats, cache_state = None, "stale"
     if stats is None:
         stats = session.queue.stats()
     rows = session.conn.execute(query("event_counts"), {"window": timedelta(hours=1), "step": timedelta(minutes=1)})
@@ -466,7 +475,9 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
         with _session(request) as s:
             try:
                 with s.conn.transaction():
-                    would = s.queue.redrive(flt, limit=BULK_LIMIT, dry_run=True)
+                    would = s.queue.redrive(flt, limit=BULK_LIMIT + 1, dry_run=True)
+                    more = len(would) > BULK_LIMIT  # one call does BULK_LIMIT: the page offers the next
+                    would = would[:BULK_LIMIT]
                     done: int | None = None
                     if confirmed and action == "redrive":
                         done = len(s.queue.redrive(flt, limit=BULK_LIMIT))
@@ -482,7 +493,9 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
                     results=[(0, str(exc))],
                     back="/dead-letters",
                 )
-            return _render(request, "dead_confirm.html", s, action=action, flt=flt, ids=ids, would=would, done=done)
+            return _render(
+                request, "dead_confirm.html", s, action=action, flt=flt, ids=ids, would=would, done=done, more=more
+            )
 
     @app.get("/workers", include_in_schema=False)
     def workers_page(request: Request) -> Response:

@@ -185,8 +185,9 @@ class EventFollower:
 
 
 def event_json(row: dict[str, Any]) -> dict[str, Any]:
-    """An event as streamed: ids, queue, transition and time; never the payload."""
-    return {
+    """An event as streamed: ids, queue, transition and time; never the payload. A queue
+    change (job_id null) says which in ``change`` (paused, resumed, configured)."""
+    event = {
         "id": row["id"],
         "job_id": row["job_id"],
         "queue": row["queue"],
@@ -194,6 +195,9 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
         "to": row["to_state"],
         "at": row["at"].isoformat(),
     }
+    if row["job_id"] is None:
+        event["change"] = (row["detail"] or {}).get("change")
+    return event
 
 
 class Wakeups:

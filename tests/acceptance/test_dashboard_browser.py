@@ -108,7 +108,9 @@ def snapshot(api: ApiServer) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
+def browser(api_server: ApiServer) -> Iterator[WebDriver]:  # noqa: F811
+    # (after the server, so it quits first: its open live stream would hold the server's
+    # shutdown for 20 s)
     try:
         driver = new_driver(1280, 800)
     except ChromiumUnavailable as exc:
@@ -268,7 +270,7 @@ def test_a_tenant_sees_only_its_jobs_in_pages_and_in_the_live_stream(
     # the SSE stream, read as tenant A while both tenants enqueue
     events = read_sse(api, tokens["a_op"], lambda: (enqueue(api, "shared", "b.job", tenant="B"),
                                                     enqueue(api, "shared", "a.job", tenant="A")))
-    jobs = {e["job_id"] for e in events}
+    jobs = {e["job_id"] for e in events if e["job_id"] is not None}
     a_new = max(jobs) if jobs else None
     assert a_new is not None and state_of(api, a_new) == "pending"
     with api.owner() as conn:
@@ -347,7 +349,13 @@ def test_a_form_post_without_csrf_token_is_refused_and_changes_nothing(
     assert snapshot(api) == before
 
 
-def test_screenshots_of_the_main_pages(browser: WebDriver, api_server: ApiServer, tokens: dict[str, str]) -> None:  # noqa: F811
+def test_screenshots_of_the_main_pages(
+    browser: WebDriver, api_server: ApiServer, tokens: dict[str, str], tmp_path: Path  # noqa: F811
+) -> None:
+    """The main pages at 1280x800 into docs/screenshots/; every page at 1280x800 and at phone
+    width (390x844) fits the screen (no sideways scroll of the page itself), and the phone's
+    overview shows every queue's figures inside the card (stacked). The phone shots of the
+    other pages go to the test's tmp_path, to look at."""
     api = api_server
     for queue, type_ in (("emails", "email.send"), ("reports", "report.build"), ("billing", "invoice.charge")):
         enqueue(api, queue, type_, n=4)
@@ -368,13 +376,30 @@ def test_screenshots_of_the_main_pages(browser: WebDriver, api_server: ApiServer
     for path, title in (("/schedules", "Schedules"), ("/alerts", "Alerts")):
         browser.get(url(api, path))
         assert browser.find_element(By.CSS_SELECTOR, "main h1").text == title
+    pages = ("/", "/jobs", f"/jobs/{dead}", "/dead-letters", "/workers", "/schedules", "/alerts")
+    page_width = "return document.documentElement.scrollWidth"
+    for path in pages:
+        browser.get(url(api, path))
+        assert browser.execute_script(page_width) <= 1280, f"{path} scrolls sideways at 1280 px"
     browser.set_window_size(390, 844)
     try:
-        browser.get(url(api, "/"))
-        time.sleep(0.5)
-        shot(browser, "overview-phone")
-        width = browser.execute_script("return document.documentElement.scrollWidth")
-        assert width <= 390, f"the overview scrolls sideways at phone width ({width} px)"
+        for path in pages:
+            browser.get(url(api, path))
+            wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "main h1"), path)
+            width = browser.execute_script(page_width)
+            assert width <= 390, f"{path} scrolls sideways at phone width ({width} px)"
+            name = path.strip("/").replace("/", "-") or "overview"
+            browser.save_screenshot(str(tmp_path / f"{name}-phone.png"))
+            if path == "/":
+                time.sleep(0.5)
+                shot(browser, "overview-phone")
+                # every figure of every queue inside the card: nothing cut off at its edge
+                clipped = browser.execute_script(
+                    "var card = document.querySelector('#queues').closest('.card').getBoundingClientRect();"
+                    "return Array.from(document.querySelectorAll('#queues td')).filter(function (td) {"
+                    "  var r = td.getBoundingClientRect(); return r.right > card.right + 0.5; }).length;"
+                )
+                assert clipped == 0, f"{clipped} cells of the queue table stick out of the card at phone width"
     finally:
         browser.set_window_size(1280, 800)
     for name in ("overview", "jobs", "job-detail", "dead-letters", "workers", "overview-phone"):
@@ -420,6 +445,49 @@ def test_websocket_streams_events_and_resumes_from_a_cursor(
             while True:
                 ws.recv(timeout=30)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == code, (url, closed.value)
+
+
+def test_queue_pause_and_resume_reach_the_overview_and_both_streams_live(
+    browser: WebDriver, api_server: ApiServer, tokens: dict[str, str]  # noqa: F811
+) -> None:
+    """Queue changes are streamed like job events: the overview shows a pause and a resume
+    made by another client without a reload; a tenant's SSE stream carries them (queues
+    are shared by every tenant); a WebSocket resumed from an earlier cursor gets them again."""
+    from websockets.sync.client import connect as ws_connect
+
+    api = api_server
+    enqueue(api, "pausable", "x.y")
+    sign_in(browser, api, tokens["admin"])
+    browser.get(url(api, "/"))
+    browser.execute_script("window.__not_reloaded = true")
+    wait_for(browser, lambda d: "on" in d.find_element(By.ID, "live-state").get_attribute("class"), "the live stream")
+
+    def paused(d: WebDriver) -> Any:
+        return d.execute_script(
+            "var r = document.querySelector(\"tr[data-queue='pausable']\");"
+            "return r ? /paused/.test(r.textContent) : null;"
+        )
+
+    assert paused(browser) is False
+    ws_url = f"ws://{api.host}:{api.port}/live/ws"
+    auth = {"Authorization": f"Bearer {tokens['admin']}"}
+    with ws_connect(ws_url, additional_headers=auth, open_timeout=30) as ws:
+        cursor = json.loads(ws.recv(timeout=30))["cursor"]
+    pause = lambda: api.request("POST", "/api/v1/queues/pausable/pause", tokens["admin"])  # noqa: E731
+    events = read_sse(api, tokens["a_op"], pause, want_s=2.5)
+    changes = [(e["queue"], e["change"]) for e in events if e["job_id"] is None and e["queue"] == "pausable"]
+    assert changes == [("pausable", "paused")]
+    wait_for(browser, lambda d: paused(d) is True, "the overview to show the queue paused")
+    assert api.request("POST", "/api/v1/queues/pausable/resume", tokens["admin"]).status == 200
+    wait_for(browser, lambda d: paused(d) is False, "the overview to show the queue resumed")
+    assert browser.execute_script("return window.__not_reloaded") is True
+    changes = []
+    with ws_connect(f"{ws_url}?cursor={cursor}", additional_headers=auth, open_timeout=30) as ws:
+        deadline = time.monotonic() + WAIT_S
+        while len(changes) < 2 and time.monotonic() < deadline:
+            changes += [(e["queue"], e["change"]) for e in json.loads(ws.recv(timeout=WAIT_S))["events"]
+                        if e["job_id"] is None and e["queue"] == "pausable"]
+    assert changes == [("pausable", "paused"), ("pausable", "resumed")]
 
 
 def test_sse_refuses_a_bad_cursor_and_a_bad_token_with_problems_naming_the_field(

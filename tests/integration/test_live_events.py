@@ -144,3 +144,32 @@ def test_event_counts_buckets_completions_and_failures(db: psycopg.Connection[An
     rows = db.execute("SELECT * FROM jobqueue.event_counts('1 hour', '1 minute') WHERE queue = 'counted'").fetchall()
     assert sum(r["completed"] for r in rows) == 2
     assert sum(r["failed"] for r in rows) == 1
+
+
+def test_queue_changes_are_streamed_once_each_and_only_when_asked_for(db: psycopg.Connection[Any]) -> None:
+    """Pause, resume and configure write a queue change (job_id NULL) that the stream reads
+    with the job events and the same cursor; a change that changes nothing writes nothing;
+    job_events without queue_changes (the public default) returns none of them."""
+    db.execute("SELECT jobqueue.configure_queue('qc', '{}')")  # the queue exists, with no setting: nothing written
+    follower = EventFollower(start_cursor(None, "cursor"))
+    assert follower.read(db) == []
+    resume_from = follower.cursor
+    job = _enqueue(db, "qc")
+    db.execute("SELECT jobqueue.pause_queue('qc')")
+    db.execute("SELECT jobqueue.pause_queue('qc')")  # already paused: no change
+    db.execute("""SELECT jobqueue.configure_queue('qc', '{"max_attempts": 4}')""")
+    db.execute("""SELECT jobqueue.configure_queue('qc', '{"max_attempts": 4}')""")  # the same: no change
+    db.execute("SELECT jobqueue.resume_queue('qc')")
+    db.execute("SELECT jobqueue.pause_queue('qc-new')")  # a queue made paused
+    got = follower.read(db)
+    seen = [(e["job_id"], e["queue"], (e["detail"] or {}).get("change")) for e in got]
+    assert seen == [(job, "qc", None), (None, "qc", "paused"), (None, "qc", "configured"), (None, "qc", "resumed"),
+                    (None, "qc-new", "paused")]
+    assert follower.read(db) == []  # each once
+    # resumed from an earlier cursor: all of them again
+    again = EventFollower(resume_from).read(db)
+    assert [e["id"] for e in again] == [e["id"] for e in got]
+    plain = db.execute("SELECT job_id FROM jobqueue.job_events(since => now() - interval '1 hour')").fetchall()
+    assert plain and all(r["job_id"] is not None for r in plain)
+    # the audit trail's other readers are not misled: a queue change is no job event
+    assert db.execute("SELECT count(*) AS n FROM jobqueue.job_events(of_job => %s)", (job,)).fetchone() == {"n": 1}

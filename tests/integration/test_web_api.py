@@ -5,8 +5,15 @@ naming the field and changing nothing (issue 18)."""
 
 from __future__ import annotations
 
+import http.client
+import os
+import random
+import re
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -17,6 +24,28 @@ from tests.support.web import ApiServer, Reply, api_server  # noqa: F401 - the m
 pytestmark = pytest.mark.timeout(300)
 
 API = "/api/v1"
+
+
+def _overview_redis() -> tuple[str | None, str]:
+    """REDIS_URL with a database number of this module's own (1..15, so that workers
+    mirroring into REDIS_URL's own database at the same time do not clobber it), when Redis
+    answers; else None and why not."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return None, "REDIS_URL is not set: no Redis for the overview's cache"
+    try:
+        import redis
+
+        mine = urlunsplit(urlsplit(url)._replace(path=f"/{random.randint(1, 15)}"))
+        redis.Redis.from_url(mine, socket_timeout=1, socket_connect_timeout=1).ping()
+    except Exception as exc:
+        return None, f"Redis at {url} does not answer: {exc}"
+    return mine, ""
+
+
+#: The module's server gets the overview cache (the Redis mirror's keys) when Redis answers.
+OVERVIEW_REDIS, NO_REDIS = _overview_redis()
+SERVE_ENV = {"JOBQUEUE_REDIS_URL": OVERVIEW_REDIS} if OVERVIEW_REDIS else {}
 
 
 def snapshot(api: ApiServer) -> dict[str, list[str]]:
@@ -47,6 +76,7 @@ class World:
     """Tokens of tenants A and B and unconfined ones; tenant B's jobs in every state."""
 
     admin: str
+    op: str
     viewer: str
     a_prod: str
     a_op: str
@@ -64,6 +94,7 @@ def world(api_server: ApiServer) -> World:  # noqa: F811
     api = api_server
     w = {
         "admin": api.token("admin", name="ops"),
+        "op": api.token("operator"),
         "viewer": api.token("viewer"),
         "a_prod": api.token("producer", "A"),
         "a_op": api.token("operator", "A"),
@@ -187,10 +218,14 @@ def test_bulk_cancel_and_retry_dry_run_first(api_server: ApiServer, world: World
     before = snapshot(api)
     dry = api.request("POST", f"{API}/jobs/bulk/cancel", world.admin,
                       json_body={"filter": {"queue": "bulk"}, "dry_run": True}).json
-    assert dry == {"dry_run": True, "count": 4, "ids": sorted(ids, reverse=True)}
+    assert dry == {"dry_run": True, "count": 4, "ids": sorted(ids, reverse=True), "more": False}
     assert snapshot(api) == before
+    # a call does at most `limit` jobs and says when more remain: the caller calls again
+    part = api.request("POST", f"{API}/jobs/bulk/cancel", world.admin,
+                       json_body={"filter": {"queue": "bulk"}, "limit": 3}).json
+    assert part["count"] == 3 and part["more"] is True and part["ids"] == sorted(ids, reverse=True)[:3]
     done = api.request("POST", f"{API}/jobs/bulk/cancel", world.admin, json_body={"filter": {"queue": "bulk"}}).json
-    assert done["count"] == 4 and set(done["results"].values()) == {"cancelled"}
+    assert done["count"] == 1 and set(done["results"].values()) == {"cancelled"} and done["more"] is False
     with api.owner() as owner:
         for q in ("bulk-dead",):
             for _ in range(2):
@@ -216,11 +251,58 @@ def test_dead_letters_list_redrive_purge(api_server: ApiServer, world: World) ->
     before = snapshot(api)
     dry = api.request("POST", f"{API}/dead-letters/redrive", world.admin,
                       json_body={"filter": {"queue": "dlq", "ids": ids[:1]}, "dry_run": True}).json
-    assert dry["ids"] == ids[:1] and snapshot(api) == before
+    assert dry["ids"] == ids[:1] and dry["more"] is False and snapshot(api) == before
+    dry = api.request("POST", f"{API}/dead-letters/redrive", world.admin,
+                      json_body={"filter": {"queue": "dlq"}, "dry_run": True, "limit": 2}).json
+    assert dry["count"] == 2 and dry["more"] is True and snapshot(api) == before
     r = api.request("POST", f"{API}/dead-letters/redrive", world.admin, json_body={"filter": {"ids": ids[:1]}})
-    assert r.json["ids"] == ids[:1]
+    assert r.json["ids"] == ids[:1] and r.json["more"] is False
     r = api.request("POST", f"{API}/dead-letters/purge", world.admin, json_body={"filter": {"queue": "dlq"}})
-    assert r.json == {"dry_run": False, "purged": 2}
+    assert r.json == {"dry_run": False, "purged": 2, "more": False}
+
+
+def test_dashboard_redrive_by_filter_does_a_thousand_and_offers_the_rest(
+    api_server: ApiServer, world: World  # noqa: F811
+) -> None:
+    """Redrive by filter from the dashboard: the dry run says more match than one run does,
+    the run does 1,000 and offers to continue, and the next dry run finds the rest."""
+    from urllib.parse import urlencode
+
+    from jobqueue.web.dashboard import BULK_LIMIT, csrf_token
+
+    api = api_server
+    with api.owner() as owner:
+        owner.execute("SELECT jobqueue.enqueue_many((SELECT jsonb_agg(jsonb_build_object('type', 'many', "
+                      "'queue', 'dl-many')) FROM generate_series(1, %s)))", (BULK_LIMIT + 1,))
+        for batch in (1000, BULK_LIMIT + 1 - 1000):
+            owner.execute("SELECT jobqueue.fail(c.id, c.token, 'x', 'permanent') "
+                          "FROM jobqueue.claim(ARRAY['dl-many'], 'w', %s) AS c", (batch,))
+
+    def post(fields: dict[str, Any]) -> str:
+        conn = http.client.HTTPConnection(api.host, api.port, timeout=60)
+        conn.request("POST", "/dead-letters/redrive", body=urlencode({**fields, "queue": "dl-many",
+                                                                     "csrf_token": csrf_token(world.admin)}),
+                     headers={"Content-Type": "application/x-www-form-urlencoded",
+                              "Cookie": f"jobqueue_session={world.admin}"})
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        conn.close()
+        assert resp.status == 200, body
+        return body
+
+    def dead() -> int:
+        return int(api.request("GET", f"{API}/jobs?queue=dl-many&state=dead_letter&limit=1", world.admin).json["total"])
+
+    first = post({})
+    assert f"would redrive {BULK_LIMIT} dead letters" in first and "More match the filter" in first
+    assert dead() == BULK_LIMIT + 1
+    done = post({"confirm": "yes"})
+    assert f"Redrove {BULK_LIMIT} dead letters" in done and 'id="continue"' in done
+    assert dead() == 1
+    rest = post({})
+    assert "would redrive 1 dead letter" in rest and "More match" not in rest
+    done = post({"confirm": "yes"})
+    assert "Redrove 1 dead letter" in done and 'id="continue"' not in done and dead() == 0
 
 
 def test_queues_schedules_workers_metrics(api_server: ApiServer, world: World) -> None:  # noqa: F811
@@ -359,6 +441,118 @@ def test_viewer_actions_are_refused_by_the_database(api_server: ApiServer, world
                 problem(r, 403, None)
     assert api.request("GET", f"{API}/jobs/{job}", world.viewer).json["state"] == "pending"
     assert snapshot(api) == before
+
+
+def test_operator_tokens_are_refused_admin_actions_by_the_database(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    """An operator token acts as jobqueue_operator: every admin-only endpoint is 403 from the
+    database's grants and changes nothing; in SQL, its session is refused every admin-only
+    function, and a session that takes jobqueue_admin for it acts for nothing."""
+    api = api_server
+    new = lambda: api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "o", "queue": "op-q"}).json["id"]  # noqa: E731
+    dead, done = new(), new()
+    with api.owner() as owner:
+        c = claim_one(owner, ["op-q"], worker_id="wo")
+        one(owner, "fail", dead, c["token"], "boom", "permanent")
+        c = claim_one(owner, ["op-q"], worker_id="wo")
+        assert one(owner, "complete", done, c["token"]) == "completed"
+    before = snapshot(api)
+    for method, path, body in (
+        ("POST", "/dead-letters/purge", {"filter": {"queue": "op-q"}}),
+        ("PATCH", "/queues/op-q", {"max_attempts": 2}),
+        ("DELETE", f"/jobs/{done}", None),
+        ("DELETE", f"/jobs/{dead}", None),
+    ):
+        problem(api.request(method, API + path, world.op, json_body=body), 403, None)
+    assert snapshot(api) == before
+    web_url = api.owner_url.replace(api.owner_url.split("://", 1)[1].split("@", 1)[0], "jobqueue_web", 1)
+    with psycopg.connect(web_url, autocommit=True) as web:
+        for acting_as, refused in (("jobqueue_operator", psycopg.errors.InsufficientPrivilege),
+                                   ("jobqueue_admin", psycopg.errors.InsufficientPrivilege)):
+            web.execute("BEGIN")
+            web.execute("SELECT t.*, set_config('role', %s, true) FROM jobqueue.act_as_token(%s) AS t",
+                        (acting_as, world.op))
+            for call in (
+                "SELECT jobqueue.purge_dead_letters('{}', 10)",
+                "SELECT jobqueue.archive_dead_letters(1)",
+                f"SELECT jobqueue.delete_job({done})",
+                """SELECT jobqueue.configure_queue('op-q', '{"max_attempts": 3}')""",
+                """SELECT jobqueue.set_retry_policy('o', '{"max_attempts": 3}')""",
+                "SELECT * FROM jobqueue.create_token('admin')",
+                "SELECT jobqueue.revoke_token(1)",
+                "SELECT * FROM jobqueue.api_tokens",
+                "SELECT jobqueue.set_tenant_role('jobqueue_web', 'T')",
+                "SELECT jobqueue.set_tenant_rate_limit('T', 1, 1)",
+                """SELECT jobqueue.set_schedule('s', '* * * * *', '{"type": "x"}')""",
+                "SELECT jobqueue.remove_schedule('s')",
+                "SELECT jobqueue.remove_alert_channel('c')",
+                "SELECT * FROM jobqueue.list_alert_channels()",
+            ):
+                web.execute("SAVEPOINT s")
+                with pytest.raises(refused):
+                    web.execute(call)
+                web.execute("ROLLBACK TO SAVEPOINT s")
+            if acting_as == "jobqueue_operator":  # what an operator may do, it may
+                web.execute("SELECT jobqueue.pause_queue('op-q'), jobqueue.resume_queue('op-q')")
+                assert web.execute("SELECT jobqueue.retry(%s)", (dead,)).fetchone() is not None
+            else:  # the wrong role for its token: not even a read
+                with pytest.raises(refused, match="token of role operator acts as jobqueue_operator"):
+                    web.execute("SELECT count(*) FROM jobqueue.jobs")
+            web.execute("ROLLBACK")
+    assert snapshot(api) == before
+    # through the API an operator may pause, resume, retry and redrive; an admin may purge and configure
+    assert api.request("POST", f"{API}/queues/op-q/pause", world.op).status == 200
+    assert api.request("POST", f"{API}/queues/op-q/resume", world.op).status == 200
+    assert api.request("POST", f"{API}/jobs/{dead}/retry", world.op).json == {"id": dead, "state": "pending"}
+    r = api.request("PATCH", f"{API}/queues/op-q", world.admin, json_body={"max_attempts": 2})
+    assert r.status == 200 and r.json["settings"]["max_attempts"] == 2
+    assert api.request("DELETE", f"{API}/jobs/{done}", world.admin).json["deleted"] is True
+
+
+def test_overview_reads_the_redis_mirror_when_fresh_and_the_database_otherwise(
+    api_server: ApiServer, world: World  # noqa: F811
+) -> None:
+    if OVERVIEW_REDIS is None:
+        pytest.skip(NO_REDIS)
+    import redis
+
+    api = api_server
+    queue = f"mirrored-{uuid.uuid4().hex[:8]}"
+    assert api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "m", "queue": queue}).status == 201
+
+    def overview() -> tuple[str, int | None]:
+        conn = http.client.HTTPConnection(api.host, api.port, timeout=30)
+        conn.request("GET", "/", headers={"Cookie": f"jobqueue_session={world.admin}"})
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        conn.close()
+        assert resp.status == 200, body
+        cache = re.search(r'data-cache="(\w+)"', body)
+        pending = re.search(rf'<tr data-queue="{queue}">.*?<td class="n"[^>]*>(\d+)</td>', body, re.S)
+        assert cache is not None
+        return cache.group(1), int(pending.group(1)) if pending else None
+
+    client = redis.Redis.from_url(OVERVIEW_REDIS, decode_responses=True)
+    key = f"jobqueue:queue:{queue}"
+    figures = {"pending": "777.0", "scheduled": "0.0", "retrying": "0.0", "processing": "0.0",
+               "dead_letters": "0.0", "oldest_pending_age_s": "1.0", "paused": "0"}
+    try:
+        assert overview() == ("empty", 1)  # configured, nothing mirrored: the database
+        client.sadd("jobqueue:queues", queue)
+        client.expire("jobqueue:queues", 60)
+        client.hset(key, mapping={**figures, "updated_at": repr(time.time())})
+        client.expire(key, 60)
+        assert overview() == ("used", 777)  # present and fresh: the mirror's figures
+        client.hset(key, "updated_at", repr(time.time() - 3600))
+        assert overview() == ("stale", 1)  # an hour old: the database
+    finally:
+        client.srem("jobqueue:queues", queue)
+        client.delete(key)
+        client.close()
+    # a tenant's token never reads the mirror (it holds every tenant's figures)
+    conn = http.client.HTTPConnection(api.host, api.port, timeout=30)
+    conn.request("GET", "/", headers={"Cookie": f"jobqueue_session={world.a_op}"})
+    assert 'data-cache="none"' in conn.getresponse().read().decode()
+    conn.close()
 
 
 def test_producer_tokens_see_only_their_own_jobs(api_server: ApiServer) -> None:  # noqa: F811

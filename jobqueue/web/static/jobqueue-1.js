@@ -5,8 +5,9 @@
   var REFRESH_MS = 500;
 
   // Live updates: one EventSource per page (it resumes with Last-Event-ID by itself). Each
-  // batch of job events fires jq:changed (lists and figures refresh, throttled by htmx) and
-  // jq:job-<id> for each job (its detail page refreshes).
+  // batch of job events and queue changes (job_id null: paused, resumed, configured) fires
+  // jq:changed (lists and figures refresh, throttled by htmx) and jq:job-<id> for each job
+  // (its detail page refreshes).
   function connect() {
     var url = body.getAttribute("data-live");
     if (!url || !window.EventSource) return;
@@ -15,6 +16,11 @@
     var source = new EventSource(url);
     source.onopen = function () { if (mark) mark.classList.add("on"); };
     source.onerror = function () { if (mark) mark.classList.remove("on"); };
+    // Leaving the page closes the stream: a page kept in the back-forward cache would
+    // otherwise hold its connection open (a browser allows six per host: after a few
+    // pages, the next navigation waited for one). Coming back from that cache reopens it.
+    window.addEventListener("pagehide", function () { source.close(); });
+    window.addEventListener("pageshow", function (ev) { if (ev.persisted) location.reload(); });
     // Coalesce: at most one refresh per REFRESH_MS, and the last batch always gets one (a
     // plain throttle would drop it and leave the page stale).
     var pending = null;
@@ -32,7 +38,10 @@
         pending = { events: [], jobs: new Set() };
         setTimeout(flush, REFRESH_MS);
       }
-      fresh.forEach(function (e) { pending.events.push(e); pending.jobs.add(e.job_id); });
+      fresh.forEach(function (e) {
+        pending.events.push(e);
+        if (e.job_id !== null) pending.jobs.add(e.job_id);
+      });
     });
   }
 
