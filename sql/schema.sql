@@ -1100,6 +1100,10 @@ $$;
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION jobqueue._enqueue(jobs jsonb, single boolean) RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, jobqueue, pg_temp
+    -- generic plans (revision 0016): with the default, the statements whose arrays are
+    -- parameters (the queue-cap check, the id allotment) got a custom plan at every call,
+    -- planning costing more than running them (0.1 of ~0.7 ms server time of an enqueue_many)
+    SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -1,4 +1,4 @@
-"""The web layer's gaps (issue 18): jobqueue_operator, queue changes in job_events, _tenant() simplified.
+"""The web layer's gaps (issue 18): jobqueue_operator, queue changes in job_events.
 
 Revision ID: 0015
 Revises: 0014
