@@ -108,7 +108,10 @@ def snapshot(api: ApiServer) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
+def browser(api_server: ApiServer) -> Iterator[WebDriver]:  # noqa: F811
+    # Asks for the server only to be set up after it and so closed before it: a browser still
+    # on a live page holds its event stream open, and the server, stopped first, waited 20 s
+    # for it (its stop timeout) at the end of every run of this module.
     try:
         driver = new_driver(1280, 800)
     except ChromiumUnavailable as exc:
