@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobqueue.errors import ConfigurationError, InvalidInput
-
-Rows = list[dict[str, Any]]
+from jobqueue.sql import Rows, StatementRunner
 
 #: Where detection enqueues notifications: the contract with the delivery handler.
 NOTIFY_QUEUE = "jobqueue.alerts"
@@ -123,11 +122,8 @@ def number_or_text(raw: str) -> Any:
     return raw
 
 
-class AlertMethods:
+class AlertMethods(StatementRunner):
     """Mixed into JobQueue: alert incidents, rules and channels (docs/sql-api.md "Alerts")."""
-
-    def _fetch(self, name: str, params: Mapping[str, Any]) -> Rows:  # provided by JobQueue
-        raise NotImplementedError
 
     # -- incidents ---------------------------------------------------------------------------
 

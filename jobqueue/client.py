@@ -1,18 +1,15 @@
 """The Python face of the SQL API: enqueue (also inside your own transaction), reads, admin.
 
 Every call goes through a named statement in ``sql/queries.sql`` that calls the same public
-SQL functions other services call; nothing here re-implements queue logic.
+SQL functions other services call; nothing here re-implements queue logic. The arguments are
+shaped into parameters by :mod:`jobqueue.params`; connections come from :mod:`jobqueue.pool`.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
 import math
 import os
-import random
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -21,7 +18,6 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
-from psycopg_pool.base import AttemptWithBackoff
 
 from jobqueue import tracing
 from jobqueue.alerting import AlertMethods
@@ -30,97 +26,31 @@ from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget, WorkerConfig, res
 from jobqueue.db import check_schema, connect, translate
 from jobqueue.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobQueueError, SchemaOutOfDate
 from jobqueue.models import ErrorClass, Job, Priority
+from jobqueue.params import dumps, list_params, plain_rows, seconds
+
+# "name as name": exported from here too (mypy --strict), as when they were defined here
+from jobqueue.params import enqueue_params as enqueue_params
+from jobqueue.params import interval_param as interval_param
+from jobqueue.params import job_document as job_document
+from jobqueue.params import priority_param as priority_param
+from jobqueue.pool import POOL_CHECK_IDLE_S as POOL_CHECK_IDLE_S
+from jobqueue.pool import POOL_RECONNECT_MAX_DELAY_S as POOL_RECONNECT_MAX_DELAY_S
+from jobqueue.pool import POOL_RECONNECT_TIMEOUT_S, Pool
+from jobqueue.pool import ReconnectAttempt as ReconnectAttempt
 from jobqueue.retry import RetryCallable, as_timedelta
 from jobqueue.schedules import ScheduleMethods
-from jobqueue.sql import query
-from jobqueue.tasks import ENQUEUE_OPTIONS, Registry, TaskDecorator
+from jobqueue.sql import Rows, query
+from jobqueue.tasks import Registry, TaskDecorator
 
 POOL_MAX_SIZE = 10
-#: Keep trying to reconnect for as long as the process lives: a queue must outlast outages.
-POOL_RECONNECT_TIMEOUT_S = 365 * 24 * 3600.0
-#: Longest wait between two attempts to replace a lost pooled connection. psycopg_pool's own
-#: back-off doubles without bound (1, 2, 4, 8, 16 s ...): after a 10 s outage its next
-#: attempt came 15 s later, after 20 s 31 s later, and every caller waited for it.
-POOL_RECONNECT_MAX_DELAY_S = 2.0
-#: A pooled connection idle for longer than this is checked (an empty query) before use;
-#: one returned more recently was working a moment ago and is used at once. Checking every
-#: checkout costs a round trip and a transaction per enqueue, claim and acknowledgement.
-POOL_CHECK_IDLE_S = 5.0
 POOL_GET_TIMEOUT_S = 30.0
 #: At or above this many jobs, enqueue_many loads them with COPY instead of one JSON array.
 COPY_THRESHOLD = 1000
 
-_INTERVAL_OPTIONS = ("delay", "timeout", "visibility_timeout")
-
 # Aliases: inside JobQueue, `list` is a method name.
-Rows = list[dict[str, Any]]
 Tuples = list[tuple[Any, ...]]
 Ids = list[int]
 Jobs = list[Job]
-_JSON_OPTIONS = ("retry_policy", "metadata")
-
-
-class ReconnectAttempt(AttemptWithBackoff):
-    """psycopg_pool's reconnection back-off, capped at POOL_RECONNECT_MAX_DELAY_S.
-
-    Delays: 1 s (± 10 %), doubling, then a random wait in [cap / 2, cap] for as long as the
-    server stays away, so a fleet of workers comes back within ~cap seconds of the server
-    without knocking on it in step."""
-
-    def update_delay(self, now: float) -> None:
-        super().update_delay(now)
-        if self.delay > POOL_RECONNECT_MAX_DELAY_S:
-            self.delay = POOL_RECONNECT_MAX_DELAY_S * (0.5 + random.random() / 2)
-
-
-class _Pool(ConnectionPool[psycopg.Connection[dict[str, Any]]]):
-    """A psycopg_pool with a capped reconnection back-off (:class:`ReconnectAttempt`) that
-    notes when each connection came back, for :func:`_check_if_idle`. (A pool ``reset``
-    hook would do that too, but makes psycopg_pool return every connection through a worker
-    thread: a thread hand-off per enqueue.)
-
-    When one idle connection fails its check, the others most likely died with it (a server
-    restart, a failover): all of them are checked at once, on a thread of their own, instead
-    of being met one by one, each behind psycopg_pool's doubling pause (1, 2, 4, 8 ... s),
-    which made the first call of an idle pool of six time out after a restart."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._sweeping = threading.Lock()
-        super().__init__(*args, check=self._check_idle, **kwargs)
-
-    def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
-        try:
-            _check_if_idle(conn)
-        except Exception:
-            if self._sweeping.acquire(blocking=False):
-                threading.Thread(target=self._sweep, name="jobqueue-pool-sweep", daemon=True).start()
-            raise
-
-    def _sweep(self) -> None:
-        try:
-            self.check()  # takes every idle connection out at once; replaces the broken ones
-        except Exception:  # the pool closed meanwhile: nothing to sweep
-            pass
-        finally:
-            self._sweeping.release()
-
-    def putconn(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
-        conn._jobqueue_idle_since = time.monotonic()  # type: ignore[attr-defined]
-        super().putconn(conn)
-
-    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
-        # The first failure of a replacement starts the back-off; psycopg_pool hands the
-        # same attempt object on to each rescheduled try, so the cap holds for all of them.
-        super()._add_connection(attempt or ReconnectAttempt(timeout=self.reconnect_timeout), growing)
-
-
-def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
-    """Pool check hook: a closed connection fails at once; a long-idle one is pinged."""
-    if conn.closed or conn.broken:
-        raise psycopg.OperationalError("the pooled connection is closed")
-    since = getattr(conn, "_jobqueue_idle_since", None)
-    if since is None or time.monotonic() - since > POOL_CHECK_IDLE_S:
-        ConnectionPool.check_connection(conn)
 
 
 class JobQueue(ScheduleMethods, AlertMethods):
@@ -185,7 +115,7 @@ class JobQueue(ScheduleMethods, AlertMethods):
     @property
     def pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
         if self._pool is None:
-            self._pool = _Pool(
+            self._pool = Pool(
                 self.target.url,
                 min_size=1,
                 max_size=self.pool_size,
@@ -365,7 +295,7 @@ class JobQueue(ScheduleMethods, AlertMethods):
         [after, before)."""
         if limit < 1 or limit > 10_000:
             raise InvalidInput("limit: must be between 1 and 10000", field="limit")
-        params = _list_params(locals())
+        params = list_params(locals())
         return [Job.from_row(row) for row in self._fetch("list_jobs", {**params, "limit": limit})]
 
     def count(self, *, cap: int = 10_000, **filters: Any) -> tuple[int, bool]:
@@ -374,7 +304,7 @@ class JobQueue(ScheduleMethods, AlertMethods):
         more than ``cap``."""
         if cap < 1 or cap > 10_000:
             raise InvalidInput("cap: must be between 1 and 10000", field="cap")
-        params = _list_params({"states": None, "before_id": None, **filters})
+        params = list_params({"states": None, "before_id": None, **filters})
         sql = f"SELECT count(*) AS n FROM ({query('list_jobs')}) AS page"  # a named statement, not input
         with self._conn() as conn, self._translated(conn):
             row = conn.execute(sql, {**params, "limit": cap + 1}).fetchone()
@@ -595,6 +525,7 @@ class JobQueue(ScheduleMethods, AlertMethods):
             raise DatabaseUnavailable(f"could not connect to {self.target.display}: {_one_line(exc)}") from exc
 
     def _fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
+        """:meth:`jobqueue.sql.StatementRunner._fetch`, on a pooled connection."""
         with self._conn() as conn, self._translated(conn):
             cur = conn.execute(query(name), params)
             return cur.fetchall() if cur.description else []
@@ -658,165 +589,6 @@ def _run_sqlalchemy(connection: Any, sql: str, params: Mapping[str, Any]) -> Tup
         if isinstance(exc.orig, psycopg.Error):
             raise translate(exc.orig) from exc
         raise
-
-
-# -- parameter shaping (pure) --------------------------------------------------------------------
-
-
-def dumps(value: Any, field: str) -> str:
-    """JSON text for the database; NaN, Infinity and non-JSON values are refused by field."""
-    try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), default=_json_default)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"{field}: {exc}", field=field) from exc
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def seconds(value: timedelta) -> float:
-    return value.total_seconds()
-
-
-#: The filters of JobQueue.list / count (the list_jobs statement's parameters but limit).
-_LIST_FILTERS = (
-    "states",
-    "queue",
-    "type",
-    "tenant_id",
-    "before_id",
-    "tag",
-    "created_by",
-    "created_after",
-    "created_before",
-    "finished_after",
-    "finished_before",
-)
-
-
-def _list_params(given: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(given) - set(_LIST_FILTERS) - {"self", "limit"}
-    if unknown:
-        name = sorted(unknown)[0]
-        raise InvalidInput(f"{name}: unknown filter (known: {', '.join(_LIST_FILTERS)})", field=name)
-    params = {name: given.get(name) for name in _LIST_FILTERS}
-    params["states"] = list(params["states"]) if params["states"] else None
-    return params
-
-
-def enqueue_params(type: str, payload: Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The named parameters of the ``enqueue`` statement; unknown options refused by name."""
-    unknown = set(options) - ENQUEUE_OPTIONS
-    if unknown:
-        name = sorted(unknown)[0]
-        raise InvalidInput(f"{name}: not an enqueue option", field=name)
-    if not isinstance(type, str):
-        raise InvalidInput("type: must be a string", field="type")
-    if payload is not None and not isinstance(payload, Mapping):
-        raise InvalidInput("payload: must be a JSON object (a mapping)", field="payload")
-    params: dict[str, Any] = {name: None for name in ENQUEUE_OPTIONS}
-    params.update({k: v for k, v in options.items() if v is not None})
-    params["type"] = type
-    params["payload"] = dumps(dict(payload or {}), "payload")
-    params["priority"] = priority_param(params["priority"])
-    for name in _INTERVAL_OPTIONS:
-        params[name] = interval_param(params[name], name)
-    for name in _JSON_OPTIONS:
-        if params[name] is not None:
-            params[name] = dumps(params[name], name)
-    if params["tags"] is not None:
-        if isinstance(params["tags"], str) or not all(isinstance(t, str) for t in params["tags"]):
-            raise InvalidInput("tags: must be a list of strings", field="tags")
-        params["tags"] = list(params["tags"])
-    if params["depends_on"] is not None:
-        deps = list(params["depends_on"])
-        if not all(isinstance(d, int) and not isinstance(d, bool) for d in deps):
-            raise InvalidInput("depends_on: must be a list of job ids", field="depends_on")
-        params["depends_on"] = deps
-    for name in ("run_at", "expires_at"):
-        value = params[name]
-        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
-            raise InvalidInput(f"{name}: must be a timezone-aware datetime", field=name)
-    return params
-
-
-def job_document(index: int, job: Mapping[str, Any]) -> str:
-    """One element of an enqueue_many batch as JSON text (intervals as seconds)."""
-    if not isinstance(job, Mapping) or "type" not in job:
-        raise InvalidInput(f"jobs[{index}]: must be a mapping with a 'type'", field="jobs")
-    doc: dict[str, Any] = {}
-    for key, value in job.items():
-        if key not in ENQUEUE_OPTIONS and key not in ("type", "payload"):
-            raise InvalidInput(f"jobs[{index}].{key}: not an enqueue option", field=key)
-        if value is None:
-            continue
-        if key == "priority":
-            value = priority_param(value)
-        elif key in _INTERVAL_OPTIONS:
-            interval = interval_param(value, key)
-            value = None if interval is None else interval.total_seconds()
-        elif isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise InvalidInput(f"jobs[{index}].{key}: must be a timezone-aware datetime", field=key)
-            value = value.isoformat()
-        doc[key] = value
-    return dumps(doc, f"jobs[{index}]")
-
-
-_PLAIN_KEYS = frozenset({"type", "payload", "queue", "priority", "max_attempts"})
-
-
-def plain_rows(jobs: Sequence[Any]) -> list[tuple[Any, ...]] | None:
-    """COPY rows (n, type, payload, queue, priority, max_attempts) when every job is plain:
-    only those keys, of the simple types. None otherwise: the general path then checks
-    everything and names what is wrong."""
-    rows: list[tuple[Any, ...]] = []
-    for n, job in enumerate(jobs):
-        if not isinstance(job, Mapping) or not _PLAIN_KEYS.issuperset(job):
-            return None
-        type_, payload = job.get("type"), job.get("payload")
-        queue, priority, attempts = job.get("queue"), job.get("priority"), job.get("max_attempts")
-        if (
-            not isinstance(type_, str)
-            or not (payload is None or isinstance(payload, Mapping))
-            or not (queue is None or isinstance(queue, str))
-            or not (priority is None or (isinstance(priority, int) and not isinstance(priority, bool)))
-            or not (attempts is None or (isinstance(attempts, int) and not isinstance(attempts, bool)))
-        ):
-            return None
-        body = dumps(payload, f"jobs[{n}].payload") if payload else "{}"
-        rows.append((n, type_, body, queue, None if priority is None else int(priority), attempts))
-    return rows
-
-
-def priority_param(value: Any) -> int | str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidInput("priority: must be 0..10 or low, normal, high, critical", field="priority")
-    if isinstance(value, Priority):
-        return int(value)
-    if isinstance(value, int | str):
-        return value
-    raise InvalidInput("priority: must be 0..10 or low, normal, high, critical", field="priority")
-
-
-def interval_param(value: Any, name: str) -> timedelta | None:
-    if value is None:
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInput(f"{name}: must be a finite number of seconds", field=name)
-    try:
-        return as_timedelta(value)
-    except TypeError as exc:
-        raise InvalidInput(f"{name}: {exc}", field=name) from exc
 
 
 def _one_line(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobqueue.errors import InvalidInput
+from jobqueue.sql import Rows, StatementRunner
 
 log = logging.getLogger("jobqueue.schedules")
 
@@ -37,8 +38,6 @@ TEMPLATE_KEYS = frozenset(
         "visibility_timeout",
     }
 )
-
-Rows = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -80,13 +79,10 @@ def template(type: str, payload: Mapping[str, Any] | None = None, **options: Any
     return job
 
 
-class ScheduleMethods:
+class ScheduleMethods(StatementRunner):
     """Mixed into JobQueue: declarations and the schedule API (see docs/tasks.md)."""
 
     application_name: str
-
-    def _fetch(self, name: str, params: Mapping[str, Any]) -> Rows:  # provided by JobQueue
-        raise NotImplementedError
 
     @property
     def declared_schedules(self) -> dict[str, Periodic]:

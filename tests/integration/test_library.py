@@ -355,7 +355,7 @@ def test_pool_is_back_within_seconds_of_a_long_outage(db_url: str) -> None:
     saw workers idle for 29 s after 5 s restarts). The capped back-off tries every 1-2 s,
     so the first call after the server is back waits at most about that long.
 
-    Checked to fail: with jobqueue's _Pool._add_connection removed, the call after healing
+    Checked to fail: with jobqueue.pool.Pool._add_connection removed, the call after healing
     times out (pool_timeout 8 s) with DatabaseUnavailable."""
     from jobqueue import DatabaseUnavailable
     from tests.support.proxy import proxied
@@ -385,9 +385,9 @@ def test_idle_pool_is_usable_at_once_after_its_connections_died(db_url: str) -> 
     the restart timed out although the server was back. The first failed check now sweeps
     the whole pool at once.
 
-    Checked to fail: with _Pool._check_idle's sweep removed, the call raises
+    Checked to fail: with jobqueue.pool.Pool._check_idle's sweep removed, the call raises
     DatabaseUnavailable after pool_timeout (8 s)."""
-    from jobqueue import client as client_module
+    from jobqueue import pool as pool_module
     from tests.support.proxy import proxied
 
     proxy, url = proxied(db_url)
@@ -398,7 +398,7 @@ def test_idle_pool_is_usable_at_once_after_its_connections_died(db_url: str) -> 
                 conn.execute("SELECT 1")
                 jq.pool.putconn(conn)
             for conn in held:  # idle for longer than the pool's ping threshold
-                conn._jobqueue_idle_since -= client_module.POOL_CHECK_IDLE_S + 1  # type: ignore[attr-defined]
+                conn._jobqueue_idle_since -= pool_module.POOL_CHECK_IDLE_S + 1  # type: ignore[attr-defined]
             proxy.refuse()  # every connection dies ...
             proxy.heal()  # ... and the server is back at once
             began = time.monotonic()

@@ -35,12 +35,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.migrations",
         "jobqueue.sql",
         "jobqueue.db",
+        "jobqueue.pool",
         "jobqueue.tracing",  # OpenTelemetry spans (optional extra); imports nothing of jobqueue
     ),
     # the library: tasks, periodic schedules, then the client that enqueues them, the LISTEN loop
     # (the built-in notify task and its channels come before the client, which registers it)
     (
         "jobqueue.tasks",
+        "jobqueue.params",
         "jobqueue.schedules",
         "jobqueue.alerts.channels",
         "jobqueue.alerts.smtp",
