@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from jobqueue.db import REQUIRED_SCHEMA_VERSION
 from tests.support.cli import run_cli as run
 
 pytestmark = pytest.mark.timeout(180)
@@ -85,7 +86,7 @@ def test_missing_schema_is_reported_and_migrate_fixes_it(server: object, tmp_pat
         again = run("--database-url", url, "migrate", "--check")
         assert again.returncode == 0 and "up to date" in again.stdout
         status = run("--database-url", url, "db", "status", "--json")
-        assert status.returncode == 0 and '"schema_version": 5' in status.stdout
+        assert status.returncode == 0 and f'"schema_version": {REQUIRED_SCHEMA_VERSION}' in status.stdout
     finally:
         with psycopg.connect(SERVER.url(SERVER.maintenance_db), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

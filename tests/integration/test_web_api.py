@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from jobqueue.db import REQUIRED_SCHEMA_VERSION
 from tests.support.sql_api import claim_one, one
 from tests.support.web import ApiServer, Reply, api_server  # noqa: F401 - the module's server fixture
 
@@ -128,7 +129,7 @@ def test_health_readiness_and_openapi(api_server: ApiServer) -> None:  # noqa: F
     api = api_server
     assert api.request("GET", "/healthz").json == {"status": "ok"}
     ready = api.request("GET", "/readyz")
-    assert ready.status == 200 and ready.json["schema_version"] >= 5
+    assert ready.status == 200 and ready.json["schema_version"] >= REQUIRED_SCHEMA_VERSION
     spec = api.request("GET", f"{API}/openapi.json")
     assert spec.status == 200
     paths = spec.json["paths"]
