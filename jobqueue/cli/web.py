@@ -18,6 +18,10 @@ from jobqueue.cli._context import Context, pass_context
 from jobqueue.cli._output import echo_json, print_table, report
 from jobqueue.cli._params import Duration, json_option, option
 
+#: Seconds a stopping `jobqueue serve` gives requests in flight before it cancels what is left
+#: (open live streams): uvicorn otherwise waits for every connection to end.
+SHUTDOWN_GRACE_S = 5
+
 #: Token roles (jobqueue.web.auth.ROLE_OF_TOKEN maps them to database roles).
 TOKEN_ROLES = ("viewer", "producer", "operator", "admin")
 TOKEN_COLUMNS = (
@@ -60,13 +64,29 @@ def serve(ctx: Context, host: str, port: int, cors_origins: tuple[str, ...], wor
     target = ctx.target()
     # uvicorn's access log prints paths, never headers: tokens never reach it (they are
     # refused in URLs).
+    # On SIGINT/SIGTERM, requests in flight get SHUTDOWN_GRACE_S to finish; then open live
+    # streams (a dashboard left open never ends its own) are cancelled, so the server stops.
     if workers == 1:
-        uvicorn.run(create_app(target=target, cors_origins=cors_origins), host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_app(target=target, cors_origins=cors_origins),
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
         return
     # several processes: each builds its app from the environment (uvicorn needs an import string)
     os.environ[ENV_DATABASE_URL] = target.url
     os.environ[ENV_CORS_ORIGINS] = json.dumps(list(cors_origins))
-    uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
 
 
 @click.group()

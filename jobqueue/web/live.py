@@ -33,7 +33,7 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -253,10 +253,16 @@ class _AnyQueueListener(Listener):
 
 
 async def follow(
-    opener: SessionOpener, conn_of: HTTPConnection, wakeups: Wakeups, start: Cursor
+    opener: SessionOpener,
+    conn_of: HTTPConnection,
+    wakeups: Wakeups,
+    start: Cursor,
+    gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[tuple[Cursor, list[dict[str, Any]]]]:
     """Yield (cursor, new events) after every read that found some, and (cursor, []) when
-    ``KEEPALIVE_S`` passed without any, forever."""
+    ``KEEPALIVE_S`` passed without any, until ``gone()`` says the client left (checked every
+    round, so a stream whose client went away ends within ``POLL_INTERVAL_S``, not at its next
+    write: an SSE response learns of a closed connection only when it writes)."""
     follower = EventFollower(start)
     wakeups.start()  # the app's one LISTEN connection, opened by its first stream
     loop = asyncio.get_running_loop()
@@ -266,7 +272,7 @@ async def follow(
         with opener(conn_of) as conn:
             return follower.read(conn)
 
-    while True:
+    while gone is None or not await gone():
         events = await anyio.to_thread.run_sync(read)
         if events or loop.time() - last >= KEEPALIVE_S:
             last = loop.time()
@@ -315,7 +321,7 @@ def routes(opener: SessionOpener, wakeups: Wakeups, check: Callable[[HTTPConnect
 
         async def body() -> AsyncIterator[str]:
             yield f"retry: 1000\nid: {start.encode()}\n: connected\n\n"
-            async for cursor, events in follow(opener, request, wakeups, start):
+            async for cursor, events in follow(opener, request, wakeups, start, request.is_disconnected):
                 if events:
                     yield f"id: {cursor.encode()}\nevent: jobs\ndata: {json.dumps(events)}\n\n"
                 else:

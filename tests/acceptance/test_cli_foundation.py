@@ -110,7 +110,7 @@ def test_embedded_server_lifecycle_in_a_fresh_home(tmp_path: Path) -> None:
         assert status.returncode == 0 and "running: True" in status.stdout
         demo = run("demo", env=env)
         assert demo.returncode == 0, demo.stderr
-        assert "PostgreSQL 18" in demo.stdout and "jobqueue schema 5" in demo.stdout
+        assert "PostgreSQL 18" in demo.stdout and f"jobqueue schema {REQUIRED_SCHEMA_VERSION}" in demo.stdout
     finally:
         stop = run("db", "stop", env=env)
     assert stop.returncode == 0 and "stopped" in stop.stdout

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from jobqueue.db import REQUIRED_SCHEMA_VERSION
 from tests.conftest import ROOT, SERVER
 
 pytestmark = pytest.mark.timeout(600)
@@ -58,7 +59,7 @@ def test_wheel_installs_and_migrates_outside_the_checkout(tmp_path: Path) -> Non
         )
         assert proc.returncode == 0, proc.stderr
         with psycopg.connect(SERVER.url(name)) as conn:
-            assert conn.execute("SELECT jobqueue.schema_version()").fetchone() == (5,)
+            assert conn.execute("SELECT jobqueue.schema_version()").fetchone() == (REQUIRED_SCHEMA_VERSION,)
         # The installed package resolves its resources from inside itself, not from this checkout.
         where = subprocess.run(
             [str(python), "-c", "from jobqueue.migrations import resource_dir; print(resource_dir('sql'))"],

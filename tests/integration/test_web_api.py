@@ -9,18 +9,24 @@ import http.client
 import os
 import random
 import re
+import signal
+import socket
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
+from jobqueue.cli.web import SHUTDOWN_GRACE_S
 from jobqueue.db import REQUIRED_SCHEMA_VERSION
+from tests.support.cli import ROOT, cli_env
 from tests.support.sql_api import claim_one, one
-from tests.support.web import ApiServer, Reply, api_server  # noqa: F401 - the module's server fixture
+from tests.support.web import ApiServer, Reply, api_server, free_port  # noqa: F401 - the module's server fixture
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -689,3 +695,46 @@ def test_a_forged_token_setting_gives_nothing(api_server: ApiServer) -> None:  #
         with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification):
             web.execute("SELECT count(*) FROM jobqueue.jobs")
         web.execute("ROLLBACK")
+
+
+def test_serve_stops_on_sigterm_while_a_live_stream_is_open(api_server: ApiServer, tmp_path: Path) -> None:  # noqa: F811
+    """A dashboard left open keeps its event stream busy with keep-alives forever; uvicorn on
+    its own waits for every connection to end, so `jobqueue serve` never stopped while one was
+    open. It now gives requests SHUTDOWN_GRACE_S, then cancels what is left and exits."""
+    args = [str(a) for a in api_server.process.args]  # type: ignore[union-attr]
+    port = free_port()
+    args[args.index("--port") + 1] = str(port)
+    token = api_server.token("viewer", name="stop with a stream open")
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=cli_env({}))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "jobqueue serve did not listen"
+                time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as stream:
+            stream.sendall(
+                f"GET /live/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                "Accept: text/event-stream\r\n\r\n".encode()
+            )
+            seen = b""
+            while b": connected" not in seen:
+                chunk = stream.recv(4096)
+                assert chunk, seen
+                seen += chunk
+            assert seen.startswith(b"HTTP/1.1 200"), seen
+            proc.send_signal(signal.SIGTERM)
+            # the client keeps its connection open throughout: before, this waited forever.
+            # (uvicorn re-raises the signal once it has shut down: exit status -SIGTERM.)
+            status = proc.wait(timeout=SHUTDOWN_GRACE_S + 25)
+            log = (tmp_path / "serve.log").read_text()
+            assert status in (0, -signal.SIGTERM) and "Application shutdown complete" in log, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

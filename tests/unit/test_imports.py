@@ -61,6 +61,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.outcome",
         "jobqueue.lease",
         "jobqueue.reports",
+        "jobqueue.handlers",  # the worker's handler threads
+        "jobqueue.alerts.claiming",  # the worker's claims of the alert notifications' queue
         "jobqueue.worker",
         "jobqueue.mirror",
         "jobqueue.exporter",
