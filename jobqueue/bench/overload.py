@@ -61,6 +61,8 @@ from jobqueue.bench.statements import NOOP_TYPE, QUEUE
 DURATION_S = 600.0
 QUICK_DURATION_S = 40.0
 WINDOW_S = 5.0
+#: --quick (a smoke run): shorter windows, so each phase's end is seen sooner.
+QUICK_WINDOW_S = 2.0
 FACTOR = 1.3
 #: Offered rate after the overload window, as a fraction of the capacity.
 RECOVERY_FACTOR = 0.5
@@ -184,7 +186,7 @@ class OverloadConfig:
             concurrency=int(concurrency),
             capacity_jobs=QUICK_CAPACITY_JOBS if quick else CAPACITY_JOBS,
             backlog_jobs=int(backlog),
-            window_s=float(extra.get("window_s") or WINDOW_S),
+            window_s=float(extra.get("window_s") or (QUICK_WINDOW_S if quick else WINDOW_S)),
         )
 
 

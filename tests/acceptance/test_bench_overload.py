@@ -42,7 +42,7 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
     png = Path(row["extra"]["png"])
     assert png == tmp_path / "run.overload.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     windows = detail["windows"]
-    # Only the overload lasts a fixed time (--duration 10: two 5 s windows); the drains may
+    # Only the overload lasts a fixed time (--duration 10: five 2 s windows with --quick); the drains may
     # end within one window on a fast machine, so their windows are not required.
     phases = {w["phase"] for w in windows}
     assert "overload" in phases and phases <= PHASES | {"reference-load", "backlog-load", "recovered", "idle", "done"}
