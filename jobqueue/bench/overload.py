@@ -225,7 +225,8 @@ class RunState:
 
 
 class Producer:
-    """Offers ``rate`` jobs per second in ``enqueue_many`` calls of at most 128 jobs."""
+    """Offers ``rate`` jobs per second in ``enqueue_many`` calls of at most 128 jobs, 100
+    times a second (PRODUCER_TICK_S)."""
 
     def __init__(self, url: str) -> None:
         from jobqueue.client import JobQueue
@@ -256,16 +257,26 @@ class Producer:
         self.jq.close()
 
     def _run(self) -> None:
+        """Every PRODUCER_TICK_S, enqueue what the rate has made due since the last tick, in
+        calls of at most PRODUCER_BATCH jobs, then sleep to the next tick. (Sending whatever
+        was due as soon as the previous call returned made ~1,000 calls a second of ~10 jobs
+        at 9,600 jobs/s: the producer's own server cost was then most of a core.)"""
         try:
+            tick = time.monotonic()
             while not self._stop.is_set():
                 with self._lock:
                     due = int(self.rate * (time.monotonic() - self._base_t)) - (self.sent - self._base_sent)
-                if due <= 0:
-                    self._stop.wait(PRODUCER_TICK_S)
-                    continue
-                size = min(due, PRODUCER_BATCH)
-                self.jq.enqueue_many(noop_jobs(self.sent, size))
-                self.sent += size
+                while due > 0 and not self._stop.is_set():
+                    size = min(due, PRODUCER_BATCH)
+                    self.jq.enqueue_many(noop_jobs(self.sent, size))
+                    self.sent += size
+                    due -= size
+                tick += PRODUCER_TICK_S
+                now = time.monotonic()
+                if tick > now:
+                    self._stop.wait(tick - now)
+                else:
+                    tick = now  # behind: the next tick's due catches up, in calls of PRODUCER_BATCH
         except BaseException as exc:
             self.error = exc
 

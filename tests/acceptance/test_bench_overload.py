@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 
 from jobqueue import bench
-from jobqueue.bench.overload import OverloadConfig
+from jobqueue.bench.overload import PRODUCER_BATCH, PRODUCER_TICK_S, OverloadConfig, Producer
 from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.timeout(280)
@@ -100,3 +101,37 @@ def test_bad_duration_on_the_command_line_touches_nothing(db_url: str, tmp_path:
 def test_overload_is_run_only_when_named() -> None:
     assert "overload" not in bench.parse_only(None)
     assert bench.BenchConfig(only=("overload",)).validate().only == ("overload",)
+
+
+class _CountingProducer(Producer):
+    """The bench's producer, its enqueue_many calls (real ones) counted."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.sizes: list[int] = []
+        real = self.jq.enqueue_many
+
+        def counted(jobs: list[dict[str, Any]]) -> Any:
+            self.sizes.append(len(jobs))
+            return real(jobs)
+
+        self.jq.enqueue_many = counted  # type: ignore[method-assign]
+
+
+def test_producer_sends_each_ticks_due_in_one_call(db_url: str) -> None:
+    """At 3,000 jobs/s and a 10 ms tick the producer sends ~30 jobs a call, however fast a
+    call returns (it used to send whatever was due the moment the last call returned: ~3
+    jobs a call when a call takes 1 ms). A late tick only makes a call larger, so the mean
+    is at least half a tick's worth without timing assumptions."""
+    rate = 3000.0
+    producer = _CountingProducer(db_url)
+    producer.start()
+    producer.set_rate(rate)
+    deadline = time.monotonic() + 30
+    while producer.sent < 3000 and producer.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    producer.stop()
+    assert producer.error is None
+    sizes = producer.sizes[1:-1]  # the first and last ticks are partial
+    assert sizes and max(sizes) <= PRODUCER_BATCH
+    assert sum(sizes) / len(sizes) >= 0.5 * rate * PRODUCER_TICK_S, sizes
