@@ -239,6 +239,15 @@ def test_enqueue_as_token_acts_as_the_token_in_the_database(api_server: ApiServe
         viewer = api.token("viewer")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # the viewer's role has no enqueue
             web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql.bad')", [viewer])
+        # last_used_at: written when due (a minute), not on every request
+        with api.superuser() as su:
+            su.execute("UPDATE jobqueue.api_token SET last_used_at = now() - interval '2 min' WHERE id = %s", [a_id])
+            due = last_used(api, a_id)
+            web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql.used', queue => 'fp-used')", [a_op])
+            written = last_used(api, a_id)
+            web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql.used', queue => 'fp-used')", [a_op])
+            assert due < written == last_used(api, a_id)
+            su.execute("DELETE FROM jobqueue.job WHERE queue = 'fp-used'")
     created = {j["id"]: j for j in jobs(api) if j["type"].startswith("fp.sql")}
     assert set(created) == {theirs["id"], mine}
     assert (created[mine]["tenant_id"], created[mine]["created_by"]) == ("A", f"token:{a_id}")
