@@ -26,8 +26,9 @@ from jobqueue.errors import (
 #: 0004 (jobqueue.health()), 3 from revision 0005 (output caps and the queue setting
 #: max_output_bytes, per-tenant worker ids), 4 from revision 0007 (schedules: sync_schedules,
 #: set_schedule), 5 from revisions 0009 (alerts) and 0011 (API tokens, jobqueue_viewer, jobqueue_web),
-#: 6 from revision 0015 (jobqueue_operator, queue changes in job_events: jobqueue serve).
-REQUIRED_SCHEMA_VERSION = 6
+#: 6 from revision 0015 (jobqueue_operator, queue changes in job_events: jobqueue serve), 7 from
+#: revision 0017 (enqueue_as_token: jobqueue serve's POST /jobs in one statement).
+REQUIRED_SCHEMA_VERSION = 7
 
 #: SQLSTATE -> error class, for errors raised by the SQL API.
 _SQLSTATE_ERRORS: dict[str, type[JobQueueError]] = {

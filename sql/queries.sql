@@ -284,6 +284,15 @@ SELECT jobqueue.revoke_token(%(id)s::bigint) AS revoked;
 SELECT t.*, set_config('role', %(roles)s::jsonb->>t.role, true) AS acting_as
 FROM jobqueue.act_as_token(%(token)s::text) AS t;
 
+-- name: enqueue_as_token
+-- POST /jobs's lean path (jobqueue/web/fastpost.py) in one statement: verify the token, act as
+-- its role and enqueue. Sent through libpq directly (WebDatabase.enqueue_as_async), hence the
+-- positional parameters, all text: $5 (priority) is JSON (7 or "high"), which enqueue takes as
+-- it takes the integer or the name (to_jsonb).
+SELECT jobqueue.enqueue_as_token(token => $1::text, type => $2::text, payload => $3::jsonb, queue => $4::text,
+    priority => $5::jsonb, max_attempts => $6::int, unique_key => $7::text, tenant_id => $8::text,
+    user_id => $9::text) AS id;
+
 -- name: list_alerts
 SELECT * FROM jobqueue.list_alerts(%(state)s::text, %(limit)s::int);
 

@@ -19,18 +19,22 @@ may ``SET ROLE`` to the roles tokens carry. For each request, in one transaction
 The transaction commits when the route returns and rolls back when it raises, so an error
 changes nothing. ``POST /jobs`` (the hot path) uses :meth:`WebDatabase.run_as` instead: the
 same steps with the library's enqueue statement, sent as one pipeline (one round trip);
-its lean path (fastpost.py) the same on the event loop, :meth:`WebDatabase.run_as_async`.
+its lean path (fastpost.py) sends one statement on the event loop,
+``jobqueue.enqueue_as_token`` (:meth:`WebDatabase.enqueue_as_async`), which does the same
+three steps inside the database.
 Failed sign-ins are counted per client address (``FailedAuthLimiter``) and logged without
 the token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +75,10 @@ POOL_SIZE = 10
 POOL_GET_TIMEOUT_S = 10.0
 #: psycopg's prepare_threshold meaning "never on its own": only execute(..., prepare=True).
 ONLY_WHEN_ASKED = 2**62
+#: POST /jobs's lean path in one statement (WebDatabase.enqueue_as_async), and the name it is
+#: prepared under on the event loop pool's connections.
+_ENQUEUE_AS_TOKEN_SQL = query("enqueue_as_token").encode()
+_ENQUEUE_AS_TOKEN = b"jobqueue_enqueue_as_token"
 
 
 @dataclass(frozen=True)
@@ -148,21 +156,22 @@ class WebDatabase:
     def __init__(self, target: DatabaseTarget, *, pool_size: int = POOL_SIZE) -> None:
         self.target = target
         self.limiter = FailedAuthLimiter()
+        self._kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "application_name": "jobqueue-web",
+            # Only the statements run with prepare=True are prepared (act_as_token and the
+            # hot enqueue: function calls, one plan fits all); every other statement stays
+            # unprepared, so each list filter gets a plan for its own values (index scans).
+            # None (nothing prepared) when the target refuses prepared statements (PgBouncer).
+            "prepare_threshold": ONLY_WHEN_ASKED if target.prepared_statements else None,
+        }
         self.pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
             target.url,
             min_size=1,
             max_size=pool_size,
-            kwargs={
-                "autocommit": True,
-                "row_factory": dict_row,
-                "connect_timeout": CONNECT_TIMEOUT_S,
-                "application_name": "jobqueue-web",
-                # Only the statements run with prepare=True are prepared (act_as_token and the
-                # hot enqueue: function calls, one plan fits all); every other statement stays
-                # unprepared, so each list filter gets a plan for its own values (index scans).
-                # None (nothing prepared) when the target refuses prepared statements (PgBouncer).
-                "prepare_threshold": ONLY_WHEN_ASKED if target.prepared_statements else None,
-            },
+            kwargs=self._kwargs,
             timeout=POOL_GET_TIMEOUT_S,
             name="jobqueue-web",
             open=False,
@@ -171,6 +180,8 @@ class WebDatabase:
         #: POST /jobs's pool on the event loop (fastpost.py): opened by :meth:`aopen` in the
         #: app's lifespan; None before (the route then takes the thread pool path).
         self.apool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] | None = None
+        #: the apool connections on which enqueue_as_token is prepared
+        self._prepared: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
 
     def open(self) -> None:
         self.pool.open(wait=False)
@@ -184,7 +195,8 @@ class WebDatabase:
             self.target.url,
             min_size=1,
             max_size=self._pool_size,
-            kwargs=self.pool.kwargs,
+            # UTF-8: enqueue_as_async sends its parameters as UTF-8 text itself
+            kwargs={**self._kwargs, "client_encoding": "UTF8"},
             timeout=POOL_GET_TIMEOUT_S,
             name="jobqueue-web-async",
             open=False,
@@ -258,30 +270,26 @@ class WebDatabase:
             assert rows is not None and principal.token_id
             return rows.fetchall()
 
-    async def run_as_async(
-        self, token: str | None, sql: str, params: Mapping[str, Any], *, client: str = "?"
-    ) -> list[Any]:
-        """:meth:`run_as` on the event loop's pool (:attr:`apool`, opened): the same pipeline,
-        the same checks and errors, without a hop to a thread."""
+    async def enqueue_as_async(self, token: str | None, values: Sequence[bytes | None], *, client: str = "?") -> int:
+        """POST /jobs's lean path: verify ``token`` and enqueue one job as its role and tenant
+        in **one statement**, ``jobqueue.enqueue_as_token`` (act_as_token, SET LOCAL ROLE and
+        enqueue inside the database; one implicit transaction that the Sync commits), on the
+        event loop's pool (:attr:`apool`, opened). ``values``: the statement's parameters
+        after the token (sql/queries.sql ``enqueue_as_token``, $2..$9) as UTF-8 text.
+
+        Sent through libpq itself (one Bind/Execute/Sync, one wait for the answer): psycopg's
+        cursor, adapters and waiting cost about twice the CPU of the call in the server
+        process (docs/performance.md). The statement is prepared once per connection, unless
+        the target refuses prepared statements (a pooler in transaction mode).
+        Returns the job's id. Raises Problem 401/429 as :meth:`session` (a refused token,
+        counted), a jobqueue error for the enqueue's refusal; nothing is written then.
+        """
         token = self._admit(token, client)
         assert self.apool is not None
+        params = [token.encode(), *values]
         try:
             async with self.apool.connection() as conn:
-                acting = rows = None
-                try:
-                    assert conn.autocommit
-                    async with conn.pipeline():
-                        acting = await conn.execute(query("act_as_token"), self._act_params(token), prepare=True)
-                        rows = await conn.cursor(row_factory=tuple_row).execute(sql, params, prepare=True)
-                    principal = _principal(await acting.fetchone())
-                except psycopg.Error as exc:
-                    await _aroll_back(conn)
-                    raise self._pipeline_failure(exc, acting, client) from None if exc.sqlstate == "28000" else exc
-                except BaseException:
-                    await _aroll_back(conn)
-                    raise
-                assert rows is not None and principal.token_id
-                return await rows.fetchall()
+                result = await self._enqueue_as_token(conn, params)
         except psycopg.OperationalError as exc:  # no connection (as connection() says it)
             if exc.sqlstate:
                 raise translate(exc) from exc
@@ -290,6 +298,34 @@ class WebDatabase:
             if type(exc).__name__ == "PoolTimeout":
                 raise DatabaseUnavailable(f"no database connection within {POOL_GET_TIMEOUT_S:g} s") from exc
             raise
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            error = psycopg.errors.error_from_result(result, encoding="utf-8")
+            raise self._refused(error, client) from None if error.sqlstate == "28000" else error
+        value = result.get_value(0, 0)
+        assert value is not None
+        return int(value)
+
+    async def _enqueue_as_token(
+        self, conn: psycopg.AsyncConnection[Any], params: list[bytes | None]
+    ) -> pq.abc.PGresult:
+        """Run the ``enqueue_as_token`` statement on ``conn`` (autocommit, idle); its result."""
+        assert conn.autocommit
+        pgconn = conn.pgconn
+        if not self.target.prepared_statements:
+            pgconn.send_query_params(_ENQUEUE_AS_TOKEN_SQL, params)
+            return await _result(pgconn)
+        if conn not in self._prepared:
+            pgconn.send_prepare(_ENQUEUE_AS_TOKEN, _ENQUEUE_AS_TOKEN_SQL)
+            prepared = await _result(pgconn)
+            if prepared.status != pq.ExecStatus.COMMAND_OK:
+                return prepared
+            self._prepared.add(conn)
+        pgconn.send_query_prepared(_ENQUEUE_AS_TOKEN, params)
+        result = await _result(pgconn)
+        if result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":  # the statement went (DEALLOCATE)
+            self._prepared.discard(conn)
+            return await self._enqueue_as_token(conn, params)
+        return result
 
     def _pipeline_failure(self, exc: psycopg.Error, acting: Any, client: str) -> Exception:
         """The error for a failed run_as pipeline: the token's (401, counted) when act_as_token
@@ -339,10 +375,34 @@ def _roll_back(conn: psycopg.Connection[Any]) -> None:
             conn.execute("ROLLBACK")
 
 
-async def _aroll_back(conn: psycopg.AsyncConnection[Any]) -> None:
-    if conn.pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
-        with suppress(psycopg.Error):
-            await conn.execute("ROLLBACK")
+async def _result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult:
+    """Send what libpq holds for ``pgconn`` (non-blocking) and wait on the event loop for the
+    one statement's result (the first; the rest up to the end of the exchange are read and
+    dropped, so the connection is idle again)."""
+    loop = asyncio.get_running_loop()
+    while pgconn.flush():
+        await _ready(loop, pgconn.socket, write=True)
+    first: pq.abc.PGresult | None = None
+    while True:
+        pgconn.consume_input()
+        while not pgconn.is_busy():
+            result = pgconn.get_result()
+            if result is None:
+                assert first is not None
+                return first
+            if first is None:
+                first = result
+        await _ready(loop, pgconn.socket, write=False)
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
+    """Wait until ``fd`` can be written (or read)."""
+    ready = loop.create_future()
+    (loop.add_writer if write else loop.add_reader)(fd, ready.set_result, None)
+    try:
+        await ready
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
 
 
 def _principal(row: Any) -> Principal:

@@ -4,9 +4,10 @@ The hot path of the API (issue 18: at least 60 % of ``enqueue()``'s throughput).
 middleware in front of the app answers exactly ``POST /api/v1/jobs`` when the request is the
 plain case -- ``Authorization: Bearer``, ``Content-Type: application/json``, no ``Origin``, a
 JSON object whose fields are among :data:`PLAIN_FIELDS` with the types the route's model
-accepts as they are -- by calling :meth:`WebDatabase.run_as_async` on the event loop (one
-pipeline, one round trip: the database verifies the token, acts as its role and tenant and
-enqueues, all in one transaction committed before the answer).
+accepts as they are -- by calling :meth:`WebDatabase.enqueue_as_async` on the event loop (one
+statement, ``jobqueue.enqueue_as_token``, one round trip: the database verifies the token,
+acts as its role and tenant and enqueues, all in one transaction committed before the
+answer).
 
 Every other request for that path -- a cookie session (CSRF checked by the dashboard's
 middleware), a CORS request, any body the quick checks do not accept as is (malformed JSON,
@@ -28,7 +29,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobqueue.client import enqueue_params
 from jobqueue.errors import JobQueueError
-from jobqueue.sql import query
 from jobqueue.web.auth import WebDatabase
 from jobqueue.web.problems import Problem, error_response
 
@@ -46,6 +46,9 @@ PLAIN_FIELDS: dict[str, tuple[type, ...]] = {
 }
 TYPE_MAX_CHARS = 255  # api.JobCreate.type
 IDEMPOTENCY_KEY_MAX_CHARS = 255  # api.create_job's Idempotency-Key header
+#: The enqueue_as_token statement's parameters after the token, in order (sql/queries.sql).
+WIRE_FIELDS = ("type", "payload", "queue", "priority", "max_attempts", "unique_key", "tenant_id", "user_id")
+INT4_MAX = 2**31 - 1  # max_attempts is an integer parameter: larger goes to the route
 
 
 class FastPost:
@@ -55,7 +58,6 @@ class FastPost:
         self.app = app
         self.db = db
         self.path = path
-        self.enqueue_sql = query("enqueue")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST" or self.db.apool is None:
@@ -81,11 +83,10 @@ class FastPost:
             return
         client = scope["client"][0] if scope.get("client") else "?"
         try:
-            rows = await self.db.run_as_async(token[0], self.enqueue_sql, params, client=client)
+            job_id = await self.db.enqueue_as_async(token[0], params, client=client)
         except (Problem, JobQueueError) as exc:
             await error_response(exc)(scope, receive, send)
             return
-        job_id = int(rows[0][0])
         content = b'{"id":%d}' % job_id
         await send(
             {
@@ -124,15 +125,16 @@ def _plain_headers(scope: Scope) -> tuple[str, str | None] | None:
         return None  # a cookie session (the dashboard's CSRF check) or no credentials
     scheme, _, value = authorization.decode("latin-1").partition(" ")
     token = value.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token or "\x00" in token:
         return None
     if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_CHARS:
         return None
     return token, idempotency_key
 
 
-def _plain_params(body: bytes, idempotency_key: str | None) -> dict[str, Any] | None:
-    """The enqueue statement's parameters when the body is the plain case, else None."""
+def _plain_params(body: bytes, idempotency_key: str | None) -> list[bytes | None] | None:
+    """The enqueue_as_token statement's parameters after the token (:data:`WIRE_FIELDS`, as
+    UTF-8 text) when the body is the plain case, else None."""
     try:
         doc = json.loads(body)
     except ValueError:
@@ -154,9 +156,35 @@ def _plain_params(body: bytes, idempotency_key: str | None) -> dict[str, Any] | 
             return None  # the route says which to send
         options["unique_key"] = idempotency_key
     try:
-        return enqueue_params(kind, payload, options)
+        params = enqueue_params(kind, payload, options)
     except JobQueueError:
         return None  # the route verifies the token first, then names the field
+    return _wire(params)
+
+
+def _wire(params: dict[str, Any]) -> list[bytes | None] | None:
+    """``params`` (enqueue_params's) as the text libpq sends; None for what text parameters
+    cannot carry as they are (NUL, a lone surrogate) or an integer out of the parameter's
+    range: the route answers those."""
+    wire: list[bytes | None] = []
+    for name in WIRE_FIELDS:
+        value = params[name]
+        if value is None:
+            wire.append(None)
+            continue
+        if name == "priority":
+            value = json.dumps(value)  # JSON: enqueue takes 7 and "high" alike (to_jsonb)
+        elif name == "max_attempts":
+            if not -INT4_MAX <= value <= INT4_MAX:
+                return None
+            value = str(value)
+        if "\x00" in value:
+            return None
+        try:
+            wire.append(value.encode())
+        except UnicodeEncodeError:
+            return None
+    return wire
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

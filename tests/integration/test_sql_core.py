@@ -82,7 +82,7 @@ def backoff(db: Conn, job_id: int) -> timedelta:
 
 
 def test_schema_version_and_priority_names(db: Conn) -> None:
-    assert one(db, "schema_version") == 6
+    assert one(db, "schema_version") == 7
     assert [one(db, "priority", name) for name in ("low", "normal", "high", "critical", "HIGH", "7")] == [
         0, 5, 8, 10, 8, 7]
     with pytest.raises(psycopg.errors.InvalidParameterValue) as err:

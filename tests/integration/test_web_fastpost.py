@@ -10,7 +10,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from jobqueue.config import DatabaseTarget
 from jobqueue.web.app import BodySizeLimit
@@ -196,6 +198,110 @@ def test_refusals_on_the_lean_path_are_the_apps_problems_and_change_nothing(
     assert call(loop, app, good, token=admin).status == 201 and last_used(api, admin_id) is not None
 
 
+SIGNATURE = ("jobqueue.enqueue_as_token(text, text, jsonb, text, anycompatible, timestamptz, interval, integer, jsonb, "
+             "text, timestamptz, text, text, text[], jsonb, bigint[], interval, interval)")  # fmt: skip
+
+
+def test_enqueue_as_token_acts_as_the_token_in_the_database(api_server: ApiServer) -> None:  # noqa: F811
+    """The one statement of the lean path, as jobqueue_web: the job is the token's (created_by,
+    tenant), the rest of its transaction runs as the token's role under row-level security,
+    and nothing else can call it: not the roles tokens act as (so not twice in a
+    transaction), not the other jobqueue roles."""
+    api = api_server
+    a_op = api.token("operator", "A")
+    a_id = token_id(api)
+    b_prod = api.token("producer", "B")
+    with psycopg.connect(web_url(api), autocommit=True, row_factory=dict_row) as web:
+        theirs = web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql.b') AS id", [b_prod]).fetchone()
+        assert theirs is not None
+        # outside a transaction block: one transaction, the role back to none after it
+        assert web.execute("SELECT current_user AS u, current_setting('role') AS r").fetchone() == {
+            "u": "jobqueue_web", "r": "none"}  # fmt: skip
+        with web.transaction():
+            row = web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql', priority => 'high') AS id", [a_op])
+            mine = row.fetchone()["id"]  # type: ignore[index]
+            # the token's role for the rest of the transaction, and its tenant through RLS
+            assert web.execute("SELECT current_user AS u").fetchone() == {"u": "jobqueue_operator"}
+            seen = {r["id"] for r in web.execute("SELECT id FROM jobqueue.jobs WHERE type LIKE 'fp.sql%%'")}
+            assert seen == {mine}, seen  # B's job is not there for tenant A's token
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):  # not as the token's role
+                web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql.again')", [a_op])
+            raise psycopg.Rollback
+        made = web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql', priority => 'high') AS id", [a_op])
+        mine = made.fetchone()["id"]  # type: ignore[index]
+        # refused: unknown token (28000 naming token), a tenant's token for another tenant
+        with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification) as bad:
+            web.execute("SELECT jobqueue.enqueue_as_token('jq_nothing', 'fp.sql.bad')")
+        assert bad.value.diag.column_name == "token"
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as other:
+            web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql.bad', tenant_id => 'B')", [a_op])
+        assert other.value.diag.column_name == "tenant_id"
+        viewer = api.token("viewer")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # the viewer's role has no enqueue
+            web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql.bad')", [viewer])
+        # last_used_at: written when due (a minute), not on every request
+        with api.superuser() as su:
+            su.execute("UPDATE jobqueue.api_token SET last_used_at = now() - interval '2 min' WHERE id = %s", [a_id])
+            due = last_used(api, a_id)
+            web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql.used', queue => 'fp-used')", [a_op])
+            written = last_used(api, a_id)
+            web.execute("SELECT jobqueue.enqueue_as_token(%s, 'fp.sql.used', queue => 'fp-used')", [a_op])
+            assert due < written == last_used(api, a_id)
+            su.execute("DELETE FROM jobqueue.job WHERE queue = 'fp-used'")
+    created = {j["id"]: j for j in jobs(api) if j["type"].startswith("fp.sql")}
+    assert set(created) == {theirs["id"], mine}
+    assert (created[mine]["tenant_id"], created[mine]["created_by"]) == ("A", f"token:{a_id}")
+    assert created[theirs["id"]]["tenant_id"] == "B"
+    with api.superuser() as su:
+        may = su.execute(
+            f"SELECT r AS role, has_function_privilege(r, '{SIGNATURE}', 'EXECUTE') AS may FROM unnest(ARRAY["
+            "'jobqueue_web', 'jobqueue_viewer', 'jobqueue_producer', 'jobqueue_operator', 'jobqueue_admin', "
+            "'jobqueue_worker']) AS r"
+        ).fetchall()
+    assert {r["role"] for r in may if r["may"]} == {"jobqueue_web"}, may
+
+
+def test_the_lean_path_prepares_again_or_not_at_all(
+    api_server: ApiServer,  # noqa: F811
+    db: WebDatabase,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The statement is prepared per connection: prepared again when it went (DEALLOCATE),
+    never with a target that refuses prepared statements (a pooler in transaction mode)."""
+    api, inner = api_server, Inner()
+    admin = api.tokens.setdefault("admin", api.token("admin"))
+    app = FastPost(inner, db, PATH)
+    assert call(loop, app, b'{"type": "fp.prep"}', token=admin).status == 201
+    assert db.apool is not None
+
+    async def deallocate() -> list[int]:
+        assert db.apool is not None
+        async with db.apool.connection() as c1, db.apool.connection() as c2:  # the pool's 2
+            for c in (c1, c2):
+                await c.execute("DEALLOCATE ALL")
+            return [len(await (await c.execute("SELECT * FROM pg_prepared_statements")).fetchall()) for c in (c1, c2)]
+
+    assert loop.run_until_complete(deallocate()) == [0, 0]
+    again = [call(loop, app, b'{"type": "fp.prep"}', token=admin) for _ in range(3)]
+    assert [a.status for a in again] == [201] * 3, [a.body for a in again]
+    unprepared = WebDatabase(DatabaseTarget(web_url(api), "test", prepared_statements=False), pool_size=1)
+    loop.run_until_complete(unprepared.aopen())
+    try:
+        plain = FastPost(inner, unprepared, PATH)
+        assert [call(loop, plain, b'{"type": "fp.unprep"}', token=admin).status for _ in "ab"] == [201, 201]
+        problem(call(loop, plain, b'{"type": "fp.unprep"}', token="jq_no"), 401, "token")
+
+        async def prepared() -> list[Any]:
+            assert unprepared.apool is not None
+            async with unprepared.apool.connection() as c:
+                return await (await c.execute("SELECT name FROM pg_prepared_statements")).fetchall()
+
+        assert loop.run_until_complete(prepared()) == []
+    finally:
+        loop.run_until_complete(unprepared.aclose())
+    assert [j["type"] for j in jobs(api)].count("fp.unprep") == 2 and inner.bodies == []
+
+
 def last_used(api: ApiServer, token: int) -> Any:
     with api.superuser() as su:
         return su.execute("SELECT last_used_at FROM jobqueue.api_token WHERE id = %s", [token]).fetchone()[
@@ -228,6 +334,10 @@ def last_used(api: ApiServer, token: int) -> Any:
         (b'{"type": "x"}', {"Authorization": "Basic abc"}),
         (b'{"type": "x"}', {"Authorization": None}),  # no credentials, or a cookie session
         (b'{"type": "x"}', {"Authorization": None, "Cookie": f"{COOKIE}=jq_session_token"}),
+        # what libpq's text parameters cannot carry as they are: the route answers
+        (b'{"type": "x\\u0000y"}', {}),  # NUL
+        (b'{"type": "x", "queue": "\\ud800"}', {}),  # a lone surrogate
+        (b'{"type": "x", "max_attempts": 2147483648}', {}),  # beyond the integer parameter
     ],
 )
 def test_everything_but_the_plain_case_reaches_the_route_with_its_body(
