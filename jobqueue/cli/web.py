@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import click
 
@@ -66,27 +67,19 @@ def serve(ctx: Context, host: str, port: int, cors_origins: tuple[str, ...], wor
     # refused in URLs).
     # On SIGINT/SIGTERM, requests in flight get SHUTDOWN_GRACE_S to finish; then open live
     # streams (a dashboard left open never ends its own) are cancelled, so the server stops.
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_S,
+    }
     if workers == 1:
-        uvicorn.run(
-            create_app(target=target, cors_origins=cors_origins),
-            host=host,
-            port=port,
-            log_level="info",
-            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-        )
+        uvicorn.run(create_app(target=target, cors_origins=cors_origins), **options)
         return
     # several processes: each builds its app from the environment (uvicorn needs an import string)
     os.environ[ENV_DATABASE_URL] = target.url
     os.environ[ENV_CORS_ORIGINS] = json.dumps(list(cors_origins))
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-    )
+    uvicorn.run(APP_FACTORY, factory=True, workers=workers, **options)
 
 
 @click.group()
