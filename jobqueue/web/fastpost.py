@@ -1,7 +1,8 @@
-"""``POST /api/v1/jobs`` without FastAPI's routing, dependency and thread-pool layers.
+"""``POST /api/v1/jobs`` without FastAPI's middleware, routing, dependency and thread-pool layers.
 
-The hot path of the API (issue 18: at least 60 % of ``enqueue()``'s throughput). An ASGI
-middleware in front of the app answers exactly ``POST /api/v1/jobs`` when the request is the
+The hot path of the API (issue 18: at least 60 % of ``enqueue()``'s throughput). The app
+(app.App) hands every ``POST /api/v1/jobs`` to this class before FastAPI's own layers; it
+answers the request itself when it is the
 plain case -- ``Authorization: Bearer``, ``Content-Type: application/json``, no ``Origin``, a
 JSON object whose fields are among :data:`PLAIN_FIELDS` with the types the route's model
 accepts as they are -- by calling :meth:`WebDatabase.enqueue_as_async` on the event loop (one
@@ -15,22 +16,27 @@ an unknown field, a wrong type, a field this path does not handle) -- is handed 
 unchanged, with the body it read, to the FastAPI route ``api.create_job``, which answers as
 it always did (its validation, its problem+json naming the field, 401 before 422 for a bad
 token). So this path only ever answers 201 or the errors ``run_as`` raises (401, 429, the
-SQL API's own refusals), rendered as the app's handlers render them; the route stays the
-one the OpenAPI document describes. It sits inside ``BodySizeLimit`` (413) and
-``ServerTiming``.
+SQL API's own refusals), rendered as the app's handlers render them, 413 for a body over
+the server's limit (as ``BodySizeLimit`` answers; a Content-Length over it goes to the app,
+whose ``BodySizeLimit`` answers before reading), and 500 for a bug; each with the
+``Server-Timing`` header the app's ``ServerTiming`` adds. The route stays the one the
+OpenAPI document describes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobqueue.client import enqueue_params
 from jobqueue.errors import JobQueueError
 from jobqueue.web.auth import WebDatabase
-from jobqueue.web.problems import Problem, error_response
+from jobqueue.web.problems import MAX_BODY_BYTES, Problem, error_response, problem_response, too_large_response
 
 #: The body fields this path takes, each with the types it accepts as they are (pydantic's
 #: model would leave them unchanged). Anything else goes to the route.
@@ -50,30 +56,43 @@ IDEMPOTENCY_KEY_MAX_CHARS = 255  # api.create_job's Idempotency-Key header
 WIRE_FIELDS = ("type", "payload", "queue", "priority", "max_attempts", "unique_key", "tenant_id", "user_id")
 INT4_MAX = 2**31 - 1  # max_attempts is an integer parameter: larger goes to the route
 
+log = logging.getLogger("jobqueue.web")
+
 
 class FastPost:
     """Answers the plain ``POST <path>`` itself; hands everything else to ``app``."""
 
-    def __init__(self, app: ASGIApp, db: WebDatabase, path: str) -> None:
+    def __init__(self, app: ASGIApp, db: WebDatabase, path: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.db = db
         self.path = path
+        self.max_body_bytes = max_body_bytes
+
+    def takes(self, scope: Scope) -> bool:
+        """Whether ``scope`` is a request this path looks at (else: straight to ``app``)."""
+        return bool(scope["type"] == "http" and scope["path"] == self.path and scope["method"] == "POST")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST" or self.db.apool is None:
+        if not self.takes(scope) or self.db.apool is None:
             await self.app(scope, receive, send)
             return
-        token = _plain_headers(scope)
+        token = _plain_headers(scope, self.max_body_bytes)
         if token is None:
             await self.app(scope, receive, send)
             return
-        # the body (BodySizeLimit's receive raises past the limit: 413 before it is all read)
+        started = time.perf_counter()
         chunks = []
+        seen = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
                 return
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body_bytes:  # 413 before the rest is read
+                await _answer(too_large_response(self.max_body_bytes), started, scope, receive, send)
+                return
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
@@ -85,7 +104,11 @@ class FastPost:
         try:
             job_id = await self.db.enqueue_as_async(token[0], params, client=client)
         except (Problem, JobQueueError) as exc:
-            await error_response(exc)(scope, receive, send)
+            await _answer(error_response(exc), started, scope, receive, send)
+            return
+        except Exception:  # a bug: what the app's ServerErrorMiddleware would do, as problem+json
+            log.exception("POST %s failed", self.path, extra={"action": "web_error"})
+            await _answer(problem_response(500, "internal error: see the server's log"), started, scope, receive, send)
             return
         content = b'{"id":%d}' % job_id
         await send(
@@ -96,18 +119,34 @@ class FastPost:
                     (b"content-length", b"%d" % len(content)),
                     (b"content-type", b"application/json"),
                     (b"location", b"/api/v1/jobs/%d" % job_id),
+                    _server_timing(started),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": content})
 
 
-def _plain_headers(scope: Scope) -> tuple[str, str | None] | None:
-    """(token, Idempotency-Key) when the headers are the plain case, else None."""
+def _server_timing(started: float) -> tuple[bytes, bytes]:
+    """The ``Server-Timing`` header app.ServerTiming adds to the app's answers."""
+    return b"server-timing", b"app;dur=%.3f" % ((time.perf_counter() - started) * 1000)
+
+
+async def _answer(response: Response, started: float, scope: Scope, receive: Receive, send: Send) -> None:
+    name, value = _server_timing(started)
+    response.headers[name.decode()] = value.decode()
+    await response(scope, receive, send)
+
+
+def _plain_headers(scope: Scope, max_body_bytes: int) -> tuple[str, str | None] | None:
+    """(token, Idempotency-Key) when the headers are the plain case, else None (a
+    Content-Length over the limit, or not a number, too: the app's BodySizeLimit answers)."""
     authorization = idempotency_key = None
     json_body = False
     for name, value in scope["headers"]:
-        if name == b"authorization":
+        if name == b"content-length":
+            if not value.isdigit() or int(value) > max_body_bytes:
+                return None
+        elif name == b"authorization":
             if authorization is not None:
                 return None
             authorization = value

@@ -24,6 +24,9 @@ from jobqueue.errors import (
 )
 
 PROBLEM_JSON = "application/problem+json"
+#: Largest request body the server reads (413 past it): a job's payload may be 1 MiB (the SQL
+#: API's hard cap), plus the envelope.
+MAX_BODY_BYTES = 1_048_576 + 65_536
 
 #: jobqueue error class -> HTTP status.
 _STATUS: tuple[tuple[type[JobQueueError], int], ...] = (
@@ -72,6 +75,11 @@ def error_response(exc: Problem | JobQueueError) -> JSONResponse:
         return response
     field = exc.field if isinstance(exc, InvalidInput) else _field_of(str(exc))
     return problem_response(status_of(exc), str(exc), field=field)
+
+
+def too_large_response(max_bytes: int) -> JSONResponse:
+    """413: the body is over the server's limit (app.BodySizeLimit, fastpost.FastPost)."""
+    return problem_response(413, f"body: larger than {max_bytes} bytes", field="body", max_bytes=max_bytes)
 
 
 def status_of(error: JobQueueError) -> int:

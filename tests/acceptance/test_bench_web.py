@@ -37,4 +37,7 @@ def test_quick_web_bench(db_url: str, tmp_path: Path) -> None:
     for key in ("web.enqueue_reference", "web.post"):
         assert rows[key]["jobs"] == 1_000 and rows[key]["processes"] == 4 and rows[key]["rate"] > 0, rows[key]
     assert rows["web.post"]["baseline"] == "web.enqueue_reference" and rows["web.post"]["ratio"] > 0
+    # the two ran by turns, 4 rounds of 250 jobs each
+    ratios = rows["web.post"]["extra"]["round_ratios"]
+    assert len(ratios) == 4 and all(r > 0 for r in ratios), ratios
     assert "HTTP API (jobqueue serve)" in proc.stdout

@@ -26,7 +26,14 @@ from jobqueue.cli.web import SHUTDOWN_GRACE_S
 from jobqueue.db import REQUIRED_SCHEMA_VERSION
 from tests.support.cli import ROOT, cli_env
 from tests.support.sql_api import claim_one, one
-from tests.support.web import ApiServer, Reply, api_server, free_port  # noqa: F401 - the module's server fixture
+from tests.support.web import (  # noqa: F401 - the module's server fixture
+    ApiServer,
+    Reply,
+    api_server,
+    free_port,
+    start_serve,
+    stop_serve,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -667,6 +674,29 @@ def test_cors_is_off_unless_configured(api_server: ApiServer, world: World) -> N
     assert "access-control-allow-origin" not in preflight.headers
     r = api_server.request("GET", f"{API}/jobs?limit=1", world.admin, headers={"Origin": "https://evil.example"})
     assert r.status == 200 and "access-control-allow-origin" not in r.headers
+
+
+def test_access_log_only_when_asked(api_server: ApiServer, tmp_path: Path) -> None:  # noqa: F811
+    """`--access-log` (this module's server): one line per request, the path without the
+    token; the default: none, though the server logs its start and its errors as always."""
+    api = api_server
+    token = api.token("producer")
+    marker = f"/api/v1/jobs?marker={uuid.uuid4().hex}"
+    assert api.request("GET", marker, token).status == 200
+    lines = [line for line in api.log().splitlines() if marker in line]
+    assert len(lines) == 1 and '"GET ' in lines[0] and " 200" in lines[0] and token not in api.log(), lines
+    quiet = start_serve(api.web_url, [], tmp_path / "quiet.log", cli_env({"PYTHONUNBUFFERED": "1"}),
+                        owner_url=api.owner_url, su_url=api.su_url)  # fmt: skip
+    try:
+        assert quiet.request("GET", marker, token).status == 200
+        posted = quiet.request("POST", f"{API}/jobs", token, json_body={"type": "quiet"})
+        assert posted.status == 201, posted.body
+        assert quiet.request("GET", "/nowhere").status == 404
+    finally:
+        stop_serve(quiet)
+    log = quiet.log()
+    assert "Application startup complete" in log, log
+    assert "marker=" not in log and "/api/v1/jobs" not in log and "/nowhere" not in log, log
 
 
 def test_failed_authentication_is_rate_limited_and_never_logs_the_token(api_server: ApiServer) -> None:  # noqa: F811

@@ -84,6 +84,7 @@ def call(
     client: str = "198.51.100.1",
     path: str = PATH,
     method: str = "POST",
+    on_receive: Any = None,
 ) -> Answer:
     """One request through ``app`` as uvicorn would make it (body in one or several chunks)."""
     hdrs = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {}),
@@ -96,6 +97,8 @@ def call(
 
     async def receive() -> dict[str, Any]:
         if messages:
+            if on_receive is not None:
+                on_receive(len(messages))
             return messages.pop(0)
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
@@ -378,12 +381,20 @@ def test_an_oversize_body_is_413_before_the_lean_path_reads_it_all(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     api, inner = api_server, Inner()
-    app = BodySizeLimit(FastPost(inner, db, PATH), max_bytes=1000)
+    app = FastPost(inner, db, PATH, max_body_bytes=1000)
     before = jobs(api)
     token = api.tokens.setdefault("admin", api.token("admin"))
     body = json.dumps({"type": "fp.big", "payload": {"x": "y" * 2000}}).encode()
+    read: list[int] = []
     chunks = [body[i : i + 500] for i in range(0, len(body), 500)]  # streamed: no Content-Length
-    problem(call(loop, app, chunks, token=token), 413, "body")
+    answer = call(loop, app, chunks, token=token, on_receive=read.append)
+    problem(answer, 413, "body")
+    assert "app;dur=" in answer.headers["server-timing"]
+    assert len(read) == 3 < len(chunks) and inner.bodies == [] and jobs(api) == before
+    # a Content-Length over the limit (or not a number): the app's BodySizeLimit answers, unread
+    limited = BodySizeLimit(app, max_bytes=1000)
+    for length in (str(len(body)), "12x"):
+        problem(call(loop, limited, body, token=token, headers={"Content-Length": length}), 413, "body")
     assert inner.bodies == [] and jobs(api) == before
     assert call(loop, app, [b'{"type": "fp.small"}'], token=token).status == 201
 
@@ -418,3 +429,26 @@ def test_over_http_the_lean_path_keeps_the_routes_contract(api_server: ApiServer
     allowed = api.request("POST", PATH, None, json_body={"type": "fp.cookie"},
                           headers={**cookie, "X-CSRF-Token": csrf_token(token)})  # fmt: skip
     assert allowed.status == 201, allowed.body
+
+
+def test_a_bug_on_the_lean_path_is_a_logged_500_problem(
+    api_server: ApiServer,  # noqa: F811
+    db: WebDatabase,
+    loop: asyncio.AbstractEventLoop,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """FastPost runs before the app's ServerErrorMiddleware: an unexpected exception is
+    answered as that middleware would, a 500 (problem+json here), and logged with its trace."""
+
+    class Broken(WebDatabase):
+        async def enqueue_as_async(self, *args: Any, **kwargs: Any) -> int:
+            raise RuntimeError("boom")
+
+    broken = Broken(db.target)
+    broken.apool = db.apool
+    token = api_server.tokens.setdefault("admin", api_server.token("admin"))
+    with caplog.at_level("ERROR", logger="jobqueue.web"):
+        answer = call(loop, FastPost(Inner(), broken, PATH), b'{"type": "fp.bug"}', token=token)
+    problem(answer, 500, None)
+    assert "boom" not in answer.body.decode() and "server-timing" in answer.headers
+    assert any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)

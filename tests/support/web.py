@@ -60,6 +60,8 @@ class ApiServer:
     owner_url: str
     su_url: str
     log_path: Path
+    #: The URL `jobqueue serve` logs in with (as jobqueue_web).
+    web_url: str = ""
     tokens: dict[str, str] = field(default_factory=dict)
 
     def request(
@@ -112,6 +114,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_serve(
+    web_url: str, args: list[str], log_path: Path, env: dict[str, str], *, owner_url: str, su_url: str
+) -> ApiServer:
+    """`jobqueue serve ARGS` logging in with ``web_url``, on a free port, once /healthz answers."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobqueue", "--database-url", web_url,
+             "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+        )  # fmt: skip
+    api = ApiServer("127.0.0.1", port, proc, owner_url, su_url, log_path, web_url)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"jobqueue serve exited with {proc.returncode}:\n{api.log()}")
+        try:
+            if api.request("GET", "/healthz").status == 200:
+                return api
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_serve(api)
+            raise AssertionError(f"jobqueue serve did not answer within {START_TIMEOUT_S} s:\n{api.log()}")
+        time.sleep(0.1)
+
+
+def stop_serve(api: ApiServer) -> None:
+    api.process.terminate()
+    try:
+        api.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        api.process.kill()
+        api.process.wait()
+
+
 def _ident(name: str) -> sql.Identifier:
     return sql.Identifier(name)
 
@@ -133,38 +171,17 @@ def api_server(
         su.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS").format(_ident(owner)))
         su.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(_ident(dbname), _ident(owner)))
     migrations.upgrade(DatabaseTarget(server.url(dbname, user=owner), "web test database"))
-    port = free_port()
     log_path = tmp_path_factory.mktemp("web") / "serve.log"
-    # a test module may set SERVE_ENV (e.g. JOBQUEUE_REDIS_URL) for its server
+    # a test module may set SERVE_ENV (e.g. JOBQUEUE_REDIS_URL) for its server, and SERVE_ARGS
+    # (the access log is on unless a module says otherwise: tests read it)
     env = cli_env({"PYTHONUNBUFFERED": "1", **getattr(request.module, "SERVE_ENV", {})})
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jobqueue", "--database-url", server.url(dbname, user="jobqueue_web"),
-             "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-        )  # fmt: skip
-    api = ApiServer("127.0.0.1", port, proc, server.url(dbname, user=owner), server.url(dbname), log_path)
+    args = list(getattr(request.module, "SERVE_ARGS", ["--access-log"]))
+    web_url = server.url(dbname, user="jobqueue_web")
+    api = start_serve(web_url, args, log_path, env, owner_url=server.url(dbname, user=owner), su_url=server.url(dbname))
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"jobqueue serve exited with {proc.returncode}:\n{api.log()}")
-            try:
-                if api.request("GET", "/healthz").status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"jobqueue serve did not answer within {START_TIMEOUT_S} s:\n{api.log()}")
-            time.sleep(0.1)
         yield api
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_serve(api)
         with psycopg.connect(server.url(server.maintenance_db), autocommit=True) as su:
             su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(_ident(dbname)))
             su.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(_ident(owner)))
