@@ -452,3 +452,32 @@ def test_a_bug_on_the_lean_path_is_a_logged_500_problem(
     problem(answer, 500, None)
     assert "boom" not in answer.body.decode() and "server-timing" in answer.headers
     assert any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_the_lean_path_survives_its_connections_being_killed(
+    api_server: ApiServer,  # noqa: F811
+    db: WebDatabase,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """pg_terminate_backend of every pool connection (a failover, an idle-session reaper): the
+    next POST is a 503 problem naming no job (nothing written) or a 201; the pool then hands
+    out new connections and POSTs are 201 again, each job written once."""
+    api = api_server
+    token = api.tokens.setdefault("admin", api.token("admin"))
+    app = FastPost(Inner(), db, PATH)
+    assert call(loop, app, b'{"type": "fp.kill", "queue": "fp-kill"}', token=token).status == 201
+    with api.superuser() as su:
+        killed = su.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'jobqueue-web' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert killed is not None and killed["n"] >= 1
+    statuses = []
+    for _ in range(3):
+        answer = call(loop, app, b'{"type": "fp.kill", "queue": "fp-kill"}', token=token)
+        statuses.append(answer.status)
+        if answer.status != 201:
+            problem(answer, 503, None)
+    assert statuses[-1] == 201 and set(statuses) <= {201, 503}, statuses
+    created = [j for j in jobs(api) if j["queue"] == "fp-kill"]
+    assert len(created) == 1 + statuses.count(201), (created, statuses)
