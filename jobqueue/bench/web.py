@@ -6,7 +6,9 @@
   included), p50 and p99; without the total, and with the capped total (``total=true``).
 * **POST /jobs throughput**: 4 client processes, one job per request over kept-alive
   connections, against ``enqueue()`` in 4 processes, the two by turns in 4 rounds of the
-  same run (ratio of the totals; target at least 60 %).
+  same run (ratio of the totals; target at least 60 %); and the server process's CPU per
+  POST (``/proc``, Linux), the figure that moves with the server's code when the machine's
+  speed does not hold still.
 
 The server is a real ``jobqueue serve`` subprocess logging in as ``jobqueue_web`` (made
 LOGIN on the bench's server). Registered with ``@scenario("web", on_demand=True)``.
@@ -24,6 +26,7 @@ from typing import Any
 
 from jobqueue.bench.config import START_TIMEOUT_S, Measured
 from jobqueue.bench.core import Bench
+from jobqueue.bench.cpu import proc_times
 from jobqueue.bench.latency import percentiles
 from jobqueue.bench.processes import split
 from jobqueue.bench.registry import scenario, table
@@ -181,6 +184,7 @@ def post_throughput(bench: Bench, server: _Server, n: int, budget_s: float) -> N
     per_round = max(CLIENTS, n // ROUNDS)
     totals = {"enqueue": Measured(0, 0.0, False), "http_post": Measured(0, 0.0, False)}
     ratios: list[float] = []
+    server_cpu_s = 0.0  # the serve process's CPU during the POST runs (Linux: /proc)
     for r in range(ROUNDS):
         shares = [{"start": r * per_round + s, "count": c} for s, c in split(per_round, CLIENTS)]
         rates: dict[str, float] = {}
@@ -190,7 +194,11 @@ def post_throughput(bench: Bench, server: _Server, n: int, budget_s: float) -> N
             params = shares if kind == "enqueue" else [
                 {**s, "host": server.host, "port": server.port, "token": server.token} for s in shares
             ]  # fmt: skip
+            before = proc_times(server.proc.pid) if kind == "http_post" and server.proc else None
             m = bench.run_processes(kind, CLIENTS, per_round, deadline, params)
+            after = proc_times(server.proc.pid) if before is not None and server.proc else None
+            if before is not None and after is not None:
+                server_cpu_s += after[0] - before[0]
             total = totals[kind]
             totals[kind] = Measured(total.jobs + m.jobs, total.seconds + m.seconds, total.partial or m.partial)
             rates[kind] = m.rate
@@ -201,6 +209,8 @@ def post_throughput(bench: Bench, server: _Server, n: int, budget_s: float) -> N
                  "jobqueue", CLIENTS, planned, totals["enqueue"])  # fmt: skip
     post = totals["http_post"]
     post.extra["round_ratios"] = ratios
+    if server_cpu_s and post.jobs:
+        post.extra["server_cpu_us_per_post"] = round(server_cpu_s / post.jobs * 1e6)
     row = bench.record(SCENARIO, "web.post", f"POST /api/v1/jobs, {CLIENTS} client processes", "jobqueue", CLIENTS,
                        planned, post)  # fmt: skip
     reference = bench.row("web.enqueue_reference")
@@ -235,6 +245,8 @@ def print_table(bench: Bench, console: Any) -> None:
         else:
             result = f"{r.rate:,.0f} jobs/s"
             detail = f"{r.jobs:,} jobs, {r.processes} processes" + (f", ratio {r.ratio:.0%}" if r.ratio else "")
+            if e.get("server_cpu_us_per_post"):
+                detail += f", server CPU {e['server_cpu_us_per_post']} µs/POST"
             if e.get("round_ratios"):
                 detail += f" (rounds: {', '.join(f'{x:.0%}' for x in e['round_ratios'])})"
         mark = "" if r.target is None else f"{r.target} {'[green]met[/]' if r.met else '[red]missed[/]'}"

@@ -40,4 +40,6 @@ def test_quick_web_bench(db_url: str, tmp_path: Path) -> None:
     # the two ran by turns, 4 rounds of 250 jobs each
     ratios = rows["web.post"]["extra"]["round_ratios"]
     assert len(ratios) == 4 and all(r > 0 for r in ratios), ratios
+    if sys.platform == "linux":  # read from /proc: the serve process's CPU per POST
+        assert rows["web.post"]["extra"]["server_cpu_us_per_post"] > 0, rows["web.post"]["extra"]
     assert "HTTP API (jobqueue serve)" in proc.stdout
