@@ -501,3 +501,32 @@ def test_sse_refuses_a_bad_cursor_and_a_bad_token_with_problems_naming_the_field
     assert api.request("GET", "/live/events").status == 401
     r = api.request("GET", "/live/events", "jq_not_a_token")
     assert r.status == 401 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_the_error_chart_draws_a_minute_that_stands_alone(
+    browser: WebDriver, api_server: ApiServer, tokens: dict[str, str]  # noqa: F811
+) -> None:
+    """An error rate known for one minute only (its neighbours had no attempts: null) is
+    drawn as a dot; a line alone would draw nothing there."""
+    api = api_server
+    sign_in(browser, api, tokens["admin"])
+    browser.get(url(api, "/"))
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-chart=errors] canvas"), "the error chart")
+    red = browser.execute_async_script(
+        """
+        var now = Math.floor(Date.now() / 60000) * 60, t = [], rate = [], zero = [];
+        for (var i = 59; i >= 0; i--) { t.push(now - 60 * i); rate.push(i === 30 ? 40 : null); zero.push(0); }
+        document.getElementById("series").textContent =
+            JSON.stringify({ t: t, completed: zero, failed: zero, error_rate: rate });
+        document.dispatchEvent(new Event("htmx:afterSwap"));
+        var done = arguments[arguments.length - 1];
+        requestAnimationFrame(function () { requestAnimationFrame(function () {
+            var canvas = document.querySelector("[data-chart=errors] canvas");
+            var px = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data, n = 0;
+            for (var k = 0; k < px.length; k += 4)
+                if (px[k] > 150 && px[k + 1] < 110 && px[k + 2] < 110 && px[k + 3] > 200) n++;
+            done(n);
+        }); });
+        """
+    )
+    assert red > 0, "the lone minute's error rate was not drawn"

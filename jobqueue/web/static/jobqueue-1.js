@@ -55,7 +55,10 @@
       var errors = el.getAttribute("data-chart") === "errors";
       var width = Math.max(el.clientWidth, 280);
       var series = errors
-        ? [{}, { label: "error %", stroke: "#c43b3b", fill: "rgba(196,59,59,.1)", spanGaps: false }]
+        // points too: a minute with attempts between two without (the current one, say) is
+        // a dot, not nothing (a line needs two neighbours)
+        ? [{}, { label: "error %", stroke: "#c43b3b", fill: "rgba(196,59,59,.1)", spanGaps: false,
+                 points: { show: true, size: 5, fill: "#c43b3b" } }]
         : [{}, { label: "completed", stroke: "#23864a", fill: "rgba(35,134,74,.1)" }, { label: "failed", stroke: "#c43b3b" }];
       var values = errors ? [s.t, s.error_rate] : [s.t, s.completed, s.failed];
       new uPlot({ width: width, height: 180, series: series, scales: { x: { time: true } } }, values, el);
