@@ -52,8 +52,8 @@ TOKEN_COLUMNS = (
     default=False,
     show_default=True,
     help="One line per request (client, method, path, status; never headers). Off by default,"
-    " like gunicorn's: at thousands of requests a second writing it cost a third of POST /jobs"
-    " throughput (docs/performance.md); the proxy in front usually logs requests.",
+    " like gunicorn's: it cost ~15 % of the server's CPU per POST /jobs (docs/web.md); the"
+    " proxy in front usually logs requests.",
 )
 @pass_context
 def serve(ctx: Context, host: str, port: int, cors_origins: tuple[str, ...], workers: int, access_log: bool) -> None:

@@ -28,9 +28,7 @@ from jobqueue.config import DatabaseTarget, resolve_database
 from jobqueue.web import problems
 from jobqueue.web.auth import WebDatabase
 from jobqueue.web.fastpost import FastPost
-from jobqueue.web.problems import MAX_BODY_BYTES
-
-#: Largest request body accepted (bytes); larger ones get 413 before any parsing.
+from jobqueue.web.problems import MAX_BODY_BYTES  # the largest body accepted (413 past it)
 
 #: ``jobqueue serve --workers N`` (N > 1): each uvicorn process calls this factory, which
 #: reads the database URL and CORS origins the parent put in the environment.
