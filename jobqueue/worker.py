@@ -84,6 +84,7 @@ from jobqueue.outage import RETRYABLE, Backoff, is_transient, one_line
 from jobqueue.outcome import NoHandler, Success, error_text, fail_params, job_extra, output_json
 from jobqueue.reports import Reporter
 from jobqueue.retry import Cancel, Retry, Snooze, as_timedelta, classify
+from jobqueue.round import Statement, run_round
 from jobqueue.sql import query
 from jobqueue.tasks import JobContext
 
@@ -96,6 +97,9 @@ ACK_BATCH_WINDOW_S = 0.002
 #: complete_many takes at most 1000 jobs.
 ACK_BATCH_MAX = 1000
 MAX_CLAIM_BATCH = 1000
+_ROUND_ACK = query("worker_round_ack").encode()
+_ROUND_CLAIM = query("worker_round_claim").encode()
+_CLAIM_NAMES = ("queues", "worker_id", "batch", "visibility_timeout", "types")
 #: An acknowledgement the database keeps refusing (not an outage, not a fenced answer) is
 #: retried for this many lease lengths from its first refusal, then given up.
 ACK_RETRY_LEASES = 1.0
@@ -306,32 +310,24 @@ class Worker:
 
     def _claim_and_ack(self, done: list[tuple[Running, Any]], batch: int) -> int:
         """complete_many for the finished jobs, then claim, in one transaction and one
-        round trip (pipeline): one commit per batch instead of two."""
+        write (a libpq pipeline: jobqueue/round.py): one commit per batch instead of two."""
         if not done and batch <= 0:
             return 0
-        acks: list[tuple[Any, ...]] = []
-        rows: list[tuple[Any, ...]] = []
-        with self.jq.pool.connection() as conn:
-            ack_cur = conn.cursor(row_factory=tuple_row)
-            claim_cur = conn.cursor(row_factory=tuple_row)
-            with conn.pipeline(), conn.transaction():
-                if done:
-                    ack_cur.execute(
-                        query("complete_many"),
-                        {
-                            "ids": [r.job.id for r, _ in done],
-                            "tokens": [r.job.token for r, _ in done],
-                            "outputs": [output_json(value) for _, value in done],
-                        },
-                    )
-                if batch > 0:
-                    claim_cur.execute(query("claim"), self._claim_params(self.claim_queues, batch))
-                if done:
-                    acks = ack_cur.fetchall()
-                if batch > 0:
-                    rows = claim_cur.fetchall()
+        statements: list[Statement] = []
         if done:
-            self._acknowledged(done, {row[0]: row[1] for row in acks})
+            ack = {
+                "ids": [r.job.id for r, _ in done],
+                "tokens": [r.job.token for r, _ in done],
+                "outputs": [output_json(value) for _, value in done],
+            }
+            statements.append((_ROUND_ACK, ("ids", "tokens", "outputs"), ack))
+        if batch > 0:
+            statements.append((_ROUND_CLAIM, _CLAIM_NAMES, self._claim_params(self.claim_queues, batch)))
+        with self.jq.pool.connection() as conn:
+            results = run_round(conn, statements)
+        if done:
+            self._acknowledged(done, {row[0]: row[1] for row in results[0]})
+        rows = results[-1] if batch > 0 else []
         if rows:
             now = time.monotonic()
             self.handlers.dispatch([self._start(ClaimedJob.from_tuple(row), now) for row in rows])

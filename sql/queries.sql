@@ -36,6 +36,22 @@ SELECT * FROM jobqueue.claim(
     types => %(types)s::text[]
 );
 
+-- name: worker_round_ack
+-- The worker's round (jobqueue/round.py): sent through libpq, in one pipeline with
+-- worker_round_claim, committed together at its Sync; hence the positional parameters
+-- ($1 ids, $2 tokens, $3 outputs). The same statements as complete_many and claim.
+SELECT id, status FROM jobqueue.complete_many($1::bigint[], $2::bigint[], $3::jsonb[]);
+
+-- name: worker_round_claim
+-- $1 queues, $2 worker_id, $3 batch, $4 visibility_timeout, $5 types (see worker_round_ack).
+SELECT * FROM jobqueue.claim(
+    queues => $1::text[],
+    worker_id => $2::text,
+    batch => $3::int,
+    visibility_timeout => $4::interval,
+    types => $5::text[]
+);
+
 -- name: heartbeat_many
 SELECT u.id, h.status, h.lease_expires_at, h.cancel_requested
 FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS u(id, token)
