@@ -63,6 +63,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "jobqueue.reports",
         "jobqueue.handlers",  # the worker's handler threads
         "jobqueue.alerts.claiming",  # the worker's claims of the alert notifications' queue
+        "jobqueue.round",  # the worker's acknowledge-and-claim round, one libpq pipeline
         "jobqueue.worker",
         "jobqueue.mirror",
         "jobqueue.exporter",
