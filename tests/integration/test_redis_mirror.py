@@ -1,6 +1,6 @@
 """The optional Redis mirror against a real Redis (REDIS-01, REDIS-02, SEC-06's Redis half).
 
-Needs REDIS_URL (`.ci/run` sets it when Redis answers at 127.0.0.1:6379); skips, saying
+Needs REDIS_URL (tests/conftest.py sets it when Redis answers at 127.0.0.1:6379); skips, saying
 so, when it is unset or Redis does not answer. Each test writes under a prefix of its own
 and deletes it afterwards, so a shared Redis is fine.
 """
