@@ -24,13 +24,14 @@ import tempfile
 import time
 from typing import Any
 
-from jobqueue.bench.config import START_TIMEOUT_S, Measured
+from jobqueue.bench.config import START_TIMEOUT_S, BenchError, Measured
 from jobqueue.bench.core import Bench
 from jobqueue.bench.cpu import proc_times
 from jobqueue.bench.latency import percentiles
 from jobqueue.bench.processes import split
 from jobqueue.bench.registry import scenario, table
 from jobqueue.bench.scratch import database_url
+from jobqueue.bench.statements import QUEUE
 
 SCENARIO = "web"
 ROWS = 1_000_000
@@ -195,8 +196,12 @@ def post_throughput(bench: Bench, server: _Server, n: int, budget_s: float) -> N
                 {**s, "host": server.host, "port": server.port, "token": server.token} for s in shares
             ]  # fmt: skip
             before = proc_times(server.proc.pid) if kind == "http_post" and server.proc else None
+            jobs_before = _jobs_made(bench, kind)
             m = bench.run_processes(kind, CLIENTS, per_round, deadline, params)
             after = proc_times(server.proc.pid) if before is not None and server.proc else None
+            made = _jobs_made(bench, kind) - jobs_before
+            if made != m.jobs:  # every request counted made exactly one job, and no other did
+                raise BenchError(f"web: {kind} counted {m.jobs:,} jobs but {made:,} were made")
             if before is not None and after is not None:
                 server_cpu_s += after[0] - before[0]
             total = totals[kind]
@@ -219,6 +224,16 @@ def post_throughput(bench: Bench, server: _Server, n: int, budget_s: float) -> N
         row.ratio = round(row.rate / reference.rate, 3)
     row.target = f">= {POST_RATIO_TARGET:.0%} of enqueue()"
     row.met = row.ratio is not None and row.ratio >= POST_RATIO_TARGET
+
+
+def _jobs_made(bench: Bench, kind: str) -> int:
+    """Jobs in the bench's queue made by API tokens (POST) or by the bench's own role (enqueue())."""
+    with bench.scratch.connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM jobqueue.job WHERE queue = %s AND (created_by LIKE 'token:%%') = %s",
+            (QUEUE, kind == "http_post"),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _free_port() -> int:
