@@ -113,6 +113,12 @@ FROM pg_stat_statements
 WHERE dbid = %s AND NOT toplevel
   AND query LIKE '%%FROM jobqueue.job j%%ORDER BY j.priority DESC, j.run_at, j.id%%FOR UPDATE SKIP LOCKED%%'
 """
+WAL_STATS = "SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal"
+#: Checkpoints begun so far (pg_stat_checkpointer from PostgreSQL 17, pg_stat_bgwriter before).
+CHECKPOINTS = {
+    True: "SELECT num_timed + num_requested FROM pg_stat_checkpointer",
+    False: "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+}
 CLAIM_FUNCTION = """
 SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(total_time), 0)::float8
 FROM pg_stat_user_functions WHERE schemaname = 'jobqueue' AND funcname = 'claim'
@@ -214,6 +220,9 @@ class Window:
     loadavg_1m: float
     #: Cores used in the window by the worker, the bench and the server's parts (bench/cpu.py).
     cpu: dict[str, float] | None = None
+    #: The server's WAL in the window (pg_stat_wal: records, full-page images, bytes) and the
+    #: checkpoints begun in it: a checkpoint makes every page's next change write a full image.
+    wal: dict[str, float] | None = None
 
 
 @dataclass
@@ -354,6 +363,10 @@ class Overload:
         f = conn.execute(CLAIM_FUNCTION).fetchone()
         out["func"] = (int(f[0]), float(f[1])) if f else (0, 0.0)
         out["cpu"] = self.cpu.read(conn)
+        w = conn.execute(WAL_STATS).fetchone()
+        c = conn.execute(CHECKPOINTS[conn.info.server_version >= 170000]).fetchone()
+        if w is not None and c is not None:
+            out["wal"] = (int(w[0]), int(w[1]), float(w[2]), int(c[0]))
         return out
 
     def _window(self, conn: psycopg.Connection[Any], prev: dict[str, Any], cur: dict[str, Any]) -> None:
@@ -424,6 +437,7 @@ class Overload:
             claim_index=claim_index,
             loadavg_1m=round(os.getloadavg()[0], 2),
             cpu=CpuSampler.window(prev.get("cpu"), cur.get("cpu"), seconds),
+            wal=_wal_window(prev.get("wal"), cur.get("wal")),
         )
         self.state.windows.append(w)
         self.bench.advance(len(self.state.windows))
@@ -612,6 +626,21 @@ class Overload:
         return summarize(
             self.state.windows, self.summary.get("capacity"), self.config.window_s, self.config.backlog_jobs, sent
         )
+
+
+WalRead = tuple[int, int, float, int]
+
+
+def _wal_window(prev: WalRead | None, cur: WalRead | None) -> dict[str, float] | None:
+    """The WAL written and the checkpoints begun between two reads."""
+    if prev is None or cur is None:
+        return None
+    return {
+        "records": cur[0] - prev[0],
+        "fpi": cur[1] - prev[1],
+        "mb": round((cur[2] - prev[2]) / 1e6, 2),
+        "checkpoints": cur[3] - prev[3],
+    }
 
 
 def summarize(

@@ -57,6 +57,9 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
     # when the server runs on this machine
     busy = [w["cpu"] for w in windows if w["phase"] == "overload" and w["cpu"]]
     assert busy and all(c["worker"] > 0 and 0 < c["machine_busy"] <= c["machine_cores"] * 1.05 for c in busy), busy
+    # the server's WAL in each window: the overload writes some in every one
+    wal = [w["wal"] for w in windows if w["phase"] == "overload"]
+    assert all(x and x["records"] > 0 and x["mb"] > 0 and x["checkpoints"] >= 0 for x in wal), wal
     with psycopg.connect(db_url, autocommit=True) as conn:
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
         local = Path(f"/proc/{pid}/comm").exists() and Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
