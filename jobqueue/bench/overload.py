@@ -54,7 +54,7 @@ from jobqueue.bench.core import Bench, chunks, noop_jobs
 from jobqueue.bench.cpu import SAMPLER_APP, CpuSampler
 from jobqueue.bench.overload_plot import plot
 from jobqueue.bench.processes import Workers
-from jobqueue.bench.registry import scenario
+from jobqueue.bench.registry import scenario, table
 from jobqueue.bench.statements import NOOP_TYPE, QUEUE
 
 #: The overload window at full size, and with --quick.
@@ -665,6 +665,9 @@ def summarize(
     peak = max((smooth[i] for i in judged[k - 1 :]), default=0.0)
     over = [i for i in judged if windows[i].phase == "overload"][k - 1 :]
     over_min = min((smooth[i] for i in over), default=0.0)
+    # the overload's own peak: how flat the overload is in itself (the verdict's peak is the
+    # run's, over the recovery too, where the producer offers 2.6x less on the same machine)
+    over_peak = max((smooth[i] for i in over), default=0.0)
     raw_over = [windows[i].completion_rate for i in over]
     # recovery: windows whose backlog at their end still held more than a window's worth
     rec = [i for i, w in enumerate(windows) if w.phase == "recovery" and w.backlog > cap * window_s][RAMP_WINDOWS:]
@@ -677,6 +680,8 @@ def summarize(
         "peak_rate_smoothed": round(peak, 1),
         "overload_min_rate_smoothed": round(over_min, 1),
         "overload_min_over_peak": round(over_min / peak, 3) if peak else None,
+        "overload_peak_rate_smoothed": round(over_peak, 1),
+        "overload_min_over_overload_peak": round(over_min / over_peak, 3) if over_peak else None,
         "overload_min_rate_raw": min(raw_over, default=None),
         "overload_mean_rate": round(_mean(raw_over), 1),
         "backlog_at_end_of_overload": windows[over[-1]].backlog if over else None,
@@ -791,3 +796,54 @@ def run_scenario(bench: Bench, budget_s: float) -> None:
     row.met = bool(summary.get("met_overload")) and bool(summary.get("met_recovery"))
     if "met_backlog" in summary:
         row.met = row.met and bool(summary["met_backlog"])
+
+
+@table
+def print_table(bench: Bench, console: Any) -> None:
+    """The overload run's verdict, and where its windows and plot were written."""
+    from rich.table import Table
+
+    row = bench.row("overload")
+    if row is None:
+        return
+    s = row.extra
+    cap = (s.get("capacity") or {}).get("rate")
+
+    def rate(v: Any) -> str:
+        return "-" if v is None else f"{float(v):,.0f} jobs/s"
+
+    def mark(met: Any) -> str:
+        return "[green]met[/]" if met else "[red]missed[/]"
+
+    out = Table(title=f"Overload ({s.get('smoothing')})", title_justify="left")
+    for heading in ("figure", "result", "target"):
+        out.add_column(heading)
+    out.add_row("capacity (empty-queue drain)", rate(cap), "")
+    offered = f"{rate(s.get('offered_overload'))} / {rate(s.get('offered_recovery'))}"
+    out.add_row("offered: overload / recovery", offered, "")
+    out.add_row("overload: mean completions", rate(s.get("overload_mean_rate")), "")
+    out.add_row(
+        "overload: lowest / the run's peak",
+        f"{rate(s.get('overload_min_rate_smoothed'))} / {rate(s.get('peak_rate_smoothed'))} = "
+        f"{s.get('overload_min_over_peak')}; backlog at its end {s.get('backlog_at_end_of_overload') or 0:,}",
+        f">= {FLOOR:.0%} {mark(s.get('met_overload'))}",
+    )
+    out.add_row(
+        "overload: lowest / the overload's own peak",
+        f"{s.get('overload_min_over_overload_peak')} (peak {rate(s.get('overload_peak_rate_smoothed'))})",
+        "(information)",
+    )
+    out.add_row(
+        "recovery: drain / the run's peak",
+        f"{rate(s.get('recovery_drain_rate'))} = {s.get('recovery_over_peak')}",
+        f">= {FLOOR:.0%} {mark(s.get('met_recovery'))}",
+    )
+    if "met_backlog" in s:
+        out.add_row(
+            f"{s.get('backlog_jobs') or 0:,}-job backlog drain / reference",
+            f"{rate(s.get('backlog_drain_rate'))} / {rate(s.get('reference_drain_rate'))} = "
+            f"{s.get('backlog_over_reference')}",
+            f">= {1 - BACKLOG_TOLERANCE:.0%} {mark(s.get('met_backlog'))}",
+        )
+    out.add_row("windows (JSON) / plot (PNG)", f"{s.get('json')} / {s.get('png')}", "")
+    console.print(out)

@@ -35,6 +35,8 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
         "--overload-concurrency", "8", "--json", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the verdict is printed, not only written
+    assert "Overload (moving average" in proc.stdout and "lowest / the run's peak" in proc.stdout, proc.stdout
     document = json.loads(out.read_text())
     row = document["scenarios"]["overload"]["rows"][0]
     assert document["scenarios"]["overload"]["error"] is None
@@ -70,6 +72,7 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
     summary = detail["summary"]
     assert summary["capacity"]["jobs"] > 0 and summary["offered_overload"] > summary["capacity"]["rate"]
     assert {"met_overload", "met_recovery", "peak_rate_smoothed", "recovery_drain_rate"} <= set(summary)
+    assert summary["overload_peak_rate_smoothed"] <= summary["peak_rate_smoothed"]
     assert detail["claim_time_source"] in ("pg_stat_statements", "pg_stat_user_functions")
     dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
     with psycopg.connect(db_url, autocommit=True) as conn:
