@@ -116,6 +116,12 @@ class EventFollower:
 
     ``read(conn)`` runs one read in ``conn`` (the caller's own session) and returns the new
     events in id order; ``cursor`` is then the position to resume from.
+
+    Reads go in *passes*: a pass starts at the safe cursor and reads pages of ``batch``
+    events, each page after the last one's highest id, until a page is not full
+    (``truncated`` says another page is due at once). Since ids commit out of order, a page
+    may miss an event of a lower id still in flight; the cursor only passes ids that are
+    final, and the next pass reads from the cursor again (sending nothing twice).
     """
 
     start: Cursor
@@ -123,11 +129,19 @@ class EventFollower:
     cursor: Cursor = field(init=False)
     #: ids above cursor.after already sent
     _sent: set[int] = field(default_factory=set)
-    #: (snapshot xmax, highest id sent when it was read): final once xmin passes xmax
+    #: (snapshot xmax, id) of earlier reads, both rising: every event with an id <= id was
+    #: visible to that read or written by a transaction running at its snapshot, so all of
+    #: them are final once a snapshot's xmin reaches xmax
     _pending: deque[tuple[int, int]] = field(default_factory=deque)
     #: (snapshot xmax, its time) of recent reads, oldest first
     _history: deque[tuple[int, datetime]] = field(default_factory=lambda: deque(maxlen=HISTORY_POLLS))
     truncated: bool = False
+    #: where the pass's next page starts (None: the next read starts a pass at the cursor)
+    _page_after: int | None = None
+    #: the xmin of the pass's first snapshot: the pages read since saw everything final then
+    _pass_xmin: int = 0
+    #: the lowest time bound of the pass's pages: an event in flight at any of them is newer
+    _pass_since: datetime | None = None
 
     def __post_init__(self) -> None:
         self.cursor = self.start
@@ -135,36 +149,43 @@ class EventFollower:
     def read(self, conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
         # One statement: the snapshot it reports is the one job_events (STABLE) reads with,
         # which is what the cursor's reasoning needs, whatever the session's isolation.
+        after = self.cursor.after if self._page_after is None else max(self._page_after, self.cursor.after)
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                query("live_events"),
-                {"after": self.cursor.after, "since": self.cursor.since, "max_rows": self.batch},
-            )
+            cur.execute(query("live_events"), {"after": after, "since": self.cursor.since, "max_rows": self.batch})
             rows = cur.fetchall()
         snap = _parse_snapshot(rows[0]["snapshot"], rows[0]["now"])
         return self._advance(snap, [r for r in rows if r["id"] is not None])
 
     def _advance(self, snap: _Snapshot, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        first_page = self._page_after is None
+        if first_page:
+            self._pass_xmin = snap.xmin
         fresh = [r for r in rows if r["id"] not in self._sent]
         self._sent.update(r["id"] for r in fresh)
         self.truncated = len(rows) >= self.batch
-        read_upto = rows[-1]["id"] if self.truncated else None  # ids above it were not read
-        highest = max(self._sent, default=self.cursor.after)
-        if not self.truncated:
-            self._pending.append((snap.xmax, highest))
+        # this page read every visible id up to read_upto (to the end when not full)
+        read_upto = rows[-1]["id"] if self.truncated else None
+        upto = read_upto if read_upto is not None else max(self._sent, default=self.cursor.after)
+        if not self._pending or upto > self._pending[-1][1]:  # else an earlier entry covers it
+            self._pending.append((snap.xmax, upto))
         after = self.cursor.after
-        # Every transaction running at an earlier read's snapshot has ended: all ids up to
-        # what that read saw are final, and this read (same snapshot as xmin) saw them.
-        while self._pending and self._pending[0][0] <= snap.xmin:
-            _, upto = self._pending[0]
-            if read_upto is not None and upto > read_upto:
-                break
+        # The pages of this pass, read from the cursor on, saw every event that was final
+        # when the pass began: pass each earlier read's ids whose writers had all ended then.
+        while self._pending and self._pending[0][0] <= self._pass_xmin:
+            _, final = self._pending[0]
+            if read_upto is not None and final > read_upto:
+                break  # the pass has not read that far yet
             self._pending.popleft()
-            after = max(after, upto)
+            after = max(after, final)
         self._sent = {i for i in self._sent if i > after}
         self._history.append((snap.xmax, snap.at))
-        since = self.cursor.since if self.truncated else self._time_bound(snap)
+        bound = self._time_bound(snap)
+        self._pass_since = bound if first_page or self._pass_since is None else min(self._pass_since, bound)
+        # the time bound moves at the end of a pass only, to the lowest of its pages' bounds:
+        # an event in flight at an earlier page's snapshot may have committed since, unread
+        since = self.cursor.since if self.truncated else self._pass_since
         self.cursor = Cursor(after, since)
+        self._page_after = read_upto
         return fresh
 
     def _time_bound(self, snap: _Snapshot) -> datetime:

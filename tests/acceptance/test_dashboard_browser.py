@@ -406,6 +406,33 @@ def test_screenshots_of_the_main_pages(
         assert (SHOTS / f"{name}.png").stat().st_size > 5000
 
 
+def test_a_burst_larger_than_a_read_streams_whole_and_the_stream_goes_on(
+    api_server: ApiServer, tokens: dict[str, str]  # noqa: F811
+) -> None:
+    """1,200 events in one commit (more than a read's 500): the stream sent the first 500 and
+    then froze, reading them again and again; now every one arrives once, then later ones."""
+    from websockets.sync.client import connect as ws_connect
+
+    from jobqueue.web.live import BATCH_ROWS
+
+    api = api_server
+    auth = {"Authorization": f"Bearer {tokens['admin']}"}
+    with ws_connect(f"ws://{api.host}:{api.port}/live/ws", additional_headers=auth, open_timeout=30) as ws:
+        assert json.loads(ws.recv(timeout=30))["events"] == []
+        with api.owner() as conn:
+            burst = [r["id"] for r in conn.execute(
+                "SELECT jobqueue.enqueue('burst.job', '{}', 'burst') AS id FROM generate_series(1, %s)",
+                (BATCH_ROWS * 2 + 200,),
+            ).fetchall()]  # fmt: skip
+        [after] = enqueue(api, "after-burst", "after.job")
+        got: list[int] = []
+        deadline = time.monotonic() + WAIT_S
+        while after not in got and time.monotonic() < deadline:
+            got += [e["job_id"] for e in json.loads(ws.recv(timeout=WAIT_S))["events"] if e["job_id"]]
+    assert after in got, f"{len(got)} events, then the stream stopped"
+    assert sorted(got) == sorted([*burst, after]), "each event once"
+
+
 def test_websocket_streams_events_and_resumes_from_a_cursor(
     api_server: ApiServer, tokens: dict[str, str]  # noqa: F811
 ) -> None:

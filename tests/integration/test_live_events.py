@@ -173,3 +173,72 @@ def test_queue_changes_are_streamed_once_each_and_only_when_asked_for(db: psycop
     assert plain and all(r["job_id"] is not None for r in plain)
     # the audit trail's other readers are not misled: a queue change is no job event
     assert db.execute("SELECT count(*) AS n FROM jobqueue.job_events(of_job => %s)", (job,)).fetchone() == {"n": 1}
+
+
+def _drain(follower: EventFollower, conn: psycopg.Connection[Any], reads: int) -> list[int]:
+    """Read as follow() does (at once again while truncated) until a read is not truncated."""
+    got: list[int] = []
+    for _ in range(reads):
+        got += [e["id"] for e in follower.read(conn)]
+        if not follower.truncated:
+            return got
+    raise AssertionError(f"still truncated after {reads} reads: the stream does not get past a full page")
+
+
+def test_a_burst_of_more_events_than_a_page_is_delivered_page_by_page(connect: Connect) -> None:
+    reader, writer, holder = connect(), connect(autocommit=False), connect(autocommit=False)
+    _queues(reader, "burst", "held")
+    follower = EventFollower(start_cursor(None, "cursor"), batch=7)
+    follower.read(reader)
+    held = _enqueue(holder, "held")  # a lower id in flight: the cursor may not pass it
+    held_event = min(_event_ids(holder, [held]))  # seen in its own transaction only
+    jobs = [_enqueue(writer, "burst") for _ in range(30)]
+    writer.commit()
+    # 30 events over pages of 7: each read goes on after the last page (it read the same 7
+    # over and over, and the stream froze); 5 pages and the end, in at most 6 reads
+    first = _drain(follower, reader, reads=6)
+    assert sorted(first) == sorted(_event_ids(reader, jobs)) and len(first) == len(set(first))
+    assert follower.cursor.after < held_event, "the cursor passed an id in flight"
+    # the next pass re-reads from the safe cursor: nothing twice, and the late commit once
+    holder.commit()
+    second = _drain(follower, reader, reads=8)
+    assert second == [held_event]
+    # once everything is final the cursor passes all of it, and a quiet read reads nothing
+    third = _drain(follower, reader, reads=8)
+    assert third == []
+    assert follower.cursor.after >= max(first)
+    assert follower.read(reader) == [] and not follower.truncated
+    # a client resuming from the cursor it had before the burst gets all of it
+    resumed = EventFollower(start_cursor(None, "cursor"), batch=7)
+    resumed.cursor = Cursor(0, follower.start.since)
+    again = _drain(resumed, reader, reads=10)
+    assert set(first) | set(second) <= set(again)
+
+
+def test_an_event_that_commits_during_a_pass_of_pages_is_not_lost_to_the_time_bound(connect: Connect) -> None:
+    reader, writer, holder = connect(), connect(autocommit=False), connect(autocommit=False)
+    _queues(reader, "burst", "held")
+    follower = EventFollower(start_cursor(None, "cursor"), batch=7)
+    follower.read(reader)
+    held = _enqueue(holder, "held")  # its event's `at` is its transaction's start, now
+    time.sleep(1.5)  # older than the time bound's slack by the time the pass ends
+    jobs = [_enqueue(writer, "burst") for _ in range(30)]
+    writer.commit()
+    page = follower.read(reader)  # the pass's first page: the held event is in flight
+    assert follower.truncated and held not in {e["job_id"] for e in page}
+    holder.commit()  # committed before the pass's later pages, below where they read
+    got = [e["job_id"] for e in page] + [e["job_id"] for e in _drain_events(follower, reader, reads=8)]
+    assert held not in got
+    # the next pass starts at the cursor, with a time bound that must not pass the held event
+    assert follower.cursor.since <= _at_of(reader, held), "the time bound passed an event committed during the pass"
+    got += [e["job_id"] for e in _drain_events(follower, reader, reads=8)]
+    assert sorted(got) == sorted([*jobs, held])
+
+
+def _drain_events(follower: EventFollower, conn: psycopg.Connection[Any], reads: int) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    for _ in range(reads):
+        got += follower.read(conn)
+        if not follower.truncated:
+            return got
+    raise AssertionError(f"still truncated after {reads} reads")
