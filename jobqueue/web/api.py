@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from jobqueue.client import JobQueue, enqueue_params
 from jobqueue.db import REQUIRED_SCHEMA_VERSION, schema_version
-from jobqueue.errors import JobQueueError
+from jobqueue.errors import JobNotFound, JobQueueError
 from jobqueue.models import JobState
 from jobqueue.sql import query
 from jobqueue.web.auth import Session, admitted_token, client_address, db_session, web_database
@@ -45,12 +45,27 @@ MAX_BULK = 1000
 #: Dead letters a redrive or purge touches at most per call (the SQL API's redrive cap).
 MAX_DEAD_BATCH = 10_000
 _CURSOR_PREFIX = "v1:"
+#: Job ids are bigint: a larger one in a path or a cursor is refused naming it, not sent.
+INT8_MAX = 2**63 - 1
+#: A job id in a path.
+JobId = Annotated[int, Path(ge=1, le=INT8_MAX)]
 
 # -- models ----------------------------------------------------------------------------------
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Bodies as sent: unknown fields and wrong types are refused (422 naming the field), never
+    converted -- ``"dry_run": "no"`` or ``"max_attempts": true`` is an error, not a guess. Only
+    times (ISO 8601 strings) and job states (their names) are read from strings."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+#: An ISO 8601 string with its UTC offset, as JSON carries times (a time without one is
+#: refused, as the SQL API and the CLI refuse it: whose clock would it be?).
+Time = Annotated[AwareDatetime, Field(strict=False)]
+#: A job state by its name.
+State = Annotated[JobState, Field(strict=False)]
 
 
 class JobCreate(Strict):
@@ -60,12 +75,12 @@ class JobCreate(Strict):
     payload: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = None
     priority: int | str | None = None
-    run_at: datetime | None = None
+    run_at: Time | None = None
     delay: float | None = Field(default=None, ge=0, description="seconds")
     max_attempts: int | None = None
     retry_policy: dict[str, Any] | None = None
     unique_key: str | None = Field(default=None, description="or the Idempotency-Key header")
-    expires_at: datetime | None = None
+    expires_at: Time | None = None
     tenant_id: str | None = None
     user_id: str | None = None
     tags: list[str] | None = None
@@ -78,16 +93,16 @@ class JobCreate(Strict):
 class JobFilter(Strict):
     """Which jobs: every given field must match (the list's query parameters)."""
 
-    state: list[JobState] | None = None
+    state: list[State] | None = None
     queue: str | None = None
     type: str | None = None
     tag: str | None = None
     tenant_id: str | None = None
     created_by: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    finished_after: datetime | None = None
-    finished_before: datetime | None = None
+    created_after: Time | None = None
+    created_before: Time | None = None
+    finished_after: Time | None = None
+    finished_before: Time | None = None
 
 
 class BulkAction(Strict):
@@ -163,10 +178,10 @@ def job_filter(
     tag: str | None = None,
     tenant_id: str | None = None,
     created_by: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    finished_after: datetime | None = None,
-    finished_before: datetime | None = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
+    finished_after: AwareDatetime | None = None,
+    finished_before: AwareDatetime | None = None,
 ) -> JobFilter:
     return JobFilter(
         state=state,
@@ -198,7 +213,7 @@ def decode_cursor(cursor: str) -> int:
         if not text.startswith(_CURSOR_PREFIX):
             raise ValueError(text)
         value = int(text[len(_CURSOR_PREFIX) :])
-        if value < 1:
+        if not 1 <= value <= INT8_MAX:
             raise ValueError(value)
         return value
     except (ValueError, UnicodeDecodeError, binascii.Error):
@@ -332,37 +347,42 @@ def bulk_redrive(body: DeadLetterAction, session: DbSession) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
-def get_job(job_id: int, session: DbSession) -> dict[str, Any]:
+def get_job(job_id: JobId, session: DbSession) -> dict[str, Any]:
     return _job(session.queue.get(job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
-def cancel_job(job_id: int, session: DbSession, body: CancelBody | None = None) -> dict[str, Any]:
+def cancel_job(job_id: JobId, session: DbSession, body: CancelBody | None = None) -> dict[str, Any]:
     """Cancel a waiting job, or ask a running one to stop: ``cancelled``,
     ``cancel_requested`` or ``already_finished``."""
     return {"id": job_id, "status": session.queue.cancel(job_id, body.reason if body else None)}
 
 
 @router.post("/jobs/{job_id}/retry", tags=["jobs"])
-def retry_job(job_id: int, session: DbSession) -> dict[str, Any]:
-    """Put a dead letter back as pending (same id)."""
-    return {"id": session.queue.retry(job_id), "state": "pending"}
+def retry_job(job_id: JobId, session: DbSession) -> dict[str, Any]:
+    """Put a dead letter back as pending (same id); 409 for a job that is not one."""
+    try:
+        with session.conn.transaction():  # a savepoint: the request goes on after a refusal
+            return {"id": session.queue.retry(job_id), "state": "pending"}
+    except JobNotFound as refused:
+        session.queue.get(job_id)  # 404 when the caller cannot see the job at all
+        raise Problem(409, str(refused), field="id") from None
 
 
 @router.delete("/jobs/{job_id}", tags=["jobs"])
-def delete_job(job_id: int, session: DbSession) -> dict[str, Any]:
+def delete_job(job_id: JobId, session: DbSession) -> dict[str, Any]:
     """Delete a finished or dead job (409 for a live one: cancel it first)."""
     return {"id": job_id, "deleted": True, "state": session.queue.delete(job_id)}
 
 
 @router.get("/jobs/{job_id}/logs", tags=["jobs"])
-def job_logs(job_id: int, session: DbSession) -> dict[str, Any]:
+def job_logs(job_id: JobId, session: DbSession) -> dict[str, Any]:
     session.queue.get(job_id)  # 404 for a job the caller cannot see, rather than an empty list
     return {"id": job_id, "items": session.queue.logs(job_id)}
 
 
 @router.get("/jobs/{job_id}/progress", tags=["jobs"])
-def job_progress(job_id: int, session: DbSession) -> dict[str, Any]:
+def job_progress(job_id: JobId, session: DbSession) -> dict[str, Any]:
     job = session.queue.get(job_id)
     return {"id": job_id, "state": job.state.value, "progress": plain(job.row.get("progress"))}
 
@@ -385,7 +405,7 @@ def list_dead_letters(
 
 
 @router.get("/dead-letters/{job_id}", tags=["dead letters"])
-def show_dead_letter(job_id: int, session: DbSession) -> dict[str, Any]:
+def show_dead_letter(job_id: JobId, session: DbSession) -> dict[str, Any]:
     job = session.queue.get(job_id)
     if job.state.value not in ("dead_letter", "archived"):
         raise Problem(404, f"id: job {job_id} is not a dead letter (it is {job.state.value})", field="id")

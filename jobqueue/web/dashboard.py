@@ -42,7 +42,7 @@ from starlette.requests import HTTPConnection
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from jobqueue.errors import JobQueueError
+from jobqueue.errors import JobQueueError, PermissionDenied
 from jobqueue.sql import query
 from jobqueue.web import live
 from jobqueue.web.auth import Session, WebDatabase
@@ -175,7 +175,10 @@ def _page(request: Request, name: str, build: Callable[[Session], dict[str, Any]
         return RedirectResponse("/login?next=" + request.url.path, status_code=303)
     try:
         with _session(request) as session:
-            context = build(session)
+            try:
+                context = build(session)
+            except PermissionDenied as refused:  # the token's role may not read this page
+                return _render(request, "refused.html", session, status=403, detail=str(refused))
             return _render(request, name, session, **context)
     except Problem as problem:
         if problem.status == 401:
@@ -514,7 +517,16 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
         state = request.query_params.get("state") or "open"
         if state not in ("open", "firing", "acknowledged", "resolved", "all"):
             raise Problem(422, f"state: {state!r} is not open, firing, acknowledged, resolved or all", field="state")
-        return _page(request, "alerts.html", lambda s: {"rows": open_alerts(s, state), "state": state})
+
+        def build(s: Session) -> dict[str, Any]:
+            try:
+                with s.conn.transaction():  # a savepoint: a refusal leaves the request usable
+                    rows = [dict(r) for r in s.queue.alerts(state, limit=100)]
+            except (JobQueueError, psycopg.Error) as exc:
+                return {"rows": [], "state": state, "refused": str(exc).strip()}
+            return {"rows": rows, "state": state, "refused": None}
+
+        return _page(request, "alerts.html", build)
 
     @app.post("/alerts/{alert_id}/ack", include_in_schema=False)
     async def alert_ack(request: Request, alert_id: int) -> Response:

@@ -49,6 +49,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jobqueue.listener import PROBE_PREFIX, Listener
 from jobqueue.sql import query
+from jobqueue.web.problems import Problem
 
 #: A stream reads again this long after a wake-up, so a burst of NOTIFYs costs one read.
 DEBOUNCE_S = 0.1
@@ -294,7 +295,12 @@ async def follow(
             return follower.read(conn)
 
     while gone is None or not await gone():
-        events = await anyio.to_thread.run_sync(read)
+        try:
+            events = await anyio.to_thread.run_sync(read)
+        except Problem as problem:
+            if problem.status in (401, 403):  # the token was revoked or expired meanwhile
+                raise StreamRefused(problem.detail) from None
+            raise
         if events or loop.time() - last >= KEEPALIVE_S:
             last = loop.time()
             yield follower.cursor, [event_json(e) for e in events]
@@ -304,6 +310,10 @@ async def follow(
             await asyncio.sleep(DEBOUNCE_S)
 
 
+class StreamRefused(Exception):
+    """The stream's token is refused now (revoked or expired since the stream began)."""
+
+
 def start_cursor(text: str | None, field_name: str) -> Cursor:
     """The client's cursor, or "from now" for a first connection."""
     if text:
@@ -311,8 +321,8 @@ def start_cursor(text: str | None, field_name: str) -> Cursor:
     return Cursor(0, datetime.now(UTC))
 
 
-def _problem(status: int, title: str, detail: str) -> Response:
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+def _problem(status: int, title: str, detail: str, field_name: str) -> Response:
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail, "field": field_name})
     return Response(body, status_code=status, media_type="application/problem+json")
 
 
@@ -332,21 +342,23 @@ def routes(opener: SessionOpener, wakeups: Wakeups, check: Callable[[HTTPConnect
     async def sse(request: Request) -> Response:
         check(request)
         await _verify(opener, request)  # a bad, expired or revoked token: its 401 problem now
+        field_name = "Last-Event-ID" if request.headers.get("last-event-id") else "cursor"
         try:
-            start = start_cursor(
-                request.headers.get("last-event-id") or request.query_params.get("cursor"),
-                "Last-Event-ID" if request.headers.get("last-event-id") else "cursor",
-            )
+            start = start_cursor(request.headers.get("last-event-id") or request.query_params.get("cursor"), field_name)
         except CursorError as exc:
-            return _problem(400, "Bad cursor", str(exc))
+            return _problem(400, "Bad cursor", str(exc), field_name)
 
         async def body() -> AsyncIterator[str]:
             yield f"retry: 1000\nid: {start.encode()}\n: connected\n\n"
-            async for cursor, events in follow(opener, request, wakeups, start, request.is_disconnected):
-                if events:
-                    yield f"id: {cursor.encode()}\nevent: jobs\ndata: {json.dumps(events)}\n\n"
-                else:
-                    yield ": keepalive\n\n"
+            try:
+                async for cursor, events in follow(opener, request, wakeups, start, request.is_disconnected):
+                    if events:
+                        yield f"id: {cursor.encode()}\nevent: jobs\ndata: {json.dumps(events)}\n\n"
+                    else:
+                        yield ": keepalive\n\n"
+            except StreamRefused as refused:  # the stream ends, cleanly, saying why
+                why = {"status": 401, "field": "token", "detail": str(refused)}
+                yield f"event: refused\ndata: {json.dumps(why)}\n\n"
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -367,7 +379,11 @@ def routes(opener: SessionOpener, wakeups: Wakeups, check: Callable[[HTTPConnect
             return
         await websocket.send_json({"cursor": start.encode(), "events": []})
         with contextlib.suppress(WebSocketDisconnect):
-            async for cursor, events in follow(opener, websocket, wakeups, start):
-                await websocket.send_json({"cursor": cursor.encode(), "events": events})
+            try:
+                async for cursor, events in follow(opener, websocket, wakeups, start):
+                    await websocket.send_json({"cursor": cursor.encode(), "events": events})
+            except StreamRefused as refused:
+                await websocket.send_json({"error": str(refused)})
+                await websocket.close(code=4401)
 
     return [Route("/events", sse, methods=["GET"]), WebSocketRoute("/ws", ws)]

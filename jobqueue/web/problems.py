@@ -3,6 +3,7 @@ API's own message, which starts with the field) and the ``field`` it names."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,6 +75,10 @@ def error_response(exc: Problem | JobQueueError) -> JSONResponse:
         response.headers.update(exc.headers)
         return response
     field = exc.field if isinstance(exc, InvalidInput) else _field_of(str(exc))
+    if field is None and isinstance(exc, JobNotFound):
+        field = "id"  # the library's "job 8 not found", or a row-level security "not found"
+    elif field is None and isinstance(exc, PermissionDenied):
+        field = "token"  # the grants of the token's role refuse it ("permission denied for ...")
     return problem_response(status_of(exc), str(exc), field=field)
 
 
@@ -114,7 +119,8 @@ def install(app: FastAPI) -> None:
         message = str(first.get("msg", "invalid"))
         if first.get("type") == "json_invalid":
             field, message = "body", "malformed JSON: " + str(first.get("ctx", {}).get("error", message))
-        invalid = [{"field": _field_path(e.get("loc", ())), "message": str(e.get("msg"))} for e in errors]
+        # (a malformed body's location is a character position, not a field)
+        invalid = [{"field": _error_field(e), "message": str(e.get("msg"))} for e in errors]
         return problem_response(422, f"{field}: {message}", field=field, invalid_params=invalid)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
@@ -129,6 +135,10 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
 
 
+def _error_field(error: Any) -> str:
+    return "body" if error.get("type") == "json_invalid" else _field_path(error.get("loc", ()))
+
+
 def _field_path(loc: Any) -> str:
     """pydantic's location without its "body"/"query"/"path" prefix: ``filter.queue``."""
     parts = [str(p) for p in loc]
@@ -136,7 +146,13 @@ def _field_path(loc: Any) -> str:
         parts = [p for p in parts[1:] if not p.isdigit()]  # a repeated parameter: its name
     elif parts and parts[0] == "body":
         parts = parts[1:]
+    # a union's member ("priority.int", "priority.str") or a validator's tag is not a field
+    parts = [p for p in parts if not _TYPE_TAG.fullmatch(p)]
     return ".".join(parts) or "body"
+
+
+#: What pydantic adds to a location for a union's members and wrapped validators.
+_TYPE_TAG = re.compile(r"int|str|float|bool|bytes|none|(dict|list|set|tuple|literal)\[.*\]|[a-z]+-[a-z-]+\[.*\]")
 
 
 def _field_of(message: str) -> str | None:

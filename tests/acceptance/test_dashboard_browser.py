@@ -305,6 +305,28 @@ def read_sse(api: ApiServer, token: str, during: Callable[[], Any], want_s: floa
     return events
 
 
+def test_a_producer_signs_in_and_each_page_says_what_its_role_may_not_read(
+    browser: WebDriver, api_server: ApiServer  # noqa: F811
+) -> None:
+    """A producer may enqueue and see its own jobs, not queue figures, workers or alerts: the
+    overview answered raw problem JSON, and the alerts and workers pages said "none"."""
+    api = api_server
+    token = api.token("producer", name="browser producer")
+    created = api.request("POST", "/api/v1/jobs", token, json_body={"type": "p.job", "queue": "produced"})
+    assert created.status == 201
+    mine = created.json["id"]
+    sign_in(browser, api, token)  # lands on the overview
+    assert browser.find_elements(By.CSS_SELECTOR, "#refused"), browser.page_source[:2000]
+    assert "Not for this token" in browser.title and "permission denied" in browser.page_source
+    browser.find_element(By.LINK_TEXT, "Jobs").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, "main h1"))
+    assert {int(e.get_attribute("data-job")) for e in browser.find_elements(By.CSS_SELECTOR, "tr[data-job]")} == {mine}
+    for path in ("/alerts", "/workers", "/dead-letters"):
+        browser.get(url(api, path))
+        assert browser.find_elements(By.CSS_SELECTOR, "#refused"), f"{path}: {browser.page_source[:2000]}"
+        assert "No workers registered" not in browser.page_source and "No open alerts" not in browser.page_source
+
+
 def test_a_viewer_sees_no_action_buttons(browser: WebDriver, api_server: ApiServer, tokens: dict[str, str]) -> None:  # noqa: F811
     api = api_server
     [job] = enqueue(api, "viewed", "x.y")
@@ -522,12 +544,38 @@ def test_sse_refuses_a_bad_cursor_and_a_bad_token_with_problems_naming_the_field
 ) -> None:
     api = api_server
     r = api.request("GET", "/live/events", tokens["admin"], headers={"Last-Event-ID": "12;drop"})
-    assert r.status == 400 and "Last-Event-ID" in r.json["detail"]
+    assert r.status == 400 and "Last-Event-ID" in r.json["detail"] and r.json["field"] == "Last-Event-ID"
     r = api.request("GET", "/live/events?cursor=x.y", tokens["admin"])
-    assert r.status == 400 and "cursor" in r.json["detail"]
+    assert r.status == 400 and "cursor" in r.json["detail"] and r.json["field"] == "cursor"
     assert api.request("GET", "/live/events").status == 401
     r = api.request("GET", "/live/events", "jq_not_a_token")
     assert r.status == 401 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_token_revoked_while_its_stream_is_open_ends_the_stream_cleanly(
+    api_server: ApiServer,  # noqa: F811
+) -> None:
+    """The stream ends with an ``event: refused`` naming the token and a complete response
+    (it was cut mid-body with "Exception in ASGI application" in the log)."""
+    api = api_server
+    token = api.token("operator", name="revoked while streaming")
+    with api.owner() as conn:
+        token_id = conn.execute("SELECT max(id) AS id FROM jobqueue.api_token").fetchone()["id"]  # type: ignore[index]
+    log_before = api.log_path.read_text()
+    conn = http.client.HTTPConnection(api.host, api.port, timeout=WAIT_S)
+    conn.request("GET", "/live/events", headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.readline().startswith(b"retry:")  # connected: the stream is open
+    with api.owner() as owner:
+        assert owner.execute("SELECT jobqueue.revoke_token(%s) AS r", [token_id]).fetchone()["r"]  # type: ignore[index]
+    body = resp.read().decode()  # the whole rest: the server ends the response (chunked, complete)
+    conn.close()
+    assert "event: refused" in body, body
+    refused = json.loads(body.split("event: refused\ndata: ", 1)[1].split("\n", 1)[0])
+    assert refused["status"] == 401 and refused["field"] == "token", refused
+    log = api.log_path.read_text()[len(log_before) :]
+    assert "Exception in ASGI application" not in log and "Traceback" not in log, log
 
 
 def test_the_error_chart_draws_a_minute_that_stands_alone(

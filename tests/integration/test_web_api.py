@@ -5,6 +5,7 @@ naming the field and changing nothing (issue 18)."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import random
@@ -585,6 +586,7 @@ def test_producer_tokens_see_only_their_own_jobs(api_server: ApiServer) -> None:
 
 def test_bad_input_is_a_problem_naming_the_field_and_changes_nothing(api_server: ApiServer, world: World) -> None:  # noqa: F811
     api = api_server
+    big_cursor = base64.urlsafe_b64encode(b"v1:" + b"9" * 25).decode().rstrip("=")  # well formed, over bigint
     before = snapshot(api)
     cases = [
         (api.request("POST", f"{API}/jobs", world.admin, raw=b'{"type": "x",'), 422, "body"),
@@ -599,8 +601,35 @@ def test_bad_input_is_a_problem_naming_the_field_and_changes_nothing(api_server:
         (api.request("GET", f"{API}/jobs?limit=0", world.admin), 422, "limit"),
         (api.request("GET", f"{API}/jobs?created_after=yesterday", world.admin), 422, "created_after"),
         (api.request("GET", f"{API}/jobs?cursor=not-a-cursor", world.admin), 422, "cursor"),
-        (api.request("GET", f"{API}/jobs/999999999", world.admin), 404, None),
+        (api.request("GET", f"{API}/jobs/999999999", world.admin), 404, "id"),
+        (api.request("GET", f"{API}/jobs/999999999/logs", world.admin), 404, "id"),
         (api.request("GET", f"{API}/jobs/abc", world.admin), 422, "job_id"),
+        (api.request("GET", f"{API}/jobs/99999999999999999999999", world.admin), 422, "job_id"),  # over bigint
+        (api.request("GET", f"{API}/jobs?cursor={big_cursor}", world.admin), 422, "cursor"),
+        (api.request("GET", f"{API}/jobs?created_after=2026-12-07T03:55:26", world.admin), 422, "created_after"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "run_at": "2026-12-07T03:55:26"}),
+         422, "run_at"),
+        # wrong types are refused, never converted (true was max_attempts 1, "no" a real bulk action)
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "max_attempts": True}), 422,
+         "max_attempts"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "max_attempts": "3"}), 422,
+         "max_attempts"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "max_attempts": 3.0}), 422,
+         "max_attempts"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "priority": True}), 422, "priority"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "delay": "5"}), 422, "delay"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "tags": "t1"}), 422, "tags"),
+        (api.request("POST", f"{API}/jobs/bulk/cancel", world.admin,
+                     json_body={"filter": {"queue": "shared"}, "dry_run": "no"}), 422, "dry_run"),
+        (api.request("POST", f"{API}/jobs/bulk/cancel", world.admin,
+                     json_body={"filter": {"queue": "shared"}, "dry_run": 0}), 422, "dry_run"),
+        (api.request("POST", f"{API}/jobs/bulk/cancel", world.admin,
+                     json_body={"filter": {"queue": "shared"}, "dry_run": True, "limit": "7"}), 422, "limit"),
+        (api.request("POST", f"{API}/dead-letters/redrive", world.admin, json_body={"dry_run": "yes"}), 422,
+         "dry_run"),
+        (api.request("PATCH", f"{API}/queues/q", world.admin, json_body={"max_size": False}), 422, "max_size"),
+        (api.request("POST", f"{API}/jobs/{world.b_pending}/retry", world.admin), 409, "id"),  # not a dead letter
+        (api.request("POST", f"{API}/jobs", world.viewer, json_body={"type": "x"}), 403, "token"),
         (api.request("POST", f"{API}/jobs/999999999/cancel", world.admin), 404, "id"),
         (api.request("POST", f"{API}/jobs/bulk/cancel", world.admin, json_body={"filter": {"colour": 1}}), 422,
          "filter.colour"),
@@ -615,6 +644,9 @@ def test_bad_input_is_a_problem_naming_the_field_and_changes_nothing(api_server:
     ]
     for reply, status, field in cases:
         problem(reply, status, field)
+    # a malformed body: every entry of invalid_params names the body (not a character position)
+    malformed = problem(api.request("POST", f"{API}/jobs", world.admin, raw=b'{"type": "x",'), 422, "body")
+    assert {p["field"] for p in malformed["invalid_params"]} == {"body"}, malformed
     expired = api.token("admin", expires="1 second")
     with api.superuser() as su:
         su.execute("UPDATE jobqueue.api_token SET expires_at = now() - interval '1 s' WHERE expires_at IS NOT NULL")

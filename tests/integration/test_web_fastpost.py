@@ -185,7 +185,7 @@ def test_refusals_on_the_lean_path_are_the_apps_problems_and_change_nothing(
         problem(a, 401, "token")
         assert a.headers["www-authenticate"].startswith("Bearer")
     viewer = api.token("viewer")
-    problem(call(loop, app, good, token=viewer), 403, None)  # the database's grant refuses it
+    problem(call(loop, app, good, token=viewer), 403, "token")  # the grant of the token's role refuses it
     admin = api.token("admin")
     admin_id = token_id(api)
     problem(call(loop, app, b'{"type": "fp.x", "queue": "no spaces allowed"}', token=admin), 422, "queue")
