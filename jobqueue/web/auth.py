@@ -44,6 +44,7 @@ from fastapi import Request
 from psycopg import pq
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from starlette.concurrency import run_in_threadpool
 
 from jobqueue.client import JobQueue
 from jobqueue.config import CONNECT_TIMEOUT_S, DatabaseTarget
@@ -445,9 +446,44 @@ def web_database(request: Request) -> WebDatabase:
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    """FastAPI dependency: the request's database session (see :meth:`WebDatabase.session`)."""
+    """FastAPI dependency: the request's database session (see :meth:`WebDatabase.session`).
+    Once the token is verified (401 first), refuses what FastAPI would let through: a query
+    parameter the route does not take (``?stat=pending`` would list every job) and a body
+    that is not ``application/json``."""
     with web_database(request).session(request_token(request), client=client_address(request)) as session:
+        refuse_what_the_route_does_not_take(request)
         yield session
+
+
+def refuse_what_the_route_does_not_take(request: Request) -> None:
+    """422 naming a query parameter the route does not declare; 415 for a body sent as
+    anything but JSON (FastAPI parses a ``text/plain`` body as JSON all the same)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is not None:
+        allowed = _query_names(dependant)
+        for name in request.query_params:
+            if name not in allowed:
+                known = ", ".join(sorted(allowed)) or "none"
+                raise Problem(422, f"{name}: not a query parameter of this endpoint (it takes: {known})", field=name)
+    if request.method in ("POST", "PUT", "PATCH") and _has_body(request):
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/json":
+            raise Problem(415, f"Content-Type: the body must be application/json, not {kind or 'unnamed'}",
+                          field="Content-Type")  # fmt: skip
+
+
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters a route declares, its dependencies' included."""
+    names = {str(p.alias) for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length.strip() not in ("", "0"))
 
 
 async def admitted_token(request: Request) -> str:
@@ -461,6 +497,11 @@ async def admitted_token(request: Request) -> str:
     client = client_address(request)
     token = db._admit(request_token(request), client)  # no I/O: on the event loop, no thread hop
     request.state.jobqueue_verify = lambda: verify_token(db, token, client=client)
+    try:
+        refuse_what_the_route_does_not_take(request)  # before the body is parsed
+    except Problem:
+        await run_in_threadpool(request.state.jobqueue_verify)  # a bad token: 401 first
+        raise
     return token
 
 
@@ -482,6 +523,7 @@ __all__ = [
     "admitted_token",
     "client_address",
     "db_session",
+    "refuse_what_the_route_does_not_take",
     "request_token",
     "verify_token",
     "web_database",

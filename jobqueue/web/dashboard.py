@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +57,10 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 #: The cookie lasts this long (the token's own expiry ends it sooner).
 COOKIE_MAX_AGE_S = 12 * 3600
+#: The sign-in form's own CSRF value (double submit: the form field and this cookie).
+LOGIN_COOKIE = "jobqueue_login"
+LOGIN_CSRF_FIELD = "login_csrf"
+LOGIN_FORM_MAX_AGE_S = 3600
 PAGE_ROWS = 50
 JOB_STATES = ("pending", "processing", "retrying", "completed", "cancelled", "dead_letter", "archived")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -311,9 +316,19 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
     app.router.routes.append(Mount("/live", routes=live.routes(_live_session, wakeups, _check_signed_in)))
     app.add_middleware(SessionCookie)
 
+    def login_form(request: Request, target: str, status: int = 200, error: str | None = None) -> Response:
+        """The sign-in page, with a fresh login-CSRF value in the form and in a SameSite=Strict
+        cookie: a form posted from another site carries no such cookie, so it cannot sign a
+        victim's browser in to the attacker's token."""
+        nonce = secrets.token_urlsafe(24)
+        response = _render(request, "login.html", None, status=status, error=error, next=target, login_csrf=nonce)
+        response.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_FORM_MAX_AGE_S, path="/login", httponly=True,
+                            samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
+        return response
+
     @app.get("/login", include_in_schema=False)
     def login_page(request: Request) -> Response:
-        return _render(request, "login.html", None, next=request.query_params.get("next", "/"))
+        return login_form(request, request.query_params.get("next", "/"))
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
@@ -322,11 +337,15 @@ def install(app: FastAPI, *, redis_url: str | None = None, listen: bool = True) 
         target = str(form.get("next") or "/")
         if not _local_path(target):
             target = "/"
+        sent, kept = form.get(LOGIN_CSRF_FIELD), request.cookies.get(LOGIN_COOKIE)
+        if not isinstance(sent, str) or not kept or not hmac.compare_digest(sent, kept):
+            error = f"{LOGIN_CSRF_FIELD}: the sign-in form expired or came from another site; sign in again"
+            return login_form(request, target, status=403, error=error)
         try:
             with _db(request).session(token, client=_client(request)):
                 pass
         except Problem as problem:
-            return _render(request, "login.html", None, status=problem.status, error=problem.detail, next=target)
+            return login_form(request, target, status=problem.status, error=problem.detail)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             COOKIE,

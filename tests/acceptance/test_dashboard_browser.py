@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -550,6 +552,27 @@ def test_sse_refuses_a_bad_cursor_and_a_bad_token_with_problems_naming_the_field
     assert api.request("GET", "/live/events").status == 401
     r = api.request("GET", "/live/events", "jq_not_a_token")
     assert r.status == 401 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_sign_in_needs_the_forms_own_csrf_value(api_server: ApiServer, tokens: dict[str, str]) -> None:  # noqa: F811
+    """Login CSRF: a page on another site could post its own token to /login and sign the
+    victim's browser in as the attacker. The form carries a value that must match a
+    SameSite=Strict cookie set with it, which a cross-site post does not send."""
+    api = api_server
+    form = {"token": tokens["admin"], "next": "/"}
+    forged = api.request("POST", "/login", raw=urllib.parse.urlencode(form).encode(),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert forged.status == 403 and "login_csrf" in forged.body.decode(), forged
+    assert "jobqueue_session=" not in forged.headers.get("set-cookie", "")
+    page = api.request("GET", "/login")
+    nonce = re.search(r'name="login_csrf" value="([^"]+)"', page.body.decode())
+    cookie = re.search(r"jobqueue_login=([^;]+)", page.headers.get("set-cookie", ""))
+    assert nonce and cookie and nonce.group(1) == cookie.group(1)
+    assert "samesite=strict" in page.headers["set-cookie"].lower() and "httponly" in page.headers["set-cookie"].lower()
+    signed = api.request("POST", "/login", raw=urllib.parse.urlencode({**form, "login_csrf": nonce.group(1)}).encode(),
+                         headers={"Content-Type": "application/x-www-form-urlencoded",
+                                  "Cookie": f"jobqueue_login={cookie.group(1)}"})  # fmt: skip
+    assert signed.status == 303 and "jobqueue_session=" in signed.headers.get("set-cookie", ""), signed
 
 
 def test_a_token_revoked_while_its_stream_is_open_ends_the_stream_cleanly(

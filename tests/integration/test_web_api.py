@@ -630,6 +630,13 @@ def test_bad_input_is_a_problem_naming_the_field_and_changes_nothing(api_server:
         (api.request("PATCH", f"{API}/queues/q", world.admin, json_body={"max_size": False}), 422, "max_size"),
         (api.request("POST", f"{API}/jobs/{world.b_pending}/retry", world.admin), 409, "id"),  # not a dead letter
         (api.request("POST", f"{API}/jobs", world.viewer, json_body={"type": "x"}), 403, "token"),
+        # a typo in a filter is refused (it listed every job), and so is a body that is not JSON
+        (api.request("GET", f"{API}/jobs?stat=pending", world.admin), 422, "stat"),
+        (api.request("GET", f"{API}/dead-letters?queue=q&colour=red", world.admin), 422, "colour"),
+        (api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x"},
+                     headers={"Content-Type": "text/plain"}), 415, "Content-Type"),
+        (api.request("POST", f"{API}/jobs/bulk/cancel", world.admin, json_body={"filter": {"queue": "shared"}},
+                     headers={"Content-Type": "text/plain"}), 415, "Content-Type"),
         (api.request("POST", f"{API}/jobs/999999999/cancel", world.admin), 404, "id"),
         (api.request("POST", f"{API}/jobs/bulk/cancel", world.admin, json_body={"filter": {"colour": 1}}), 422,
          "filter.colour"),
@@ -670,6 +677,7 @@ def test_create_job_refuses_a_bad_token_before_it_looks_at_the_body(api_server: 
         {"json_body": {"type": "x", "unique_key": "a"}, "headers": {"Idempotency-Key": "b"}},
         {"json_body": {"type": "x"}, "headers": {"Idempotency-Key": "k" * 300}},
         {"json_body": {"type": "x", "queue": "no spaces allowed"}},
+        {"json_body": {"type": "x"}, "headers": {"Content-Type": "text/plain"}},
         {"json_body": {"type": "x"}},
     ]
     clients = iter(range(1, 250))  # each refusal from its own address (X-Forwarded-For from loopback):
@@ -688,8 +696,9 @@ def test_create_job_refuses_a_bad_token_before_it_looks_at_the_body(api_server: 
     statuses = [post("jq_not_a_real_token", {"json_body": {"type": "x"}}, "198.51.100.7").status for _ in range(11)]
     assert statuses == [401] * 10 + [429], statuses
     # a good token with the same bodies: the body's own error (the last one is valid: 201 below)
-    for body, field in zip(bad_bodies[:-1], ("colour", "unique_key", "idempotency-key", "queue"), strict=True):
-        problem(api.request("POST", f"{API}/jobs", world.admin, **body), 422, field)
+    refusals = (("colour", 422), ("unique_key", 422), ("idempotency-key", 422), ("queue", 422), ("Content-Type", 415))
+    for body, (field, status) in zip(bad_bodies[:-1], refusals, strict=True):
+        problem(api.request("POST", f"{API}/jobs", world.admin, **body), status, field)
     assert snapshot(api) == {**before, "api_token": snapshot(api)["api_token"]}
     created = api.request("POST", f"{API}/jobs", world.admin, json_body={"type": "x", "queue": "first"})
     assert created.status == 201 and created.headers["location"] == f"{API}/jobs/{created.json['id']}"
@@ -713,7 +722,7 @@ def test_access_log_only_when_asked(api_server: ApiServer, tmp_path: Path) -> No
     token; the default: none, though the server logs its start and its errors as always."""
     api = api_server
     token = api.token("producer")
-    marker = f"/api/v1/jobs?marker={uuid.uuid4().hex}"
+    marker = f"/api/v1/jobs?queue=marker-{uuid.uuid4().hex}"  # a queue filter no job matches
     assert api.request("GET", marker, token).status == 200
     lines = [line for line in api.log().splitlines() if marker in line]
     assert len(lines) == 1 and '"GET ' in lines[0] and " 200" in lines[0] and token not in api.log(), lines
@@ -728,7 +737,7 @@ def test_access_log_only_when_asked(api_server: ApiServer, tmp_path: Path) -> No
         stop_serve(quiet)
     log = quiet.log()
     assert "Application startup complete" in log, log
-    assert "marker=" not in log and "/api/v1/jobs" not in log and "/nowhere" not in log, log
+    assert "marker-" not in log and "/api/v1/jobs" not in log and "/nowhere" not in log, log
 
 
 def test_failed_authentication_is_rate_limited_and_never_logs_the_token(api_server: ApiServer) -> None:  # noqa: F811
