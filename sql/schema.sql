@@ -2393,9 +2393,14 @@ BEGIN
         END IF;
     END IF;
     IF j.created_by <> jobqueue._actor() AND NOT jobqueue._is_admin() THEN
+        IF NOT jobqueue._sees_all_jobs() THEN
+            -- a caller that sees only the jobs it enqueued (a producer) learns nothing of others'
+            RAISE EXCEPTION USING ERRCODE = 'P0002', COLUMN = 'id',
+                MESSAGE = format('id: no job %s', cancel.id);
+        END IF;
         RAISE EXCEPTION USING ERRCODE = '42501', COLUMN = 'id',
-            MESSAGE = format('id: job %s was not enqueued by %s; cancelling it needs jobqueue_admin',
-                             cancel.id, jobqueue._actor());
+            MESSAGE = format('id: job %s was not enqueued by %s; cancelling it needs jobqueue_admin '
+                             '(or an operator or admin API token)', cancel.id, jobqueue._actor());
     END IF;
     IF j.state IN ('pending', 'retrying') THEN
         PERFORM jobqueue._finish_waiting(ARRAY[cancel.id], 'cancelled', why);

@@ -143,6 +143,32 @@ def test_producer_and_worker_are_refused_outside_their_rights(
     assert event is not None and event["actor"].startswith("jq_login_")
 
 
+def test_a_producer_learns_nothing_of_anothers_job_by_cancelling_it(
+    db: psycopg.Connection[Any], connect: Connect, login_role: Callable[[str], str]
+) -> None:
+    """A producer sees only the jobs it enqueued; cancel() said whose another's job was (42501
+    "job N was not enqueued by ..."), while every read said "no job". Now "no job" too, and
+    nothing changes; a role that sees every job still gets 42501."""
+    owner = connect(user=login_role("jobqueue_producer"))
+    other_name = login_role("jobqueue_producer")
+    other = connect(user=other_name)
+    job = owner.execute("SELECT jobqueue.enqueue('t', '{}') AS id").fetchone()["id"]  # type: ignore[index]
+    assert other.execute("SELECT count(*) AS n FROM jobqueue.jobs WHERE id = %s", (job,)).fetchone()["n"] == 0  # type: ignore[index]
+    with pytest.raises(psycopg.errors.NoDataFound) as refused:
+        other.execute("SELECT jobqueue.cancel(%s)", (job,))
+    assert refused.value.diag.message_primary == f"id: no job {job}" and refused.value.diag.column_name == "id"
+    unknown = job + 1_000_000
+    with pytest.raises(psycopg.errors.NoDataFound) as missing:
+        other.execute("SELECT jobqueue.cancel(%s)", (unknown,))
+    assert missing.value.diag.message_primary == f"id: no job {unknown}"  # the same as for no job at all
+    # a login that also works (sees every job) is told why, as before
+    db.execute(f'GRANT jobqueue_worker TO "{other_name}"')
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="was not enqueued by"):
+        other.execute("SELECT jobqueue.cancel(%s)", (job,))
+    assert db.execute("SELECT state::text AS s FROM jobqueue.job WHERE id = %s", (job,)).fetchone()["s"] == "pending"  # type: ignore[index]
+    assert owner.execute("SELECT jobqueue.cancel(%s) AS s", (job,)).fetchone()["s"] == "cancelled"  # type: ignore[index]
+
+
 def test_definer_functions_are_pinned(db: psycopg.Connection[Any]) -> None:
     """SEC-02: every SECURITY DEFINER function pins search_path; PUBLIC executes none."""
     unpinned = db.execute(
