@@ -993,8 +993,10 @@ DECLARE
 BEGIN
     IF t IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('%s: login role %s acts for tenant %s; %s changes what every tenant shares and '
-                             'needs a jobqueue_admin role mapped to no tenant', action, session_user, t, action);
+            MESSAGE = format('%s: %s acts for tenant %s; %s is shared by every tenant and needs a '
+                             'jobqueue_admin role (or an admin API token) mapped to no tenant', action,
+                             CASE WHEN session_user = 'jobqueue_web' THEN 'API token ' || (jobqueue._web_token()).id
+                                  ELSE 'login role ' || session_user END, t, action);
     END IF;
 END
 $$;
@@ -1030,8 +1032,9 @@ BEGIN
         ORDER BY x.o LIMIT 1;
         IF FOUND THEN
             PERFORM jobqueue._raise('tenant_id',
-                format('login role %s enqueues for tenant %s only (got %s); leave tenant_id out',
-                       session_user, to_jsonb(t), left(bad.given::text, 300)),
+                format('%s enqueues for tenant %s only (got %s); leave tenant_id out',
+                       CASE WHEN session_user = 'jobqueue_web' THEN 'API token ' || (jobqueue._web_token()).id
+                            ELSE 'login role ' || session_user END, to_jsonb(t), left(bad.given::text, 300)),
                 CASE WHEN single THEN 'tenant_id' ELSE format('jobs[%s].tenant_id', bad.idx) END);
         END IF;
         jobs := (SELECT jsonb_agg(CASE WHEN jsonb_typeof(x.e) = 'object'

@@ -432,6 +432,18 @@ def test_tenant_token_never_sees_or_touches_another_tenant(api_server: ApiServer
     assert set(b_ids) <= seen
 
 
+def test_a_tenant_tokens_refusals_name_the_token_not_the_servers_login(api_server: ApiServer, world: World) -> None:  # noqa: F811
+    """They said "login role jobqueue_web ..." (the server's own login, meaningless to the
+    caller) and told a tenant listing alerts that it "changes what every tenant shares"."""
+    api = api_server
+    other = problem(api.request("POST", f"{API}/jobs", world.a_prod, json_body={"type": "x", "tenant_id": "B"}),
+                    422, "tenant_id")  # fmt: skip
+    assert "jobqueue_web" not in other["detail"] and other["detail"].startswith("tenant_id: API token "), other
+    alerts = problem(api.request("GET", f"{API}/alerts", world.a_op), 403, "list_alerts")
+    assert "jobqueue_web" not in alerts["detail"] and "changes" not in alerts["detail"], alerts
+    assert "API token" in alerts["detail"] and "shared by every tenant" in alerts["detail"], alerts
+
+
 def test_viewer_actions_are_refused_by_the_database(api_server: ApiServer, world: World) -> None:  # noqa: F811
     api = api_server
     job = api.request("POST", f"{API}/jobs", world.a_prod, json_body={"type": "v", "queue": "viewer"}).json["id"]
