@@ -1228,9 +1228,9 @@ def test_producers_see_and_cancel_only_their_own_jobs(
     mine, theirs = enqueue(p1, delay=H), enqueue(p2, delay=H)
     assert [r["id"] for r in p1.execute("SELECT id FROM jobqueue.jobs").fetchall()] == [mine]
     assert {r["id"] for r in admin.execute("SELECT id FROM jobqueue.jobs").fetchall()} == {mine, theirs}
-    with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+    with pytest.raises(psycopg.errors.NoDataFound) as err:  # "no job", as its reads say (revision 0018)
         one(p1, "cancel", theirs)
-    assert err.value.diag.column_name == "id"
+    assert err.value.diag.column_name == "id" and err.value.diag.message_primary == f"id: no job {theirs}"
     assert one(p1, "cancel", mine) == "cancelled"
     assert one(admin, "cancel", theirs) == "cancelled"
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
