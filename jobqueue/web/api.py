@@ -25,13 +25,7 @@ from jobqueue.db import REQUIRED_SCHEMA_VERSION, schema_version
 from jobqueue.errors import JobNotFound, JobQueueError
 from jobqueue.models import JobState
 from jobqueue.sql import query
-from jobqueue.web.auth import (
-    Session,
-    admitted_token,
-    client_address,
-    db_session,
-    web_database,
-)
+from jobqueue.web.auth import Session, admitted_token, client_address, db_session, web_database
 from jobqueue.web.problems import Problem
 
 health_router = APIRouter(tags=["health"])
