@@ -13,7 +13,14 @@ pg_autovacuum autovacuum workers: the running ones, and those that exited in the
               (their time, reaped by the postmaster, shows in its children's total)
 pg_other      every other server process (checkpointer, WAL writer, background writer, ...)
 
-as cores (CPU seconds per second of the window), and the machine's busy cores (``/proc/stat``).
+as cores (CPU seconds per second of the window), and the machine's busy cores and the cores
+its hypervisor gave other guests while this one wanted them (``/proc/stat``, steal).
+
+And how fast the machine is at each read (:func:`speed_probe`): the CPU time this thread
+takes for a fixed piece of pure-Python work. On a shared virtual machine it swings with the
+neighbours (caches, memory bandwidth, clock), and so does every part's CPU per job: a run
+whose completions fall while the probe slows by as much was slowed by the machine, not by
+the queue.
 Only for a server on this machine (its backends' pids in ``/proc`` are ``postgres``
 processes); elsewhere only the local processes are read. Linux only: elsewhere it reads
 nothing and the windows carry no ``cpu``.
@@ -22,6 +29,7 @@ nothing and the windows carry no ``cpu``.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,13 +60,35 @@ def proc_times(pid: int) -> tuple[float, float, int, str] | None:
     return own, children, int(fields[1]), comm
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot (all cores)."""
+def machine_busy() -> tuple[float, float, float]:
+    """(busy, total, stolen) CPU seconds of the whole machine since boot (all cores); stolen:
+    the hypervisor ran other guests while this one had work (in busy and total too)."""
     with open("/proc/stat", encoding="ascii") as f:
         parts = [int(x) for x in f.readline().split()[1:]]
+    steal = parts[7] if len(parts) > 7 else 0
     idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
     total = sum(parts[:8])
-    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS, steal / CLOCK_TICKS
+
+
+#: Iterations of the probe's loop: about 3 ms of CPU on the 2-core machines here (15 ms a
+#: window of 5 s: 0.3 % of a core).
+PROBE_LOOPS = 20_000
+PROBE_RUNS = 5
+
+
+def speed_probe() -> float:
+    """CPU microseconds this thread takes for PROBE_LOOPS iterations of a fixed pure-Python
+    loop, the median of PROBE_RUNS runs (``time.thread_time``: time spent waiting for a core
+    or for the GIL does not count, a slower core does)."""
+    runs = []
+    for _ in range(PROBE_RUNS):
+        start = time.thread_time_ns()
+        acc = 0
+        for i in range(PROBE_LOOPS):
+            acc ^= i * 7 + (acc >> 3)
+        runs.append((time.thread_time_ns() - start) / 1000)
+    return sorted(runs)[PROBE_RUNS // 2]
 
 
 def _group(backend_type: str, app: str) -> str:
@@ -110,8 +140,8 @@ class CpuSampler:
         me = proc_times(os.getpid())
         if me is not None:
             pids[os.getpid()] = ("bench", me[0])
-        busy, total = machine_busy()
-        return {"pids": pids, "reaped": reaped, "busy": busy, "total": total}
+        busy, total, steal = machine_busy()
+        return {"pids": pids, "reaped": reaped, "busy": busy, "total": total, "steal": steal, "probe": speed_probe()}
 
     @staticmethod
     def window(prev: dict[str, Any] | None, cur: dict[str, Any] | None, seconds: float) -> dict[str, float] | None:
@@ -132,6 +162,8 @@ class CpuSampler:
         out = {k: round(max(v, 0.0) / seconds, 3) for k, v in used.items()}
         out["machine_busy"] = round((cur["busy"] - prev["busy"]) / seconds, 3)
         out["machine_cores"] = round((cur["total"] - prev["total"]) / seconds, 3)
+        out["machine_steal"] = round((cur.get("steal", 0.0) - prev.get("steal", 0.0)) / seconds, 3)
+        out["probe_us"] = round(cur.get("probe", 0.0), 1)
         return out
 
 

@@ -59,6 +59,8 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
     # when the server runs on this machine
     busy = [w["cpu"] for w in windows if w["phase"] == "overload" and w["cpu"]]
     assert busy and all(c["worker"] > 0 and 0 < c["machine_busy"] <= c["machine_cores"] * 1.05 for c in busy), busy
+    # how fast the machine was (the speed probe), and what its hypervisor took
+    assert all(c["probe_us"] > 0 and 0 <= c["machine_steal"] <= c["machine_busy"] for c in busy), busy
     # the server's WAL in each window: the overload writes some in every one
     wal = [w["wal"] for w in windows if w["phase"] == "overload"]
     assert all(x and x["records"] > 0 and x["mb"] > 0 and x["checkpoints"] >= 0 for x in wal), wal
@@ -73,6 +75,8 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
     assert summary["capacity"]["jobs"] > 0 and summary["offered_overload"] > summary["capacity"]["rate"]
     assert {"met_overload", "met_recovery", "peak_rate_smoothed", "recovery_drain_rate"} <= set(summary)
     assert summary["overload_peak_rate_smoothed"] <= summary["peak_rate_smoothed"]
+    assert 0 < summary["machine_speed_min_over_max"] <= 1 and summary["overload_min_over_peak_at_machine_speed"] > 0
+    assert "at the run's median machine speed" in proc.stdout, proc.stdout
     assert detail["claim_time_source"] in ("pg_stat_statements", "pg_stat_user_functions")
     dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from jobqueue.bench.cpu import CpuSampler, proc_times
+from jobqueue.bench.cpu import CpuSampler, proc_times, speed_probe
+from jobqueue.bench.overload_verdict import Window, summarize
 
 
-def _read(pids: dict[int, tuple[str, float]], reaped: float, busy: float, total: float) -> dict[str, Any]:
-    return {"pids": pids, "reaped": reaped, "busy": busy, "total": total}
+def _read(
+    pids: dict[int, tuple[str, float]], reaped: float, busy: float, total: float, steal: float = 0.0, probe: float = 0.0
+) -> dict[str, Any]:
+    return {"pids": pids, "reaped": reaped, "busy": busy, "total": total, "steal": steal, "probe": probe}
 
 
 def test_a_window_counts_each_process_once_including_one_that_exited() -> None:
@@ -41,3 +44,47 @@ def test_proc_times_reads_this_process_and_none_for_a_gone_one() -> None:
     me = proc_times(os.getpid())
     assert me is not None and me[0] > 0 and me[2] == os.getppid()
     assert proc_times(2**22 + 12345) is None
+
+
+def test_a_window_carries_the_cores_stolen_and_the_speed_probe_at_its_end() -> None:
+    prev = _read({}, 0.0, 10.0, 20.0, steal=1.0, probe=3000.0)
+    cur = _read({}, 0.0, 18.0, 30.0, steal=1.5, probe=3600.0)
+    w = CpuSampler.window(prev, cur, 5.0)
+    assert w is not None and w["machine_steal"] == 0.1 and w["probe_us"] == 3600.0
+
+
+def test_the_speed_probe_measures_cpu_time_not_waiting() -> None:
+    import time
+
+    start = time.monotonic()
+    probe = speed_probe()
+    assert 0 < probe <= (time.monotonic() - start) * 1e6 * 1.01
+
+
+def _window(t: float, phase: str, rate: float, backlog: int, probe: float) -> Window:
+    return Window(
+        t=t, phase=phase, offered=0.0, enqueued=0, claimed=0, enqueue_rate=0.0, completion_rate=rate,
+        backlog=backlog, claim_calls=0, claim_ms=None, claim_source="", claim_buffers=None, claim_max_ms=None,
+        explain=None, table={}, indexes={}, claim_index=None, loadavg_1m=0.0,
+        cpu={"probe_us": probe, "machine_steal": 0.1},
+    )  # fmt: skip
+
+
+def test_the_verdict_stays_on_completions_as_measured_and_shows_them_at_the_median_machine_speed() -> None:
+    """Completions fall by a third while the machine (the probe) slows by as much: the verdict
+    misses as measured; scaled to the run's median machine speed the run is flat."""
+    windows = [_window(0.0, "capacity", 1000.0, 0, 3000.0)]
+    for i in range(40):
+        slow = 20 <= i < 30
+        rate, probe = (670.0, 4478.0) if slow else (1000.0, 3000.0)
+        windows.append(_window(5.0 * (i + 1), "overload", rate, 1000 * (i + 1), probe))
+    for i in range(16):
+        windows.append(_window(205.0 + 5 * i, "recovery", 1000.0, 30_000 - 1000 * i, 3000.0))
+    s = summarize(windows, {"rate": 800.0}, 5.0, 0, 0)
+    assert s["met_overload"] is False and s["overload_min_over_peak"] == 0.67
+    assert s["overload_min_over_peak_at_machine_speed"] == 1.0
+    assert s["machine_speed_min_over_max"] == 0.67 and s["machine_steal_mean_cores"] == 0.1
+    # no probe in the windows (a JSON written before it): no figures at machine speed
+    for w in windows:
+        w.cpu = None
+    assert "overload_min_over_peak_at_machine_speed" not in summarize(windows, {"rate": 800.0}, 5.0, 0, 0)
