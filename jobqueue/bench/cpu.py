@@ -18,9 +18,9 @@ its hypervisor gave other guests while this one wanted them (``/proc/stat``, ste
 
 And how fast the machine is at each read (:func:`speed_probe`): the CPU time this thread
 takes for a fixed piece of pure-Python work. On a shared virtual machine it swings with the
-neighbours (caches, memory bandwidth, clock), and so does every part's CPU per job: a run
-whose completions fall while the probe slows by as much was slowed by the machine, not by
-the queue.
+neighbours (caches, memory bandwidth, a sibling hyperthread), and so does every part's CPU
+per job. It does not see the cores the hypervisor takes away (steal, recorded beside it),
+which on the machine of 2026-12-07 came with every low stretch of a 10-minute overload.
 Only for a server on this machine (its backends' pids in ``/proc`` are ``postgres``
 processes); elsewhere only the local processes are read. Linux only: elsewhere it reads
 nothing and the windows carry no ``cpu``.
@@ -175,6 +175,8 @@ def plot_cpu(ax: Any, windows: Sequence[dict[str, Any]]) -> None:
     t = [w["t"] for w in rows]
     ax.stackplot(t, *[[w["cpu"].get(g, 0.0) for w in rows] for g in GROUPS], labels=GROUPS, alpha=0.8)
     ax.plot(t, [w["cpu"].get("machine_busy", 0.0) for w in rows], color="black", lw=0.8, label="machine busy")
+    stolen = [w["cpu"].get("machine_steal", 0.0) for w in rows]
+    ax.plot(t, stolen, color="black", ls="--", lw=0.9, label="stolen (hypervisor)")
     ax.set_ylabel("cores")
     ax.set_ylim(bottom=0, top=max([w["cpu"].get("machine_cores", 2.0) for w in rows] + [1.0]) * 1.05)
     ax.legend(loc="upper left", fontsize=7, ncol=4)

@@ -62,6 +62,10 @@ def test_overload_throughput(soak_db: Callable[[str], str], record: Callable[...
         "recovery_drain_rate": s.get("recovery_drain_rate"),
         "recovery_over_peak": s.get("recovery_over_peak"),
         "smoothing": s.get("smoothing"),
+        # information, not judged: how much the machine itself swung (bench/cpu.py's probe)
+        "machine_speed_min_over_max": s.get("machine_speed_min_over_max"),
+        "machine_steal_mean_cores": s.get("machine_steal_mean_cores"),
+        "machine_steal_max_cores": s.get("machine_steal_max_cores"),
         "json": str(OUT.with_name(OUT.stem + ".overload.json")),
         "png": str(OUT.with_name(OUT.stem + ".overload.png")),
     }
