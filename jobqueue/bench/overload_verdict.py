@@ -125,7 +125,7 @@ def _the_machine(windows: list[Window], judged: list[int], k: int) -> dict[str, 
     probe's slowest 30 s over its fastest (bench/cpu.py: CPU time of a fixed loop, so it
     sees slower cores, not cores taken away) and the cores the hypervisor gave other guests
     (steal), which the probe does not see and which, in the 10-minute run of 2026-12-07
-    07:00 UTC, came with every low stretch. Empty when the windows carry no probe (not
+    06:58 UTC, came with every low stretch. Empty when the windows carry no probe (not
     Linux, or a JSON written before it)."""
     probes = {i: float((windows[i].cpu or {}).get("probe_us") or 0.0) for i in judged}
     if not judged or not all(probes.values()):
