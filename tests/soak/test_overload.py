@@ -66,6 +66,9 @@ def test_overload_throughput(soak_db: Callable[[str], str], record: Callable[...
         "machine_speed_min_over_max": s.get("machine_speed_min_over_max"),
         "machine_steal_mean_cores": s.get("machine_steal_mean_cores"),
         "machine_steal_max_cores": s.get("machine_steal_max_cores"),
+        # information: the completions' slope on the backlog (% per million waiting, 95 %)
+        "trend_pct_per_million": s.get("trend_pct_per_million"),
+        "trend_pct_per_million_ci95": s.get("trend_pct_per_million_ci95"),
         "json": str(OUT.with_name(OUT.stem + ".overload.json")),
         "png": str(OUT.with_name(OUT.stem + ".overload.png")),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 from jobqueue.bench.cpu import CpuSampler, proc_times, speed_probe
@@ -87,3 +88,52 @@ def test_the_verdict_is_judged_on_completions_as_measured_and_says_how_the_machi
     for w in windows:
         w.cpu = None
     assert "machine_speed_min_over_max" not in summarize(windows, {"rate": 800.0}, 5.0, 0, 0)
+
+
+def _run_of(rates: list[float], backlog_step: int) -> list[Window]:
+    windows = [_window(0.0, "capacity", 1000.0, 0, 3000.0)]
+    for i, rate in enumerate(rates):
+        windows.append(_window(5.0 * (i + 1), "overload", rate, backlog_step * (i + 1), 3000.0))
+    return windows
+
+
+def test_the_trend_shows_a_collapse_as_the_backlog_grows() -> None:
+    """The issue's collapse: completions x backlog constant. The slope is steeply negative and
+    its interval far from zero."""
+    rates = [min(1000.0, 2e7 / (20_000 * (i + 1))) for i in range(60)]
+    s = summarize(_run_of(rates, 20_000), {"rate": 1000.0}, 5.0, 0, 0)
+    assert s["trend_points"] == 9  # 58 judged windows after the ramp: 9 blocks of 6
+    assert s["trend_pct_per_million"] < -50
+    assert s["trend_pct_per_million"] + s["trend_pct_per_million_ci95"] < 0
+
+
+def test_a_flat_run_has_no_trend_whatever_its_seconds_do() -> None:
+    """Completions that swing by 20 % window to window but do not follow the backlog: the
+    slope is near zero and its interval holds zero."""
+    noise = random.Random(13)
+    rates = [1000.0 * noise.uniform(0.8, 1.0) for _ in range(60)]
+    s = summarize(_run_of(rates, 20_000), {"rate": 1000.0}, 5.0, 0, 0)
+    assert abs(s["trend_pct_per_million"]) <= s["trend_pct_per_million_ci95"]
+    assert abs(s["trend_pct_per_million"]) < 10
+
+
+def test_no_trend_from_a_short_run_or_a_backlog_that_did_not_move() -> None:
+    assert "trend_pct_per_million" not in summarize(_run_of([1000.0] * 20, 1000), {"rate": 1000.0}, 5.0, 0, 0)
+    assert "trend_pct_per_million" not in summarize(_run_of([900.0, 1000.0] * 30, 0), {"rate": 1000.0}, 5.0, 0, 0)
+
+
+def test_the_verdict_table_prints_the_trend_as_information() -> None:
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from jobqueue.bench.overload_verdict import print_table
+
+    rates = [min(1000.0, 2e7 / (20_000 * (i + 1))) for i in range(60)]
+    s = summarize(_run_of(rates, 20_000), {"rate": 1000.0}, 5.0, 0, 0)
+    console = Console(record=True, width=240)
+    bench: Any = SimpleNamespace(row=lambda key: SimpleNamespace(extra=s) if key == "overload" else None)
+    print_table(bench, console)
+    text = console.export_text()
+    line = next(x for x in text.splitlines() if "trend with the backlog" in x)
+    assert f"{s['trend_pct_per_million']:+.1f} % per million waiting" in line and "(information)" in line
