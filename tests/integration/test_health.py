@@ -48,6 +48,16 @@ def oldest_holders(db: Conn) -> tuple[int, int]:
     return int(row["by_age"]), int(row["by_xids"])
 
 
+def holders_besides_me(db: Conn) -> int:
+    """Sessions of the whole server, but this one, holding an xid or a snapshot."""
+    row = db.execute(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+        "AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)"
+    ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
 def stamp(db: Conn) -> Any:
     return db.execute("SELECT last_run_at FROM jobqueue.maintenance WHERE step = 'reconcile'").fetchone()
 
@@ -89,8 +99,12 @@ def test_oldest_xmin_alert_names_the_held_transaction_and_clears(db: Conn, conne
     assert row["oldest_xmin_age_xids"]["detail"].startswith(f"pid {by_xids} (")
     holder.rollback()
     cleared = health(db, max_xmin_age="50 milliseconds", max_xmin_xids=3)
-    assert not cleared["oldest_xmin_age_xids"]["alert"]
     assert f"pid {pid} " not in cleared["oldest_xmin_age_s"]["detail"]
+    assert f"pid {pid} " not in cleared["oldest_xmin_age_xids"]["detail"]
+    # Alone on the server the xid check is off; beside another run (pytest -n) a session of
+    # its may hold an xid of its own, which the check then names instead of ours.
+    if holders_besides_me(db) == 0:
+        assert not cleared["oldest_xmin_age_xids"]["alert"]
 
 
 def test_reconcile_stamps_its_run_without_waiting_for_a_concurrent_one(db: Conn, connect: Callable[..., Conn]) -> None:

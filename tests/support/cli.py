@@ -16,8 +16,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Cleared besides every JOBQUEUE_* variable but JOBQUEUE_HOME.
-CLEARED = ("DATABASE_URL", "XDG_RUNTIME_DIR")
+#: Cleared besides every JOBQUEUE_* variable but JOBQUEUE_HOME. COLUMNS too: the CLI's tables
+#: are as wide as COLUMNS says, else PIPE_WIDTH into a pipe; pytest-xdist's workers set it to
+#: 80 where a plain pytest run does not, so the same test saw two widths. A test that wants a
+#: width passes it in ``env``.
+CLEARED = ("DATABASE_URL", "XDG_RUNTIME_DIR", "COLUMNS")
 KEPT = ("JOBQUEUE_HOME",)
 
 
