@@ -22,14 +22,15 @@ demo: $(STAMP)
 	$(BIN)/jobqueue demo
 
 # The suite waits far more than it computes (4:53 of CPU in a 14-minute serial run on 2
-# cores), so all of it but the chaos tier runs on 2 pytest-xdist workers, one test file per
-# worker at a time; the chaos tests compare throughput with a baseline taken in the same test
-# just before the fault, which a neighbour's load would skew, so they run alone afterwards
-# (and print their figure table). PYTEST_ARGS: extra pytest options, given to both runs.
+# cores), so all of it but the tests marked `serial` runs on 2 pytest-xdist workers, one test
+# file per worker at a time. The serial ones run alone afterwards: every chaos test (it
+# compares throughput with a baseline taken just before the fault, which a neighbour's load
+# would skew; it prints the chaos figure table) and the few that read what the whole server
+# holds (the oldest xmin, transactions in flight). PYTEST_ARGS: extra options for both runs.
 test: $(STAMP)
 	@rc=0; \
-	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=tests/chaos $(PYTEST_ARGS) || rc=$$?; \
-	$(BIN)/python -m pytest tests/chaos $(PYTEST_ARGS) || rc=$$?; \
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial" $(PYTEST_ARGS) || rc=$$?; \
+	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS) || rc=$$?; \
 	exit $$rc
 
 lint: $(STAMP)

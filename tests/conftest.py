@@ -122,6 +122,15 @@ postgresql_noproc = factories.postgresql_noproc(
 postgresql = factories.postgresql("postgresql_noproc")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every chaos test is ``serial``: it compares throughput with a baseline taken in the same
+    test, which other tests' load would skew (the Makefile's `test` runs them alone)."""
+    chaos = ROOT / "tests" / "chaos"
+    for item in items:
+        if chaos in item.path.parents:
+            item.add_marker(pytest.mark.serial)
+
+
 @pytest.fixture(scope="session")
 def server() -> Server:
     return SERVER

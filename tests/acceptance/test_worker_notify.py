@@ -30,7 +30,7 @@ def listener_ready(db: psycopg.Connection[Any], name: str) -> bool:
     return bool(
         scalar(
             db,
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s "
             "AND query IN ('LISTEN jobqueue', 'SELECT 1')",
             (f"jobqueue-listen:{name}",),
         )
@@ -69,7 +69,9 @@ def test_listener_reconnects_after_terminate(workers: Workers, db: psycopg.Conne
     wait_for(lambda: listener_ready(db, "n2"), 30, "the listener")
     time.sleep(0.3)
     db.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", ("jobqueue-listen:n2",)
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = %s",
+        ("jobqueue-listen:n2",),
     )
     with JobQueue(db_url) as jq:
         gap = jq.enqueue("chaos.work", {"n": 1})  # may land while nobody listens

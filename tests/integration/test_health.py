@@ -77,6 +77,7 @@ def test_a_quiet_database_after_reconcile_has_no_alert(db: Conn) -> None:
     assert after["dead_letters"]["threshold"] is None
 
 
+@pytest.mark.serial  # the oldest xmin is the whole server's
 def test_oldest_xmin_alert_names_the_held_transaction_and_clears(db: Conn, connect: Callable[..., Conn]) -> None:
     """RELIABILITY 2.2 / SOAK-01: an idle-in-transaction session holding an xid fires both
     oldest-xmin checks, naming its pid; it clears when the transaction ends."""

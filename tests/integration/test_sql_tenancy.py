@@ -380,6 +380,7 @@ def test_worker_ids_are_per_tenant(tdb: TenantDb) -> None:
     assert running["a-host"] == 1 and running["b-host-2"] == 1
 
 
+@pytest.mark.serial  # the oldest xid holder is the whole server's
 def test_health_on_a_plain_owner_install_still_counts_a_hidden_xid_holder(tdb: TenantDb) -> None:
     """Without pg_read_all_stats the owner sees only pid, user and xids of other roles'
     sessions: the age in xids still counts them and names the holder's pid, and says what
