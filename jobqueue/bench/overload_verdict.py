@@ -70,7 +70,8 @@ def summarize(
         part = [windows[x].completion_rate for x in judged[max(0, j - k + 1) : j + 1]]
         smooth[i] = sum(part) / len(part)
     peak = max((smooth[i] for i in judged[k - 1 :]), default=0.0)
-    over = [i for i in judged if windows[i].phase == "overload"][k - 1 :]
+    overload = [i for i in judged if windows[i].phase == "overload"]
+    over = overload[k - 1 :]
     over_min = min((smooth[i] for i in over), default=0.0)
     # the overload's own peak: how flat the overload is in itself (the verdict's peak is the
     # run's, over the recovery too, where the producer offers 2.6x less on the same machine)
@@ -101,7 +102,7 @@ def summarize(
         "jobs_offered": sent,
     }
     out.update(out_machine)
-    out.update(_trend(windows, [i for i in judged if windows[i].phase == "overload"], k))
+    out.update(_trend(windows, overload, k))
     out["met_overload"] = bool(peak) and over_min >= FLOOR * peak and backlog_grew
     out["met_recovery"] = bool(peak) and bool(rec) and rec_rate >= FLOOR * peak
     # the drains under half the capacity offered: windows whose backlog still held more than a
@@ -165,7 +166,7 @@ def _trend(windows: list[Window], over: list[int], k: int) -> dict[str, Any]:
     slope = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sxx
     rss = sum((b - my - slope * (a - mx)) ** 2 for a, b in zip(x, y, strict=True))
     dof = len(blocks) - 2
-    half = _T95[min(dof, len(_T95)) - 1] if dof <= len(_T95) else 1.96
+    half = _T95[dof - 1] if dof <= len(_T95) else 1.96
     half *= (rss / dof / sxx) ** 0.5
     return {
         "trend_pct_per_million": round(100 * slope / my, 1),

@@ -35,13 +35,16 @@ def health(db: Conn, **thresholds: Any) -> dict[str, dict[str, Any]]:
     return {r["check_name"]: r for r in rows}
 
 
+#: Sessions of the whole server, but the asking one, that hold an xid or a snapshot.
+HOLDERS = "pid <> pg_backend_pid() AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)"
+
+
 def oldest_holders(db: Conn) -> tuple[int, int]:
     """(pid of the oldest open transaction, pid holding the oldest xid), as the superuser sees it."""
     row = db.execute(
-        "SELECT (SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND xact_start IS NOT NULL "
-        "        AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) ORDER BY xact_start LIMIT 1) AS by_age, "
-        "(SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-        "        AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) "
+        f"SELECT (SELECT pid FROM pg_stat_activity WHERE {HOLDERS} AND xact_start IS NOT NULL "
+        "        ORDER BY xact_start LIMIT 1) AS by_age, "
+        f"(SELECT pid FROM pg_stat_activity WHERE {HOLDERS} "
         "        ORDER BY greatest(age(backend_xid), age(backend_xmin)) DESC LIMIT 1) AS by_xids"
     ).fetchone()
     assert row is not None
@@ -51,8 +54,7 @@ def oldest_holders(db: Conn) -> tuple[int, int]:
 def holders_besides_me(db: Conn) -> int:
     """Sessions of the whole server, but this one, holding an xid or a snapshot."""
     row = db.execute(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-        "AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)"
+        f"SELECT count(*) AS n FROM pg_stat_activity WHERE {HOLDERS}"
     ).fetchone()
     assert row is not None
     return int(row["n"])
