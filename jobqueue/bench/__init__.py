@@ -18,6 +18,8 @@ latency   an idle worker; jobs enqueued one by one at 50/s and 500/s; commit -> 
 history   drain with 1,000,000 finished jobs retained in jobqueue.job_history vs none
 cost      transactions, xids, WAL bytes and statements per job, single and batched paths
 counters  (only with --only) the drain with the counter triggers off, then on, alternating
+machine   (only with --only) this machine's own speed per 30 s span, nothing of jobqueue
+          running: whether the overload's 90 % floor over 30 s is reachable here at all
 
 Every jobqueue row carries its ratio to the matching baseline row, measured in the same run
 on the same server. Processes, never threads, stand for "processes" (the GIL). ``--peers
@@ -35,6 +37,7 @@ processes    measuring processes (forkserver) and real ``jobqueue worker`` proce
 core         Bench: progress, rows and the loaders and measurements scenarios share
 throughput   the baseline, enqueue and drain scenarios
 latency      the latency scenario;  history, cost: theirs
+machine      the machine's own speed per span, no database (only with --only)
 overload     throughput while the backlog grows, and the drain after (only with --only)
 schedules    periodic schedules: fire lag, exactly once, reconcile cost (only with --only)
 alerts       alert detection's cost in reconcile (50 rules over 10 queues), and the time from an
@@ -63,6 +66,7 @@ SCENARIO_MODULES = (
     "latency",
     "history",
     "cost",
+    "machine",
     "overload",
     "schedules",
     "alerts",

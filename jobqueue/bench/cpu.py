@@ -84,11 +84,18 @@ def speed_probe() -> float:
     runs = []
     for _ in range(PROBE_RUNS):
         start = time.thread_time_ns()
-        acc = 0
-        for i in range(PROBE_LOOPS):
-            acc ^= i * 7 + (acc >> 3)
+        fixed_loop()
         runs.append((time.thread_time_ns() - start) / 1000)
     return sorted(runs)[PROBE_RUNS // 2]
+
+
+def fixed_loop() -> int:
+    """PROBE_LOOPS iterations of pure-Python arithmetic: the same work on every call, so the
+    CPU time it takes is the core's speed (the probe here, the machine check in bench/machine.py)."""
+    acc = 0
+    for i in range(PROBE_LOOPS):
+        acc ^= i * 7 + (acc >> 3)
+    return acc
 
 
 def _group(backend_type: str, app: str) -> str:

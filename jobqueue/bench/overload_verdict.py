@@ -228,6 +228,15 @@ def print_table(bench: Bench, console: Any) -> None:
             f"{s.get('machine_steal_max_cores')} in the worst window",
             "(information)",
         )
+    machine = bench.row("machine")  # --only machine,overload: the check ran just before
+    if machine is not None:
+        m = machine.extra
+        out.add_row(
+            "the machine alone, before the run: slowest / fastest 30 s",
+            f"{m.get('slowest_over_fastest')} (compute {m.get('compute_slowest_over_fastest')}, "
+            f"round trips {m.get('round_trips_slowest_over_fastest')})",
+            "(information)",
+        )
     out.add_row(
         "recovery: drain / the run's peak",
         f"{rate(s.get('recovery_drain_rate'))} = {s.get('recovery_over_peak')}",

@@ -22,7 +22,7 @@ from jobqueue.cli._params import option
     default=None,
     help=(
         "Scenarios: baseline,enqueue,drain,latency,history,cost; "
-        "overload, schedules, alerts, web and counters only when named.  "
+        "machine, overload, schedules, alerts, web and counters only when named.  "
         "[default: all]"
     ),
 )
@@ -86,6 +86,12 @@ from jobqueue.cli._params import option
 @option(
     "--overload-concurrency", type=click.IntRange(1, 10_000), default=None, help="overload: worker -c.  [default: 32]"
 )
+@option(
+    "--machine-seconds",
+    type=click.FloatRange(10, 86_400),
+    default=None,
+    help="machine: length of the machine check, in spans of 30 s.  [default: 180]",
+)
 @pass_context
 def bench(
     ctx: Context,
@@ -105,6 +111,7 @@ def bench(
     overload_rate: float | None,
     overload_factor: float | None,
     overload_concurrency: int | None,
+    machine_seconds: float | None,
 ) -> None:
     """Measure jobqueue against a raw-SQL baseline on the same server, in one run.
 
@@ -133,6 +140,7 @@ def bench(
             "rate": overload_rate,
             "factor": overload_factor,
             "concurrency": overload_concurrency,
+            "machine_seconds": machine_seconds,
         },
     ).validate()
     sys.exit(bench_module.run(ctx.target(), config))

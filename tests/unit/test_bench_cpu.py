@@ -137,3 +137,25 @@ def test_the_verdict_table_prints_the_trend_as_information() -> None:
     text = console.export_text()
     line = next(x for x in text.splitlines() if "trend with the backlog" in x)
     assert f"{s['trend_pct_per_million']:+.1f} % per million waiting" in line and "(information)" in line
+
+
+def test_the_verdict_table_prints_the_machine_check_when_it_ran_before() -> None:
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from jobqueue.bench.overload_verdict import print_table
+
+    s = summarize(_run_of([1000.0] * 60, 20_000), {"rate": 1000.0}, 5.0, 0, 0)
+    machine = {"slowest_over_fastest": 0.874, "compute_slowest_over_fastest": 0.921,
+               "round_trips_slowest_over_fastest": 0.874}  # fmt: skip
+    rows = {"overload": SimpleNamespace(extra=s), "machine": SimpleNamespace(extra=machine)}
+    for present in (False, True):
+        console = Console(record=True, width=240)
+        ran = rows if present else {"overload": rows["overload"]}
+        bench: Any = SimpleNamespace(row=ran.get)
+        print_table(bench, console)
+        lines = [x for x in console.export_text().splitlines() if "the machine alone" in x]
+        assert bool(lines) == present
+        if present:
+            assert "0.874 (compute 0.921, round trips 0.874)" in lines[0]
