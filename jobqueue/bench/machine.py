@@ -26,6 +26,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -35,7 +36,7 @@ from jobqueue.bench.cpu import PROBE_LOOPS, fixed_loop, machine_busy
 from jobqueue.bench.overload_verdict import FLOOR, SMOOTH
 from jobqueue.bench.registry import scenario, table
 
-#: The span the overload verdict averages over (SMOOTH windows of 5 s).
+#: The span the overload verdict averages over (SMOOTH windows of the overload's 5 s).
 SPAN_S = SMOOTH * 5.0
 #: Length of each of the check's two parts: six spans.
 MACHINE_S = 180.0
@@ -50,20 +51,15 @@ def spin(core: int | None, start_at: float, span_s: float, spans: int) -> list[t
     """In a process of its own: pinned to ``core`` (None: where the system puts it), from the
     monotonic time ``start_at`` run the fixed loop for ``spans`` spans of ``span_s`` seconds;
     per span (loops, CPU seconds, wall seconds)."""
-    if core is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {core})
+    _pin(core)
     while time.monotonic() < start_at:  # warm: the first span starts on a busy core, as the others do
         fixed_loop()
-    out = []
-    end = time.monotonic()
-    for _ in range(spans):
-        end += span_s
-        wall0, cpu0, loops = time.monotonic(), time.thread_time(), 0
-        while time.monotonic() < end:
-            fixed_loop()
-            loops += 1
-        out.append((loops, time.thread_time() - cpu0, time.monotonic() - wall0))
-    return out
+
+    def one_loop() -> int:
+        fixed_loop()
+        return 1
+
+    return _count(one_loop, span_s, spans)
 
 
 def echo(conn: Connection, core: int | None) -> float:
@@ -79,21 +75,30 @@ def ping(conn: Connection, core: int | None, span_s: float, spans: int) -> list[
     """In a process of its own, pinned to ``core``: one byte to :func:`echo` and back, as
     many times as fit in each of ``spans`` spans; per span (round trips, CPU s, wall s)."""
     _pin(core)
-    for _ in range(100):  # warm both ends
-        conn.send_bytes(b"x")
-        conn.recv_bytes()
+
+    def trips(n: int = 100) -> int:
+        for _ in range(n):
+            conn.send_bytes(b"x")
+            conn.recv_bytes()
+        return n
+
+    trips()  # warm both ends
+    out = _count(trips, span_s, spans)
+    conn.send_bytes(b"q")
+    return out
+
+
+def _count(step: Callable[[], int], span_s: float, spans: int) -> list[tuple[int, float, float]]:
+    """Call ``step`` (which says how many units it did) back to back for ``spans`` spans of
+    ``span_s`` seconds; per span (units, this thread's CPU seconds, wall seconds)."""
     out = []
     end = time.monotonic()
     for _ in range(spans):
         end += span_s
-        wall0, cpu0, trips = time.monotonic(), time.thread_time(), 0
+        wall0, cpu0, units = time.monotonic(), time.thread_time(), 0
         while time.monotonic() < end:
-            for _ in range(100):
-                conn.send_bytes(b"x")
-                conn.recv_bytes()
-            trips += 100
-        out.append((trips, time.thread_time() - cpu0, time.monotonic() - wall0))
-    conn.send_bytes(b"q")
+            units += step()
+        out.append((units, time.thread_time() - cpu0, time.monotonic() - wall0))
     return out
 
 

@@ -169,6 +169,7 @@ class OverloadConfig:
         factor = extra.get("factor") or FACTOR
         rate = extra.get("rate")
         concurrency = extra.get("concurrency") or CONCURRENCY
+        workers = extra.get("workers") or WORKERS
         if not 10 <= float(duration) <= 86_400:
             raise BenchError("duration: must be between 10 and 86400 seconds")
         if not 0 <= int(backlog) <= 10_000_000:
@@ -177,11 +178,14 @@ class OverloadConfig:
             raise BenchError("overload_factor: must be more than 1 and at most 10")
         if rate is not None and not 1 <= float(rate) <= 1_000_000:
             raise BenchError("overload_rate: must be between 1 and 1000000 jobs/s")
+        if not 1 <= int(workers) <= 64:
+            raise BenchError("overload_workers: must be between 1 and 64")
         return cls(
             duration_s=float(duration),
             factor=float(factor),
             rate=None if rate is None else float(rate),
             concurrency=int(concurrency),
+            workers=int(workers),
             capacity_jobs=QUICK_CAPACITY_JOBS if quick else CAPACITY_JOBS,
             backlog_jobs=int(backlog),
             window_s=float(extra.get("window_s") or (QUICK_WINDOW_S if quick else WINDOW_S)),

@@ -87,6 +87,12 @@ from jobqueue.cli._params import option
     "--overload-concurrency", type=click.IntRange(1, 10_000), default=None, help="overload: worker -c.  [default: 32]"
 )
 @option(
+    "--overload-workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="overload: worker processes, each -c --overload-concurrency.  [default: 1]",
+)
+@option(
     "--machine-seconds",
     type=click.FloatRange(10, 86_400),
     default=None,
@@ -111,6 +117,7 @@ def bench(
     overload_rate: float | None,
     overload_factor: float | None,
     overload_concurrency: int | None,
+    overload_workers: int | None,
     machine_seconds: float | None,
 ) -> None:
     """Measure jobqueue against a raw-SQL baseline on the same server, in one run.
@@ -140,6 +147,7 @@ def bench(
             "rate": overload_rate,
             "factor": overload_factor,
             "concurrency": overload_concurrency,
+            "workers": overload_workers,
             "machine_seconds": machine_seconds,
         },
     ).validate()

@@ -32,7 +32,7 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
     out = tmp_path / "run.json"
     proc = _bench(
         db_url, tmp_path, "--only", "overload", "--quick", "--duration", "10", "--backlog-jobs", "2000",
-        "--overload-concurrency", "8", "--json", str(out),
+        "--overload-concurrency", "8", "--overload-workers", "2", "--json", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the verdict is printed, not only written
@@ -44,6 +44,7 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
     assert Path(row["extra"]["json"]) == tmp_path / "run.overload.json"
     png = Path(row["extra"]["png"])
     assert png == tmp_path / "run.overload.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert detail["config"]["workers"] == 2 and detail["config"]["concurrency"] == 8
     windows = detail["windows"]
     # Only the overload lasts a fixed time (--duration 10: five 2 s windows with --quick); the drains may
     # end within one window on a fast machine, so their windows are not required.
@@ -91,6 +92,7 @@ def test_overload_run_writes_windows_json_and_png(db_url: str, tmp_path: Path) -
         ({"rate": 0.5}, "overload_rate"),
         ({"duration_s": 5}, "duration"),
         ({"backlog_jobs": -1}, "backlog_jobs"),
+        ({"workers": 65}, "overload_workers"),
     ],
 )
 def test_bad_overload_options_name_the_field(extra: dict[str, Any], field: str) -> None:
