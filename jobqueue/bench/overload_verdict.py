@@ -232,7 +232,7 @@ def print_table(bench: Bench, console: Any) -> None:
     if machine is not None:
         m = machine.extra
         out.add_row(
-            "the machine alone, before the run: slowest / fastest 30 s",
+            f"the machine alone, before the run: slowest / fastest {m.get('span_s', 30):g} s",
             f"{m.get('slowest_over_fastest')} (compute {m.get('compute_slowest_over_fastest')}, "
             f"round trips {m.get('round_trips_slowest_over_fastest')})",
             "(information)",

@@ -147,7 +147,7 @@ def test_the_verdict_table_prints_the_machine_check_when_it_ran_before() -> None
     from jobqueue.bench.overload_verdict import print_table
 
     s = summarize(_run_of([1000.0] * 60, 20_000), {"rate": 1000.0}, 5.0, 0, 0)
-    machine = {"slowest_over_fastest": 0.874, "compute_slowest_over_fastest": 0.921,
+    machine = {"span_s": 30.0, "slowest_over_fastest": 0.874, "compute_slowest_over_fastest": 0.921,
                "round_trips_slowest_over_fastest": 0.874}  # fmt: skip
     rows = {"overload": SimpleNamespace(extra=s), "machine": SimpleNamespace(extra=machine)}
     for present in (False, True):
@@ -158,4 +158,4 @@ def test_the_verdict_table_prints_the_machine_check_when_it_ran_before() -> None
         lines = [x for x in console.export_text().splitlines() if "the machine alone" in x]
         assert bool(lines) == present
         if present:
-            assert "0.874 (compute 0.921, round trips 0.874)" in lines[0]
+            assert "slowest / fastest 30 s" in lines[0] and "0.874 (compute 0.921, round trips 0.874)" in lines[0]
