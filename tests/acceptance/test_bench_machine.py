@@ -9,26 +9,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def _bench(db_url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JOBQUEUE_DATABASE_URL")}
-    command = [sys.executable, "-m", "jobqueue", "--database-url", db_url, "bench", "--no-progress"]
-    return subprocess.run(
-        [*command, "--only", "machine", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=160,
-        check=False,
-    )
+    return run_cli("bench", "--no-progress", "--only", "machine", *args, database_url=db_url, cwd=cwd, timeout=160)
 
 
 def test_quick_machine_check(db_url: str, tmp_path: Path) -> None:
