@@ -11,6 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.support.cli import run_cli
@@ -41,3 +42,8 @@ def test_a_check_shorter_than_two_spans_is_refused_naming_the_option(db_url: str
     assert proc.returncode == 1 and "machine_seconds: at least 60" in proc.stdout + proc.stderr
     scenario = json.loads((tmp_path / "b.json").read_text())["scenarios"]["machine"]
     assert scenario["rows"] == [] and "machine_seconds" in scenario["error"]
+    # nothing left behind: the scratch databases are gone, no results folder was written
+    dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE %s", (f"{dbname}_bench%",)).fetchone() is None
+    assert not (tmp_path / "bench-results").exists()
