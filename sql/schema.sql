@@ -294,12 +294,18 @@ CREATE TABLE jobqueue.job (
     -- High churn: every job is inserted, updated at claim and deleted at completion.
     -- Room on each page for HOT updates (progress, cancel flag), and vacuum early and fast.
     fillfactor = 80,
-    autovacuum_vacuum_scale_factor = 0.02,
-    autovacuum_vacuum_threshold = 500,
     autovacuum_vacuum_insert_scale_factor = 0.05,
     autovacuum_analyze_scale_factor = 0.02,
     autovacuum_vacuum_cost_limit = 2000,
-    autovacuum_vacuum_cost_delay = 1
+    autovacuum_vacuum_cost_delay = 1,
+    -- Claimed jobs' dead entries sit at the head of job_claim_idx, where each claim starts,
+    -- until a vacuum removes them; neither setting may let their number grow with the
+    -- backlog (revision 0020, issue 13): vacuum after a fixed count of dead rows, not a
+    -- share of the table, and never skip the index pass (the default skips it while the
+    -- dead rows are on under 2 % of the pages).
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 20000,
+    vacuum_index_cleanup = on
 );
 COMMENT ON TABLE jobqueue.job IS 'Live jobs (pending, retrying, processing); private, read jobqueue.jobs';
 
