@@ -219,8 +219,10 @@ def main() -> None:
     for field, value, low in (("large", args.large, 1000), ("small", args.small, 0), ("rounds", args.rounds, 2)):
         if value < low:
             parser.error(f"--{field}: at least {low}")
-    if not 1.0 <= args.grow <= 3.0 or args.slot_s < 1:
-        parser.error("--grow: between 1.0 and 3.0; --slot-s: at least 1")
+    if not 1.0 <= args.grow <= 3.0:
+        parser.error("--grow: between 1.0 and 3.0")
+    if args.slot_s < 1:
+        parser.error("--slot-s: at least 1")
     base = os.environ.get("DATABASE_URL")
     if not base:
         from jobqueue.embedded import EmbeddedServer
