@@ -51,10 +51,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jobqueue import migrations
 from jobqueue.bench.core import chunks, noop_jobs
+from jobqueue.bench.scratch import database_url
 from jobqueue.client import JobQueue
 from jobqueue.config import DatabaseTarget
 from jobqueue.round import run_round
@@ -79,12 +79,6 @@ REVISION_0019_VACUUM = (
     "vacuum_index_cleanup = auto)"
 )
 STATEMENT_TIMES = "SELECT query, total_exec_time FROM pg_stat_statements WHERE dbid = %s AND toplevel AND query LIKE %s"
-
-
-def url_for(base: str, dbname: str) -> str:
-    info = conninfo_to_dict(base)
-    info["dbname"] = dbname
-    return make_conninfo("", **info)
 
 
 class Lane:
@@ -234,7 +228,7 @@ def main() -> None:
     with psycopg.connect(base, autocommit=True) as su:
         su.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(names["B"])))
     try:
-        urls = {lane: url_for(base, name) for lane, name in names.items()}
+        urls = {lane: database_url(base, name) for lane, name in names.items()}
         migrations.upgrade(DatabaseTarget(urls["B"], "backlog-ab"))
         print(f"filling lane B with {args.large:,} jobs", flush=True)
         fill(urls["B"], args.large)
