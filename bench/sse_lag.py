@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -53,8 +52,9 @@ def main() -> int:
     parts = urlsplit(args.database_url)
     web_url = urlunsplit(parts._replace(netloc="jobqueue_web@" + parts.netloc.rpartition("@")[2]))
     port = free_port()
+    serve = ["serve", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(
-        [sys.executable, "-m", "jobqueue", "--database-url", web_url, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "jobqueue", "--database-url", web_url, *serve],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     arrived: dict[tuple[int, str], float] = {}
