@@ -159,3 +159,54 @@ def test_the_verdict_table_prints_the_machine_check_when_it_ran_before() -> None
         assert bool(lines) == present
         if present:
             assert "slowest / fastest 30 s" in lines[0] and "0.874 (compute 0.921, round trips 0.874)" in lines[0]
+
+
+def _stolen_run(steal: list[float], rate_of: Any) -> list[Window]:
+    windows = [_window(0.0, "capacity", 1000.0, 0, 3000.0)]
+    for i, x in enumerate(steal):
+        w = _window(5.0 * (i + 1), "overload", rate_of(i, x), 1000 * (i + 1), 3000.0)
+        w.cpu = {"probe_us": 3000.0, "machine_steal": x}
+        windows.append(w)
+    return windows
+
+
+def test_a_swing_that_follows_the_steal_is_told_apart_from_one_that_does_not() -> None:
+    """Completions lose 20 % per 0.1 core stolen, in stretches: the verdict misses as measured;
+    the slope is -20 % per 0.1 core and, taken out, the run is flat (1.0). A swing of the same
+    size that steal does not explain stays in the second figure."""
+    steal = [0.1 if (i // 8) % 3 == 1 else 0.0 for i in range(60)]
+    s = summarize(_stolen_run(steal, lambda i, x: 1000.0 - 2000.0 * x), {"rate": 1000.0}, 5.0, 0, 0)
+    assert s["met_overload"] is False and s["overload_min_over_overload_peak"] == 0.8
+    mean = sum(1000.0 - 2000.0 * x for x in steal[2:]) / len(steal[2:])
+    assert s["steal_pct_per_tenth_core"] == round(-200.0 / mean * 100 * 0.1 * 10, 1)
+    assert s["overload_min_over_overload_peak_steal_removed"] == 1.0
+    # the same dips, but in stretches where nothing was stolen (steal elsewhere, no effect)
+    other = [0.1 if (i // 8) % 3 == 2 else 0.0 for i in range(60)]
+    s = summarize(_stolen_run(other, lambda i, x: 800.0 if (i // 8) % 3 == 1 else 1000.0), {"rate": 1000.0}, 5.0, 0, 0)
+    assert s["overload_min_over_overload_peak"] == 0.8
+    assert s["overload_min_over_overload_peak_steal_removed"] <= 0.8
+
+
+def test_no_steal_figures_without_the_cpu_accounting_or_with_steal_that_never_varied() -> None:
+    flat = summarize(_stolen_run([0.05] * 60, lambda i, x: 1000.0 - (i % 2) * 100), {"rate": 1000.0}, 5.0, 0, 0)
+    assert "steal_pct_per_tenth_core" not in flat
+    windows = _stolen_run([0.1 * (i % 2) for i in range(60)], lambda i, x: 1000.0)
+    windows[10].cpu = None  # one window without the accounting: no figure rather than a partial one
+    assert "overload_min_over_overload_peak_steal_removed" not in summarize(windows, {"rate": 1000.0}, 5.0, 0, 0)
+
+
+def test_the_verdict_table_prints_the_steal_linked_figure_as_information() -> None:
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from jobqueue.bench.overload_verdict import print_table
+
+    steal = [0.1 if (i // 8) % 3 == 1 else 0.0 for i in range(60)]
+    s = summarize(_stolen_run(steal, lambda i, x: 1000.0 - 2000.0 * x), {"rate": 1000.0}, 5.0, 0, 0)
+    console = Console(record=True, width=240)
+    bench: Any = SimpleNamespace(row=lambda key: SimpleNamespace(extra=s) if key == "overload" else None)
+    print_table(bench, console)
+    line = next(x for x in console.export_text().splitlines() if "steal-linked part taken out" in x)
+    assert "1.0 (completions" in line and f"{s['steal_pct_per_tenth_core']:+.1f} % per 0.1 core" in line
+    assert "(information)" in line
