@@ -85,3 +85,18 @@ def test_a_bad_option_is_refused_naming_it_before_any_database_is_made(
     proc = _run(db_url, *args)
     assert proc.returncode == 2 and option in proc.stderr, proc.stderr
     assert _raw_databases(db_url) == before
+
+
+def test_the_minimal_queues_table_has_jobqueue_jobs_storage_settings(db_url: str) -> None:
+    """So that autovacuum visits both tables alike: the WITH list of raw_job in the script
+    is jobqueue.job's, as the migrations leave it (a change to one without the other fails)."""
+    spec = importlib.util.spec_from_file_location("overload_raw", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    block = module.SCHEMA.split(") WITH (", 1)[1].split(");", 1)[0]
+    mine = {line.strip().rstrip(",").replace(" = ", "=") for line in block.splitlines() if "=" in line}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'jobqueue.job'::regclass").fetchone()
+    assert row is not None
+    assert mine == set(row[0])
