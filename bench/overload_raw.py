@@ -48,14 +48,13 @@ from psycopg import sql
 
 from jobqueue.bench.core import noop_jobs
 from jobqueue.bench.cpu import SAMPLER_APP, CpuSampler
+from jobqueue.bench.overload import PacedProducer
 from jobqueue.bench.overload_plot import plot
 from jobqueue.bench.overload_verdict import Window, summarize
 from jobqueue.bench.scratch import database_url
 from jobqueue.round import run_round
 
 BATCH = 32
-PRODUCER_BATCH = 128
-PRODUCER_TICK_S = 0.01
 WINDOW_S = 5.0
 RECOVERY_FACTOR = 0.5
 #: The worker's nap when a claim found nothing (jobqueue's worker would wait for a NOTIFY).
@@ -126,44 +125,17 @@ def worker_main(url: str, go: Event, stop: Event) -> None:
                 time.sleep(IDLE_S)
 
 
-class Producer:
-    """Offers ``rate`` jobs per second, as jobqueue.bench.overload.Producer paces them."""
+class Producer(PacedProducer):
+    """Offers ``rate`` jobs per second with jobqueue's overload pacing, as INSERTs of the same jobs."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.conn = psycopg.connect(url, autocommit=True, application_name="jobqueue-bench-producer")
-        self.rate, self.sent, self.base_t, self.base_sent = 0.0, 0, time.monotonic(), 0
-        self.error: BaseException | None = None
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="raw-producer", daemon=True)
 
-    def set_rate(self, rate: float) -> None:
-        with self.lock:
-            self.base_t, self.base_sent, self.rate = time.monotonic(), self.sent, rate
+    def send(self, start: int, size: int) -> None:
+        self.conn.execute(ENQUEUE, (payloads(start, size),))
 
-    def _run(self) -> None:
-        try:
-            tick = time.monotonic()
-            while not self.stopping.is_set():
-                with self.lock:
-                    due = int(self.rate * (time.monotonic() - self.base_t)) - (self.sent - self.base_sent)
-                while due > 0 and not self.stopping.is_set():
-                    size = min(due, PRODUCER_BATCH)
-                    self.conn.execute(ENQUEUE, (payloads(self.sent, size),))
-                    self.sent += size
-                    due -= size
-                tick += PRODUCER_TICK_S
-                now = time.monotonic()
-                if tick > now:
-                    self.stopping.wait(tick - now)
-                else:
-                    tick = now
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(30)
+    def close(self) -> None:
         self.conn.close()
 
 
@@ -262,7 +234,7 @@ class Run:
                     self.wait(0.05, None)
                 capacity = args.capacity_jobs / (time.monotonic() - started)
             print(f"capacity: {capacity:,.0f} jobs/s (an empty-queue drain of {args.capacity_jobs:,})", flush=True)
-            producer.thread.start()
+            producer.start()
             self.phase, self.offered = "overload", round(args.factor * capacity, 1)
             producer.set_rate(self.offered)
             self.wait(args.duration, producer)
@@ -325,6 +297,7 @@ def main() -> None:
         "capacity", "offered_overload", "peak_rate_smoothed", "overload_min_over_peak",
         "overload_min_over_overload_peak", "overload_mean_rate", "backlog_at_end_of_overload",
         "recovery_over_peak", "trend_pct_per_million", "trend_pct_per_million_ci95",
+        "steal_pct_per_tenth_core", "overload_min_over_overload_peak_steal_removed",
         "machine_speed_min_over_max", "machine_steal_max_cores", "met_overload", "met_recovery",
     )  # fmt: skip
     print(json.dumps({k: summary.get(k) for k in keys}, indent=1))

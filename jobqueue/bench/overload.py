@@ -200,14 +200,12 @@ class RunState:
     plans: dict[str, str] = field(default_factory=dict)
 
 
-class Producer:
-    """Offers ``rate`` jobs per second in ``enqueue_many`` calls of at most 128 jobs, 100
-    times a second (PRODUCER_TICK_S)."""
+class PacedProducer:
+    """Offers ``rate`` jobs per second in calls of at most PRODUCER_BATCH jobs, 100 times a
+    second (PRODUCER_TICK_S), from a thread: the overload's pacing, whatever a call sends to
+    (:meth:`send`; bench/overload_raw.py paces a minimal queue with it)."""
 
-    def __init__(self, url: str) -> None:
-        from jobqueue.client import JobQueue
-
-        self.jq = JobQueue(url, pool_size=1, application_name="jobqueue-bench-producer")
+    def __init__(self) -> None:
         self.rate = 0.0
         self.sent = 0
         self.error: BaseException | None = None
@@ -217,8 +215,14 @@ class Producer:
         self._base_t = time.monotonic()
         self._base_sent = 0
 
+    def send(self, start: int, size: int) -> None:
+        """Enqueue ``size`` jobs numbered from ``start``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what :meth:`send` holds (after the thread stopped)."""
+
     def start(self) -> None:
-        self.jq.check_schema()
         self._thread.start()
 
     def set_rate(self, rate: float) -> None:
@@ -230,7 +234,7 @@ class Producer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
-        self.jq.close()
+        self.close()
 
     def _run(self) -> None:
         """Every PRODUCER_TICK_S, enqueue what the rate has made due since the last tick, in
@@ -244,7 +248,7 @@ class Producer:
                     due = int(self.rate * (time.monotonic() - self._base_t)) - (self.sent - self._base_sent)
                 while due > 0 and not self._stop.is_set():
                     size = min(due, PRODUCER_BATCH)
-                    self.jq.enqueue_many(noop_jobs(self.sent, size))
+                    self.send(self.sent, size)
                     self.sent += size
                     due -= size
                 tick += PRODUCER_TICK_S
@@ -255,6 +259,26 @@ class Producer:
                     tick = now  # behind: the next tick's due catches up, in calls of PRODUCER_BATCH
         except BaseException as exc:
             self.error = exc
+
+
+class Producer(PacedProducer):
+    """The paced producer of the overload run: ``enqueue_many`` of the bench's noop jobs."""
+
+    def __init__(self, url: str) -> None:
+        from jobqueue.client import JobQueue
+
+        super().__init__()
+        self.jq = JobQueue(url, pool_size=1, application_name="jobqueue-bench-producer")
+
+    def start(self) -> None:
+        self.jq.check_schema()
+        super().start()
+
+    def send(self, start: int, size: int) -> None:
+        self.jq.enqueue_many(noop_jobs(start, size))
+
+    def close(self) -> None:
+        self.jq.close()
 
 
 class Overload:
