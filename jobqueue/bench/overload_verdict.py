@@ -150,7 +150,8 @@ def _steal(windows: list[Window], over: list[int], k: int) -> dict[str, Any]:
     minus slope x its steal). Steal is what a guest can see of its neighbours; they slow it
     beyond the cores they take (shared caches and memory), which the slope carries too. On
     the machine of 2026-12-07 18:31 UTC jobqueue and a minimal SKIP LOCKED queue
-    (bench/overload_raw.py) each lost ~19 % per 0.1 core, and each came to 0.810 without it.
+    (bench/overload_raw.py) each lost ~19 % per 0.1 core, and each came to 0.810 without it;
+    in the pair after, 0.738 (minimal queue) and 0.711 (jobqueue): it explains part, not all.
     Empty without the CPU accounting, with fewer than 2k windows, or with steal that never
     varied."""
     pts = [
