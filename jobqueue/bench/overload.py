@@ -233,7 +233,8 @@ class PacedProducer:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(30)
+        if self._thread.ident is not None:  # started (a run that failed before may not have)
+            self._thread.join(30)
         self.close()
 
     def _run(self) -> None:
