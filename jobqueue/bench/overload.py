@@ -41,6 +41,7 @@ import json
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,7 +201,7 @@ class RunState:
     plans: dict[str, str] = field(default_factory=dict)
 
 
-class PacedProducer:
+class PacedProducer(ABC):
     """Offers ``rate`` jobs per second in calls of at most PRODUCER_BATCH jobs, 100 times a
     second (PRODUCER_TICK_S), from a thread: the overload's pacing, whatever a call sends to
     (:meth:`send`; bench/overload_raw.py paces a minimal queue with it)."""
@@ -215,10 +216,11 @@ class PacedProducer:
         self._base_t = time.monotonic()
         self._base_sent = 0
 
+    @abstractmethod
     def send(self, start: int, size: int) -> None:
         """Enqueue ``size`` jobs numbered from ``start``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
         """Release what :meth:`send` holds (after the thread stopped)."""
 
